@@ -1,0 +1,136 @@
+"""The ``streamdet`` command line: a thin layer over the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+
+from ._version import __version__
+from .errors import StreamdetError
+
+__all__ = ["main"]
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from .simulate import simulate
+
+    truth = simulate(
+        args.output,
+        truth=args.truth,
+        size=args.size,
+        freq=args.freq,
+        seed=args.seed,
+        offset=(args.offset[0], args.offset[1]),
+        noise=not args.no_noise,
+        sidelobes=args.sidelobes,
+        overwrite=args.overwrite,
+        quiet=args.quiet,
+    )
+    if not args.quiet:
+        print(f"wrote {args.output} ({args.size}x{args.size}, {args.freq} MHz, "
+              f"{len(truth)} sources)" + (f" and truth {args.truth}" if args.truth else ""))
+    return 0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from .convert import convert
+
+    report = convert(
+        args.input,
+        args.output,
+        chunks=args.chunks,
+        shard=args.shard,
+        codec=args.codec,
+        hdu=args.hdu,
+        overwrite=args.overwrite,
+        verify=args.verify,
+        quiet=args.quiet,
+    )
+    if not args.quiet:
+        print(report.summary())
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from .io import info
+
+    print(info(args.store).summary())
+    return 0
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streamdet",
+        description="Out-of-core deep-learning source finding for SKA-scale radio images.",
+    )
+    parser.add_argument("--version", action="version", version=f"streamdet {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("simulate", help="simulate an SDC1-like continuum field and its truth",
+                       description="Write a synthetic SKA SDC1-like continuum image (FITS) and, "
+                       "optionally, its truth catalogue in the SDC1 submission format.")
+    p.add_argument("output", metavar="OUT.fits", help="FITS image to write")
+    p.add_argument("--truth", metavar="TRUTH.txt", help="truth catalogue to write (SDC1 format)")
+    p.add_argument("--size", type=int, default=2048, metavar="N", help="image side in pixels")
+    p.add_argument("--freq", type=int, default=560, choices=(560, 1400, 9200),
+                   help="band in MHz (sets pixel scale, beam and noise)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed")
+    p.add_argument("--offset", type=float, nargs=2, default=(0.0, 0.0), metavar=("DRA", "DDEC"),
+                   help="field centre offset from (RA 0, Dec -30) in degrees")
+    p.add_argument("--no-noise", action="store_true", help="leave out the noise")
+    p.add_argument("--sidelobes", action="store_true",
+                   help="add sidelobes/negative bowls around the brightest sources")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser("convert", help="convert a FITS image or cube to chunked Zarr (streaming)",
+                       description="Stream a FITS image or cube into a chunked, compressed Zarr v3 "
+                       "store, keeping the header, WCS and beam. Restartable.")
+    p.add_argument("input", metavar="IN.fits", help="FITS file to read")
+    p.add_argument("output", metavar="OUT.zarr", help="Zarr store to write")
+    p.add_argument("--chunks", type=int, default=None, metavar="N",
+                   help="spatial chunk side in pixels (default 1024 for images, 256 for cubes)")
+    p.add_argument("--shard", type=int, default=None, metavar="N",
+                   help="spatial shard side in pixels (a multiple of --chunks); default no sharding")
+    p.add_argument("--codec", choices=("zstd", "blosc", "none"), default="zstd",
+                   help="compression codec")
+    p.add_argument("--hdu", type=int, default=None, metavar="K",
+                   help="HDU index (default: the first HDU with image data)")
+    p.add_argument("--verify", action="store_true",
+                   help="check the Zarr content against the FITS data, block by block")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("info", help="describe a Zarr store written by convert",
+                       description="Print whether a store is complete, its shape, chunks, WCS "
+                       "and beam.")
+    p.add_argument("store", metavar="STORE.zarr", help="Zarr store (or FITS file)")
+    p.set_defaults(func=_cmd_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status (0 on success, 1 on error)."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler = args.func
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            return handler(args)
+    except StreamdetError as exc:
+        print(f"streamdet {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"streamdet {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
