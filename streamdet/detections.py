@@ -1,0 +1,141 @@
+"""A column container for decoded detections, shared by decoding, NMS and merging."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .errors import StreamdetValueError
+
+__all__ = ["Detections"]
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Detections of one tile, chunk or image, column by column.
+
+    Attributes
+    ----------
+    boxes : (N, 4) float64
+        Boxes in xyxy, 0-based pixel coordinates of the full image (the centre of
+        pixel ``i`` is at ``i``; a box ``[x0, y0, x1, y1]`` spans x0 <= x < x1).
+    objectness : (N,) float32
+        Objectness in [0, 1]; the NMS and threshold score.
+    probability : (N,) float32
+        Detection probability in [0, 1].
+    prior : (N,) int16
+        Index of the box prior (anchor) that produced the detection.
+    params : (N, P) float64
+        Decoded physical parameters, in the order of ``param_names``.
+    param_names : tuple of str
+        Names of the ``P`` parameter columns (e.g. ``("flux", "bmaj", "bmin", "pa")``).
+    chunk : (N,) int32
+        Index of the chunk of origin (-1 if unknown).
+    """
+
+    boxes: NDArray[np.float64]
+    objectness: NDArray[np.float32]
+    probability: NDArray[np.float32]
+    prior: NDArray[np.int16]
+    params: NDArray[np.float64]
+    param_names: tuple[str, ...] = ()
+    chunk: NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, np.int32))
+
+    def __post_init__(self) -> None:
+        n = self.boxes.shape[0]
+        if self.boxes.ndim != 2 or self.boxes.shape[1] != 4:
+            raise StreamdetValueError(f"boxes must have shape (N, 4), got {self.boxes.shape}")
+        if self.chunk.shape[0] != n:
+            object.__setattr__(self, "chunk", np.full(n, -1, np.int32))
+        for name in ("objectness", "probability", "prior", "chunk"):
+            arr = getattr(self, name)
+            if arr.shape != (n,):
+                raise StreamdetValueError(f"{name} must have shape ({n},), got {arr.shape}")
+        if self.params.shape != (n, len(self.param_names)):
+            raise StreamdetValueError(
+                f"params must have shape ({n}, {len(self.param_names)}), got {self.params.shape}")
+
+    def __len__(self) -> int:
+        return int(self.boxes.shape[0])
+
+    @classmethod
+    def empty(cls, param_names: Sequence[str] = ()) -> Detections:
+        """Return an empty set of detections with the given parameter columns."""
+        names = tuple(param_names)
+        return cls(
+            boxes=np.zeros((0, 4), np.float64),
+            objectness=np.zeros(0, np.float32),
+            probability=np.zeros(0, np.float32),
+            prior=np.zeros(0, np.int16),
+            params=np.zeros((0, len(names)), np.float64),
+            param_names=names,
+            chunk=np.zeros(0, np.int32),
+        )
+
+    @classmethod
+    def concat(cls, parts: Sequence[Detections]) -> Detections:
+        """Concatenate detections that share the same parameter columns."""
+        if not parts:
+            return cls.empty()
+        names = parts[0].param_names
+        for p in parts[1:]:
+            if p.param_names != names:
+                raise StreamdetValueError(
+                    f"cannot concatenate detections with params {p.param_names} and {names}")
+        return cls(
+            boxes=np.concatenate([p.boxes for p in parts]),
+            objectness=np.concatenate([p.objectness for p in parts]),
+            probability=np.concatenate([p.probability for p in parts]),
+            prior=np.concatenate([p.prior for p in parts]),
+            params=np.concatenate([p.params for p in parts]),
+            param_names=names,
+            chunk=np.concatenate([p.chunk for p in parts]),
+        )
+
+    def take(self, index: NDArray[np.intp] | NDArray[np.bool_]) -> Detections:
+        """Return the detections selected by an integer or boolean index."""
+        return Detections(
+            boxes=self.boxes[index],
+            objectness=self.objectness[index],
+            probability=self.probability[index],
+            prior=self.prior[index],
+            params=self.params[index],
+            param_names=self.param_names,
+            chunk=self.chunk[index],
+        )
+
+    def shifted(self, dx: float, dy: float) -> Detections:
+        """Return a copy with boxes translated by ``(dx, dy)`` pixels."""
+        return Detections(
+            boxes=self.boxes + np.array([dx, dy, dx, dy], np.float64),
+            objectness=self.objectness,
+            probability=self.probability,
+            prior=self.prior,
+            params=self.params,
+            param_names=self.param_names,
+            chunk=self.chunk,
+        )
+
+    def with_chunk(self, chunk: int) -> Detections:
+        """Return a copy whose chunk of origin is ``chunk`` for every row."""
+        return Detections(
+            boxes=self.boxes, objectness=self.objectness, probability=self.probability,
+            prior=self.prior, params=self.params, param_names=self.param_names,
+            chunk=np.full(len(self), chunk, np.int32),
+        )
+
+    @property
+    def centers(self) -> NDArray[np.float64]:
+        """(N, 2) float64 box centres ``(x, y)`` in pixels."""
+        return 0.5 * (self.boxes[:, :2] + self.boxes[:, 2:])
+
+    def param(self, name: str) -> NDArray[np.float64]:
+        """Return the column of parameter ``name``."""
+        try:
+            return self.params[:, self.param_names.index(name)]
+        except ValueError:
+            raise StreamdetValueError(
+                f"no parameter {name!r}; have {self.param_names}") from None
