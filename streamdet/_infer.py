@@ -1,0 +1,96 @@
+"""Inference on one window: normalise, tile, run the model, decode, NMS."""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ._plan import Window, plan_windows
+from .contract import Model, normalise
+from .decode import decode
+from .detections import Detections
+from .nms import nms_detections
+
+__all__ = ["detect_window", "skip_window"]
+
+# One forward pass at a time per process: ONNX Runtime already spreads a pass over
+# its intra-op threads; the other Dask threads read and decompress the next chunks.
+_RUN_LOCK = threading.Lock()
+
+
+def skip_window(core: NDArray[np.floating]) -> bool:
+    """Whether a core holds no signal at all (every pixel NaN or exactly zero)."""
+    finite = np.isfinite(core)
+    return not bool(np.any(core[finite] != 0))
+
+
+def detect_window(data: NDArray[np.floating], window: Window, model: Model, *, tile: int,
+                  halo: int, batch: int, threshold: float | NDArray[np.float64],
+                  iou_threshold: float, nms_kind: str) -> Detections:
+    """Detect sources whose grid cells lie in ``window.core``.
+
+    Parameters
+    ----------
+    data : (ny, nx) float array, Jy/beam
+        Image pixels of ``window.region`` that lie inside the image; rows and columns
+        of the region beyond the image (stride padding) are zero-filled here.
+    window : Window
+        Core and region of this task, image px.
+    model : Model
+        The detector.
+    tile : int
+        Side of the tile cores the window is cut into for batching, px.
+    halo : int
+        Context around each tile core, px (a multiple of the stride).
+    batch : int
+        Tiles per forward pass.
+    threshold : float or (nbox,) float
+        Objectness threshold, global or per prior.
+    iou_threshold : float
+        NMS overlap threshold.
+    nms_kind : str
+        ``"iou"`` or ``"diou"``.
+
+    Returns
+    -------
+    Detections
+        Boxes in image px after NMS within the window, tagged with ``window.index``.
+    """
+    contract = model.contract
+    names = contract.param_names
+    ry0, ry1, rx0, rx1 = window.region
+    cy0, cy1, cx0, cx1 = window.core
+    if skip_window(np.asarray(data[cy0 - ry0:cy1 - ry0, cx0 - rx0:cx1 - rx0])):
+        return Detections.empty(names)
+    buf = np.zeros(window.region_shape, np.float32)
+    buf[:data.shape[0], :data.shape[1]] = normalise(np.asarray(data), contract)
+
+    stride = contract.stride[-1]
+    tiles = plan_windows(window.core, core=tile, halo=halo, stride=stride, limit=window.region)
+    groups: dict[tuple[int, int], list[Window]] = defaultdict(list)
+    for t in tiles:
+        groups[t.region_shape].append(t)
+
+    parts = []
+    for group in groups.values():
+        for start in range(0, len(group), batch):
+            members = group[start:start + batch]
+            stack = np.stack([
+                buf[t.region[0] - ry0:t.region[1] - ry0, t.region[2] - rx0:t.region[3] - rx0]
+                for t in members])[:, None]
+            with _RUN_LOCK:
+                grid = model.run(stack)
+            for k, t in enumerate(members):
+                gy0 = (t.core[0] - t.region[0]) // stride
+                gy1 = (t.core[1] - t.region[0]) // stride
+                gx0 = (t.core[2] - t.region[2]) // stride
+                gx1 = (t.core[3] - t.region[2]) // stride
+                cells = grid[k:k + 1, :, gy0:gy1, gx0:gx1]
+                parts.append(decode(cells, contract, threshold=threshold,
+                                    origins=np.array([[t.core[2], t.core[0]]], np.float64)))
+    dets = Detections.concat(parts) if parts else Detections.empty(names)
+    dets = nms_detections(dets, iou_threshold=iou_threshold, kind=nms_kind)
+    return dets.with_chunk(window.index)

@@ -1,0 +1,308 @@
+"""Chunked, out-of-core detection: a Dask graph over overlapping windows.
+
+Data flow: image chunks (Zarr or FITS) -> window + halo -> normalise -> tiles ->
+ONNX Runtime -> decode -> NMS in the window -> tree reduction of neighbouring
+windows (cross-chunk NMS) -> catalogue in sky coordinates.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+from astropy.table import Table
+from dask.delayed import Delayed, delayed
+from numpy.typing import NDArray
+
+from ._infer import detect_window
+from ._plan import Window, padded_size, plan_windows, round_up
+from ._progress import progress_bar
+from .contract import Model, ModelContract, load_model
+from .detections import Detections
+from .errors import InvalidModelError, StreamdetValueError
+from .io import Image, open_image
+from .models import default_model
+from .nms import merge
+from .outputs import to_table
+
+__all__ = ["DetectConfig", "detect", "detect_pixels", "resolve_threshold"]
+
+ImageLike = str | os.PathLike[str] | Image | NDArray[np.floating] | da.Array
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    """Geometry and options of one detection run, resolved against the model.
+
+    Attributes
+    ----------
+    chunk : int
+        Side of the window cores, px (a multiple of the model stride).
+    halo : int
+        Context read around each core and tile, px (a multiple of the stride).
+    tile : int
+        Side of the tile cores batched through the model, px.
+    batch : int
+        Tiles per forward pass.
+    threshold : float or tuple of float
+        Objectness threshold, global or per prior.
+    iou_threshold : float
+        NMS overlap threshold.
+    nms_kind : str
+        ``"iou"`` or ``"diou"``.
+    split_every : int
+        Fan-in of the tree reduction that merges neighbouring windows.
+    """
+
+    chunk: int
+    halo: int
+    tile: int
+    batch: int
+    threshold: float | tuple[float, ...]
+    iou_threshold: float
+    nms_kind: str
+    split_every: int
+
+
+def resolve_threshold(contract: ModelContract,
+                      threshold: float | str | Sequence[float] | None
+                      ) -> float | tuple[float, ...]:
+    """Turn a threshold argument (number, per-prior list, preset name, None) into values."""
+    if threshold is None:
+        threshold = "default"
+    if isinstance(threshold, str):
+        presets = contract.thresholds
+        if threshold not in presets:
+            raise StreamdetValueError(
+                f"threshold preset {threshold!r} is not in the model; it has {sorted(presets)}")
+        value: Any = presets[threshold]
+    else:
+        value = threshold
+    if np.ndim(value) == 0:
+        t = float(value)
+        if not 0.0 <= t <= 1.0:
+            raise StreamdetValueError(f"threshold {t} is outside [0, 1]")
+        return t
+    values = tuple(float(v) for v in value)
+    if len(values) != contract.nbox or not all(0.0 <= v <= 1.0 for v in values):
+        raise StreamdetValueError(
+            f"threshold {values} must be {contract.nbox} values in [0, 1], one per prior")
+    return values
+
+
+def _configure(contract: ModelContract, shape: tuple[int, int], image_chunks: tuple[int, int] | None,
+               *, chunk: int | None, halo: int | None, tile: int | None, batch: int,
+               threshold: float | str | Sequence[float] | None, iou_threshold: float | None,
+               split_every: int) -> DetectConfig:
+    stride = contract.stride[-1]
+    if len(set(contract.stride)) != 1:
+        raise InvalidModelError(f"model stride {contract.stride} is not square")
+    halo_px = contract.halo[-1] if halo is None else round_up(int(halo), stride)
+    if halo is not None and halo < 0:
+        raise StreamdetValueError(f"halo {halo} must be >= 0")
+    tile_px = round_up(int(tile if tile is not None else contract.tile[-1]), stride)
+    if chunk is None:
+        # Whole multiples of the storage chunk, so each task reads whole chunks once.
+        base = max(image_chunks) if image_chunks else 1024
+        chunk = max(base, 1024)
+        chunk = round_up(chunk, base) if base else chunk
+    chunk_px = round_up(int(chunk), stride)
+    if chunk_px <= 0:
+        raise StreamdetValueError(f"chunk {chunk} must be positive")
+    tile_px = min(tile_px, chunk_px)
+    if batch < 1:
+        raise StreamdetValueError(f"batch {batch} must be >= 1")
+    if split_every < 2:
+        raise StreamdetValueError(f"split_every {split_every} must be >= 2")
+    iou = float(contract.nms.get("iou_threshold", 0.5) if iou_threshold is None else iou_threshold)
+    return DetectConfig(chunk=chunk_px, halo=halo_px, tile=tile_px, batch=int(batch),
+                        threshold=resolve_threshold(contract, threshold), iou_threshold=iou,
+                        nms_kind=str(contract.nms.get("kind", "diou")), split_every=split_every)
+
+
+def _as_array(image: ImageLike) -> tuple[da.Array, Image | None]:
+    if isinstance(image, Image):
+        return image.data.data, image
+    if isinstance(image, str | os.PathLike):
+        img = open_image(image)
+        return img.data.data, img
+    arr = image if isinstance(image, da.Array) else da.from_array(np.asarray(image))
+    return arr, None
+
+
+def _merge(*parts: Detections, iou_threshold: float, kind: str) -> Detections:
+    return merge(*parts, iou_threshold=iou_threshold, kind=kind)
+
+
+def _tree_reduce(parts: list[Delayed], cfg: DetectConfig) -> Delayed:
+    level = 0
+    while len(parts) > 1:
+        parts = [
+            delayed(_merge, pure=True)(*parts[i:i + cfg.split_every],
+                                       iou_threshold=cfg.iou_threshold, kind=cfg.nms_kind,
+                                       dask_key_name=f"merge-{level}-{i // cfg.split_every}")
+            for i in range(0, len(parts), cfg.split_every)]
+        level += 1
+    return parts[0]
+
+
+def _build_graph(arr: da.Array, model: Model, cfg: DetectConfig
+                 ) -> tuple[Delayed, list[Window]]:
+    ny, nx = arr.shape
+    stride = model.contract.stride[-1]
+    limit = (0, padded_size(ny, stride), 0, padded_size(nx, stride))
+    windows = plan_windows(limit, core=cfg.chunk, halo=cfg.halo, stride=stride, limit=limit)
+    model_d = delayed(model, pure=True)
+    token = dask.base.tokenize(arr.name, model.path, cfg)
+    results = []
+    for w in windows:
+        y0, y1, x0, x1 = w.region
+        block = arr[y0:min(y1, ny), x0:min(x1, nx)].rechunk(-1).to_delayed().ravel()[0]
+        results.append(delayed(detect_window, pure=True)(
+            block, w, model_d, tile=cfg.tile, halo=cfg.halo, batch=cfg.batch,
+            threshold=np.asarray(cfg.threshold) if isinstance(cfg.threshold, tuple)
+            else cfg.threshold,
+            iou_threshold=cfg.iou_threshold, nms_kind=cfg.nms_kind,
+            dask_key_name=f"window-{token}-{w.index}"))
+    if not results:
+        return delayed(Detections.empty)(model.contract.param_names), windows
+    return _tree_reduce(results, cfg), windows
+
+
+class _Progress(dask.callbacks.Callback):  # type: ignore[misc]
+    """Counts finished windows on a tqdm bar (tiles done / total, Mpix/s)."""
+
+    def __init__(self, windows: list[Window], cfg: DetectConfig, quiet: bool | None) -> None:
+        super().__init__()
+        self._pixels = {f"-{w.index}": w.core_pixels for w in windows}
+        tiles_per = {w.index: int(np.ceil((w.core[1] - w.core[0]) / cfg.tile)
+                                  * np.ceil((w.core[3] - w.core[2]) / cfg.tile))
+                     for w in windows}
+        self._tiles = {f"-{i}": n for i, n in tiles_per.items()}
+        self.bar = progress_bar(total=sum(tiles_per.values()), desc="detect", unit="tile",
+                                quiet=quiet)
+        self._done_px = 0
+
+    def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
+        name = key if isinstance(key, str) else str(key)
+        if not name.startswith("window-"):
+            return
+        suffix = "-" + name.rsplit("-", 1)[1]
+        self._done_px += self._pixels.get(suffix, 0)
+        elapsed = self.bar.format_dict.get("elapsed", 0.0) or 1e-9
+        self.bar.set_postfix_str(f"{self._done_px / elapsed / 1e6:.1f} Mpix/s", refresh=False)
+        self.bar.update(self._tiles.get(suffix, 0))
+
+
+def detect_pixels(image: ImageLike, *, model: str | os.PathLike[str] | Model | None = None,
+                  chunk: int | None = None, halo: int | None = None, tile: int | None = None,
+                  batch: int = 8, threads: int | None = None,
+                  threshold: float | str | Sequence[float] | None = None,
+                  iou_threshold: float | None = None, split_every: int = 4,
+                  client: Any = None, quiet: bool | None = True) -> Detections:
+    """Run the detector over an image, chunk by chunk; return detections in pixels.
+
+    Parameters are those of :func:`detect`; the result is a :class:`Detections` in
+    image pixels (xyxy, 0-based), before any world-coordinate conversion.
+    """
+    arr, img = _as_array(image)
+    if arr.ndim != 2:
+        raise StreamdetValueError(
+            f"image has {arr.ndim} dimensions {arr.shape}; the 2D detector needs (y, x)")
+    mdl = _load(model, img, threads=threads)
+    if mdl.contract.ndim != arr.ndim:
+        raise InvalidModelError(f"model {mdl.path} is {mdl.contract.ndim}D but the image is "
+                                f"{arr.ndim}D")
+    image_chunks = (int(arr.chunksize[0]), int(arr.chunksize[1]))
+    cfg = _configure(mdl.contract, arr.shape, image_chunks, chunk=chunk, halo=halo, tile=tile,
+                     batch=batch, threshold=threshold, iou_threshold=iou_threshold,
+                     split_every=split_every)
+    root, windows = _build_graph(arr, mdl, cfg)
+    if client is not None:
+        result: Detections = client.compute(root).result()
+        return result
+    progress = _Progress(windows, cfg, quiet)
+    with progress, dask.config.set(scheduler="threads"):
+        (result,) = dask.compute(root, num_workers=max(2, os.cpu_count() or 2))
+    progress.bar.close()
+    return result
+
+
+def _load(model: str | os.PathLike[str] | Model | None, img: Image | None, *,
+          threads: int | None) -> Model:
+    if isinstance(model, Model):
+        return model
+    if model is None:
+        model = default_model(freq_hz=img.freq_hz if img is not None else None,
+                              pixel_scale_arcsec=img.pixel_scale_arcsec
+                              if img is not None else None)
+    return load_model(Path(model), ndim=2, threads=threads)
+
+
+def detect(image: ImageLike, *, model: str | os.PathLike[str] | Model | None = None,
+           chunk: int | None = None, halo: int | None = None, tile: int | None = None,
+           batch: int = 8, threads: int | None = None,
+           threshold: float | str | Sequence[float] | None = None,
+           iou_threshold: float | None = None, pb: str | os.PathLike[str] | None = None,
+           split_every: int = 4, client: Any = None, quiet: bool | None = True) -> Table:
+    """Detect and characterise sources in an image of any size, out of core.
+
+    Parameters
+    ----------
+    image : path, Image, or (ny, nx) array
+        A Zarr store written by :func:`streamdet.convert`, a FITS file (streamed, never
+        loaded whole), an :class:`Image`, or an in-memory array in Jy/beam (pixel
+        catalogue only).
+    model : path or Model, optional
+        ONNX detector carrying the streamdet contract; default: the bundled model that
+        fits the image's frequency and pixel scale.
+    chunk : int, optional
+        Window core side, px; default: a whole multiple of the storage chunk, >= 1024.
+    halo : int, optional
+        Context around windows and tiles, px; default: the model's receptive-field halo
+        (which makes results independent of the chunking).
+    tile : int, optional
+        Tile core side batched through the model, px; default: the model's tile.
+    batch : int
+        Tiles per ONNX Runtime call.
+    threads : int, optional
+        ONNX Runtime intra-op threads; default: all cores.
+    threshold : float, sequence of float, or str, optional
+        Objectness threshold (one value or one per prior) or a preset stored in the model
+        (``"default"``, ``"best"``, ``"purity"``).
+    iou_threshold : float, optional
+        NMS overlap threshold; default: the model's.
+    pb : path, optional
+        Primary-beam FITS image: fluxes are divided by its value at each source.
+    split_every : int
+        Fan-in of the tree reduction that merges neighbouring windows.
+    client : distributed.Client, optional
+        Run on an existing Dask cluster instead of local threads.
+    quiet : bool or None
+        ``False`` or ``None`` shows a progress bar on a terminal.
+
+    Returns
+    -------
+    astropy.table.Table
+        One row per source: pixel box and centre, RA/Dec (deg) when the image has a
+        celestial WCS, decoded parameters, objectness, prior and window of origin.
+    """
+    arr, img = _as_array(image)
+    dets = detect_pixels(img if img is not None else arr, model=model, chunk=chunk, halo=halo,
+                         tile=tile, batch=batch, threads=threads, threshold=threshold,
+                         iou_threshold=iou_threshold, split_every=split_every, client=client,
+                         quiet=quiet)
+    pixel_scale = img.pixel_scale_arcsec if img is not None else None
+    wcs = img.celestial_wcs if img is not None else None
+    beam = None
+    if pb is not None:
+        from ._pb import PrimaryBeam
+
+        beam = PrimaryBeam.from_fits(pb)
+    return to_table(dets, wcs=wcs, pixel_scale_arcsec=pixel_scale, pb=beam)
