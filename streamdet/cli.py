@@ -62,6 +62,51 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_threshold(text: str | None) -> float | str | list[float] | None:
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        return text
+    return values[0] if len(values) == 1 else values
+
+
+_FORMATS = {".txt": "sdc1", ".dat": "sdc1", ".ecsv": "ecsv", ".fits": "fits", ".fit": "fits",
+            ".parquet": "parquet"}
+
+
+def _cmd_detect(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ._atomic import check_output
+    from .detect import detect
+    from .outputs import write_catalogue, write_regions
+
+    fmt = args.format or _FORMATS.get(Path(args.output).suffix.lower(), "ecsv")
+    check_output(args.output, overwrite=args.overwrite)
+    if args.regions:
+        check_output(args.regions, overwrite=args.overwrite)
+    table = detect(
+        args.input,
+        model=args.model,
+        chunk=args.chunk,
+        halo=args.halo,
+        batch=args.batch,
+        threads=args.threads,
+        threshold=_parse_threshold(args.threshold),
+        pb=args.pb,
+        quiet=args.quiet or None,
+    )
+    write_catalogue(table, args.output, format=fmt, overwrite=args.overwrite)
+    if args.regions:
+        write_regions(table, args.regions, overwrite=args.overwrite)
+    if not args.quiet:
+        print(f"{len(table)} sources -> {args.output} ({fmt})"
+              + (f", regions -> {args.regions}" if args.regions else ""))
+    return 0
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streamdet",
@@ -106,6 +151,33 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing store")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("detect", help="detect sources in a Zarr store or FITS image",
+                       description="Run an ONNX detector over an image of any size, chunk by "
+                       "chunk, and write a catalogue in sky coordinates.")
+    p.add_argument("input", metavar="INPUT", help="Zarr store from convert, or a FITS image")
+    p.add_argument("-o", "--output", required=True, metavar="CATALOGUE",
+                   help="catalogue to write")
+    p.add_argument("--model", metavar="M.onnx",
+                   help="ONNX detector with the streamdet contract (default: bundled model)")
+    p.add_argument("--format", choices=("sdc1", "ecsv", "fits", "parquet"), default=None,
+                   help="catalogue format (default from the extension: .txt sdc1, .ecsv, .fits, "
+                   ".parquet)")
+    p.add_argument("--regions", metavar="OUT.reg", help="also write a DS9/CARTA region file")
+    p.add_argument("--chunk", type=int, default=None, metavar="N",
+                   help="window side in px (default: a multiple of the storage chunk)")
+    p.add_argument("--halo", type=int, default=None, metavar="N",
+                   help="context around windows in px (default: the model's receptive field)")
+    p.add_argument("--batch", type=int, default=8, metavar="N", help="tiles per model call")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="ONNX Runtime threads (default: all cores)")
+    p.add_argument("--pb", metavar="PB.fits", help="primary beam image to correct fluxes")
+    p.add_argument("--threshold", default=None, metavar="T",
+                   help="objectness threshold: a number, one per prior (comma-separated), or a "
+                   "preset of the model (default, best, purity)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    p.set_defaults(func=_cmd_detect)
 
     p = sub.add_parser("info", help="describe a Zarr store written by convert",
                        description="Print whether a store is complete, its shape, chunks, WCS "
