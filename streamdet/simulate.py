@@ -1,0 +1,309 @@
+"""Simulate an SKA SDC1-like continuum field: a FITS image and its truth catalogue.
+
+What is simulated
+-----------------
+* **Header** as in the SDC1 images: 4 axes (RA---SIN, DEC--SIN, FREQ, STOKES, the
+  last two of length 1), reference pixel at the centre (1-based ``size/2 + 1``),
+  per band pixel 0.60"/0.24"/0.037" and circular restoring beam 1.5"/0.60"/0.0913"
+  (BMAJ/BMIN/BPA in degrees) at 560/1400/9200 MHz, ``BUNIT = 'JY/BEAM'``,
+  ``CRVAL3`` the frequency in Hz. The field centre is (RA 0, Dec -30) moved by
+  ``offset``; the primary beam stays pointed at (RA 0, Dec -30), as in SDC1.
+* **Sources** resampled (bootstrap) from the real SDC1 training truth catalogues
+  (``streamdet/data/sdc1_population.npz``, made by ``tools/make_population.py``):
+  a Poisson number with mean density x area (61,600 / 63,300 / 27,100 sources per
+  square degree at 560 / 1400 / 9200 MHz, measured from the catalogues), uniform
+  sub-pixel positions, uniform position angles. The 9.2 GHz catalogue has only 30
+  sources, so that band resamples the 1.4 GHz population moved to 9.2 GHz (fluxes
+  scaled with spectral index -0.7, or 0 for flat-spectrum AGN; sizes scaled per
+  size/class to the 9.2 GHz medians).
+* **Morphology** by the ``size`` code: 2 = elliptical Gaussian (b_maj/b_min are
+  FWHMs), 3 = exponential disc (b_maj/b_min are the scale lengths along the axes,
+  so the FWHM is 2 ln 2 ~ sqrt(2) times larger, the factor the SDC1 scorer
+  assumes), 1 = lobed AGN: a point core with ``core_frac`` of the flux and two
+  Gaussian lobes along the PA at +-0.35 LAS (sigma 0.06 LAS along the axis,
+  b_min/5 across, so the source spans about LAS x b_min), the lobe flux split
+  randomly 30:70 to 70:30 (``ra_cent``/``dec_cent`` is the flux centroid). Any
+  source with ``core_frac > 0`` also gets a point core. PA is east of north.
+* **Primary beam**: the real SDC1 560 MHz beam (azimuthal average), its angular
+  size scaled by 560/freq, evaluated at each source's core. **Restoring beam**:
+  the convolution is analytic (every component is a Gaussian) and the image is
+  sampled at pixel centres, so a point source of true flux S has peak S x PB and
+  the image sums to S x PB x beam area. The truth flux is the true flux.
+* **Noise**: Gaussian, correlated on the beam scale (autocorrelation FWHM = beam),
+  rms 0.38 uJy/beam at 560 MHz (a real SDC1 B1 1000 h map), 0.101 uJy/beam at
+  1400 MHz and 0.0144 uJy/beam at 9200 MHz (scaled by the faintest truth flux of
+  each band's catalogue). ``sidelobes=True`` adds, around sources brighter than
+  300 x rms, a broad negative bowl (0.2 % of the peak deep, sigma 3 beams) and
+  six-fold ringing (0.4 % of the peak), as left by an imperfect deconvolution.
+* **Scoring caution**: the SDC1 scorer with ``train=False`` drops the truth and
+  submitted sources inside the SDC1 training box (560 MHz: RA -0.6723..0, Dec
+  -29.9400..-29.4061). With the default ``offset=(0, 0)`` the field is centred on
+  the pointing, where the PB is 1, as in SDC1; fields of more than ~0.12 deg
+  (~700 px at 560 MHz, ~1800 px at 1400 MHz) overlap that box in their north-west
+  corner (about 16 % of a 2048 px 560 MHz field), and those sources are not scored.
+  An offset such as ``(0, -0.5)`` keeps a 560 MHz field of up to ~0.88 deg clear.
+
+The image is written in strips of rows (header first, then big-endian float32
+rows), so memory stays bounded (a few hundred MB for a 16384^2 field); the
+result does not depend on the strip height.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+from astropy import units as u
+from astropy.io import fits
+from astropy.table import Column, Table
+from astropy.wcs import WCS
+
+from ._atomic import atomic_path, check_output
+from ._population import POINTING, Band, SourceDraw, band, draw_sources, primary_beam
+from ._progress import progress_bar
+from ._render import CorrelatedNoise, StripRenderer, sidelobe_patterns, source_gaussians
+from ._version import __version__
+from .catalog import SDC1_COLUMNS, write_sdc1
+from .errors import StreamdetValueError
+
+__all__ = ["simulate"]
+
+_MIN_SIZE = 64
+_FITS_BLOCK = 2880
+_STRIP_PIXELS = 1 << 22  # pixels per strip (4 Mpix: 32 MB as float64)
+
+
+def simulate(path: str | os.PathLike[str], *, truth: str | os.PathLike[str] | None = None,
+             size: int = 2048, freq: int = 560, seed: int = 0,
+             offset: tuple[float, float] = (0.0, 0.0), noise: bool = True,
+             sidelobes: bool = False, overwrite: bool = False,
+             quiet: bool | None = None) -> Table:
+    """Write a simulated SDC1-like continuum image (FITS) and return its truth.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        FITS image to write: shape (1, 1, size, size) float32, Jy/beam.
+    truth : str or os.PathLike, optional
+        Truth catalogue to write in the SDC1 submission format
+        (:func:`streamdet.catalog.write_sdc1`).
+    size : int
+        Image side in pixels (>= 64).
+    freq : int
+        Band in MHz: 560, 1400 or 9200 (sets pixel, beam, noise and population).
+    seed : int
+        Non-negative random seed; the image and truth are a pure function of
+        (seed, size, freq, offset, noise, sidelobes).
+    offset : (float, float)
+        (dRA, dDec) in degrees of the field centre from (RA 0, Dec -30).
+    noise : bool
+        Add the correlated map noise.
+    sidelobes : bool
+        Add negative bowls and ringing around the brightest sources.
+    overwrite : bool
+        Replace existing outputs (otherwise :class:`~streamdet.errors.OutputExistsError`).
+    quiet : bool or None
+        ``True`` hides the progress bar; ``None`` shows it on a terminal only.
+
+    Returns
+    -------
+    astropy.table.Table
+        One row per source, the SDC1 columns (``id ra_core dec_core ra_cent dec_cent
+        flux core_frac b_maj b_min pa size class``: deg, Jy, arcsec, deg; true,
+        unattenuated flux; RA in [0, 360)) followed by ``x``, ``y`` (0-based pixel
+        of the core) and ``pb`` (primary-beam gain at the core). ``meta`` holds the
+        band parameters.
+
+    Raises
+    ------
+    StreamdetValueError
+        Bad ``freq``, ``size``, ``seed`` or ``offset``, or ``truth`` equal to ``path``.
+    OutputExistsError
+        An output exists and ``overwrite`` is false.
+    """
+    return _simulate(path, truth=truth, size=size, freq=freq, seed=seed, offset=offset,
+                     noise=noise, sidelobes=sidelobes, overwrite=overwrite, quiet=quiet)
+
+
+def _simulate(path: str | os.PathLike[str], *, truth: str | os.PathLike[str] | None,
+              size: int, freq: int, seed: int, offset: tuple[float, float], noise: bool,
+              sidelobes: bool, overwrite: bool, quiet: bool | None,
+              strip_rows: int | None = None) -> Table:
+    """:func:`simulate` with the strip height as a parameter (tests vary it)."""
+    b = band(freq)
+    n = _check_int("size", size, _MIN_SIZE)
+    s = _check_int("seed", seed, 0)
+    centre = _centre(offset)
+    rows = max(1, int(strip_rows)) if strip_rows is not None else max(
+        16, min(n, _STRIP_PIXELS // n))
+    out = Path(path)
+    check_output(out, overwrite=overwrite)
+    if truth is not None:
+        tpath = Path(truth)
+        if tpath.resolve() == out.resolve():
+            raise StreamdetValueError(f"truth {str(tpath)!r} must differ from the image path")
+        check_output(tpath, overwrite=overwrite)
+
+    header = _header(n, b, centre, seed=s, noise=noise, sidelobes=sidelobes)
+    wcs = WCS(header).celestial
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([s, b.freq, 0])))
+    draw = draw_sources(rng, size=n, freq=b.freq)
+    ra, dec = wcs.all_pix2world(draw.x, draw.y, 0)
+    north = _north_angle(wcs, ra, dec, draw.x, draw.y, b)
+    gain = primary_beam(_separation(ra, dec, *POINTING), b.freq)
+    gaussians, cent_x, cent_y = source_gaussians(draw, north_rad=north, gain=gain, band=b)
+    ra_c, dec_c = wcs.all_pix2world(cent_x, cent_y, 0)
+    header["SIMNSRC"] = (len(draw), "number of simulated sources")
+    table = _truth_table(draw, ra, dec, ra_c, dec_c, gain)
+    table.meta.update({"freq_mhz": b.freq, "size": n, "seed": s, "offset_deg": centre,
+                       "pixel_arcsec": b.pixel_arcsec, "beam_fwhm_arcsec": b.beam_fwhm_arcsec,
+                       "noise_jy_beam": b.noise if noise else 0.0, "density_deg2": b.density})
+
+    renderer = StripRenderer(gaussians, width=n,
+                             patterns=sidelobe_patterns(draw, gain=gain, band=b)
+                             if sidelobes else None)
+    noise_gen = (CorrelatedNoise(seed=s, tag=b.freq, width=n, rms=b.noise,
+                                 beam_sigma_px=b.beam_sigma_px) if noise else None)
+    with atomic_path(out, overwrite=overwrite) as tmp:
+        with open(tmp, "wb") as fh, progress_bar(total=n, desc="simulate", unit="row",
+                                                 quiet=quiet) as bar:
+            fh.write(header.tostring().encode("ascii"))
+            for y0 in range(0, n, rows):
+                y1 = min(n, y0 + rows)
+                strip = renderer.render(y0, y1)
+                if noise_gen is not None:
+                    strip += noise_gen.strip(y0, y1)
+                fh.write(strip.astype(">f4").tobytes())
+                bar.update(y1 - y0)
+            nbytes = 4 * n * n
+            fh.write(b"\0" * (-nbytes % _FITS_BLOCK))
+        if truth is not None:
+            write_sdc1(table, truth, overwrite=overwrite)
+    return table
+
+
+def _check_int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise StreamdetValueError(f"{name} must be an integer, got {value!r}")
+    if int(value) < minimum:
+        raise StreamdetValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _centre(offset: tuple[float, float]) -> tuple[float, float]:
+    try:
+        dra, ddec = (float(v) for v in offset)
+    except (TypeError, ValueError):
+        raise StreamdetValueError(f"offset must be two numbers (dRA, dDec) in degrees, "
+                                  f"got {offset!r}") from None
+    if not (math.isfinite(dra) and math.isfinite(ddec)):
+        raise StreamdetValueError(f"offset must be finite, got {offset!r}")
+    dec = POINTING[1] + ddec
+    if not -89.0 < dec < 89.0:
+        raise StreamdetValueError(f"offset {offset!r} puts the field centre at Dec {dec:g}; "
+                                  "it must stay within (-89, 89) deg")
+    return (POINTING[0] + dra) % 360.0, dec
+
+
+def _header(n: int, b: Band, centre: tuple[float, float], *, seed: int, noise: bool,
+            sidelobes: bool) -> fits.Header:
+    cdelt = b.pixel_arcsec / 3600.0
+    beam = b.beam_fwhm_arcsec / 3600.0
+    hz = b.freq * 1e6
+    cards: list[tuple[str, object, str]] = [
+        ("SIMPLE", True, "conforms to FITS standard"),
+        ("BITPIX", -32, "IEEE single precision"),
+        ("NAXIS", 4, ""),
+        ("NAXIS1", n, ""),
+        ("NAXIS2", n, ""),
+        ("NAXIS3", 1, ""),
+        ("NAXIS4", 1, ""),
+        ("EXTEND", True, ""),
+        ("BSCALE", 1.0, ""),
+        ("BZERO", 0.0, ""),
+        ("BUNIT", "JY/BEAM", "brightness unit"),
+        ("BTYPE", "Intensity", ""),
+        ("OBJECT", f"SDC1-like B{ {560: 1, 1400: 2, 9200: 5}[b.freq]} field", ""),
+        ("BMAJ", beam, "[deg] restoring beam major axis FWHM"),
+        ("BMIN", beam, "[deg] restoring beam minor axis FWHM"),
+        ("BPA", 0.0, "[deg] restoring beam position angle"),
+        ("EQUINOX", 2000.0, ""),
+        ("RADESYS", "FK5", ""),
+        ("CTYPE1", "RA---SIN", ""),
+        ("CRVAL1", centre[0], "[deg]"),
+        ("CDELT1", -cdelt, "[deg]"),
+        ("CRPIX1", n // 2 + 1.0, ""),
+        ("CUNIT1", "deg", ""),
+        ("CTYPE2", "DEC--SIN", ""),
+        ("CRVAL2", centre[1], "[deg]"),
+        ("CDELT2", cdelt, "[deg]"),
+        ("CRPIX2", n // 2 + 1.0, ""),
+        ("CUNIT2", "deg", ""),
+        ("CTYPE3", "FREQ", ""),
+        ("CRVAL3", hz, "[Hz]"),
+        ("CDELT3", 1.0e6, "[Hz]"),
+        ("CRPIX3", 1.0, ""),
+        ("CUNIT3", "Hz", ""),
+        ("CTYPE4", "STOKES", ""),
+        ("CRVAL4", 1.0, "Stokes I"),
+        ("CDELT4", 1.0, ""),
+        ("CRPIX4", 1.0, ""),
+        ("CUNIT4", "", ""),
+        ("RESTFRQ", hz, "[Hz]"),
+        ("SPECSYS", "TOPOCENT", ""),
+        ("ORIGIN", f"streamdet {__version__}", ""),
+        ("SIMSEED", seed, "random seed"),
+        ("SIMNOISE", b.noise if noise else 0.0, "[Jy/beam] noise rms"),
+        ("SIMSIDEL", bool(sidelobes), "sidelobes added"),
+        ("PBRA", POINTING[0], "[deg] primary-beam pointing RA"),
+        ("PBDEC", POINTING[1], "[deg] primary-beam pointing Dec"),
+    ]
+    return fits.Header(cards)
+
+
+def _separation(ra: np.ndarray, dec: np.ndarray, ra0: float, dec0: float) -> np.ndarray:
+    """Great-circle distance (deg) from (ra0, dec0), haversine form."""
+    d1, d0 = np.radians(dec), math.radians(dec0)
+    hav = (np.sin(0.5 * (d1 - d0)) ** 2
+           + np.cos(d1) * math.cos(d0) * np.sin(0.5 * np.radians(ra - ra0)) ** 2)
+    return np.degrees(2.0 * np.arcsin(np.sqrt(np.clip(hav, 0.0, 1.0))))
+
+
+def _north_angle(wcs: WCS, ra: np.ndarray, dec: np.ndarray, x: np.ndarray, y: np.ndarray,
+                 b: Band) -> np.ndarray:
+    """Direction of local north in the pixel frame (radians from +x) at each source."""
+    step = b.pixel_arcsec / 3600.0
+    xn, yn = wcs.all_world2pix(ra, np.minimum(dec + step, 90.0), 0)
+    return np.asarray(np.arctan2(yn - y, xn - x), dtype=np.float64)
+
+
+def _wrap_ra(ra: np.ndarray) -> np.ndarray:
+    out = np.mod(np.asarray(ra, np.float64), 360.0)
+    out[out >= 360.0] = 0.0
+    return out
+
+
+def _truth_table(draw: SourceDraw, ra: np.ndarray, dec: np.ndarray, ra_c: np.ndarray,
+                 dec_c: np.ndarray, gain: np.ndarray) -> Table:
+    n = len(draw)
+    cols = {
+        "id": Column(np.arange(1, n + 1, dtype=np.int64)),
+        "ra_core": Column(_wrap_ra(ra), unit=u.deg),
+        "dec_core": Column(np.asarray(dec, np.float64), unit=u.deg),
+        "ra_cent": Column(_wrap_ra(ra_c), unit=u.deg),
+        "dec_cent": Column(np.asarray(dec_c, np.float64), unit=u.deg),
+        "flux": Column(draw.flux, unit=u.Jy),
+        "core_frac": Column(draw.core_frac),
+        "b_maj": Column(draw.bmaj, unit=u.arcsec),
+        "b_min": Column(draw.bmin, unit=u.arcsec),
+        "pa": Column(draw.pa, unit=u.deg),
+        "size": Column(draw.size),
+        "class": Column(draw.cls),
+        "x": Column(draw.x, unit=u.pix),
+        "y": Column(draw.y, unit=u.pix),
+        "pb": Column(gain),
+    }
+    assert tuple(cols)[:len(SDC1_COLUMNS)] == SDC1_COLUMNS
+    return Table(cols)
