@@ -1,0 +1,469 @@
+"""Private FITS helpers: locate an image HDU without reading its data, read blocks of it.
+
+The data section of a FITS image HDU is one contiguous big-endian array whose offset and
+length follow from the headers. :func:`scan_fits` walks the headers (reading only them)
+and checks that the file holds the whole data section; :func:`read_block` reads one
+rectangular block with ``readinto`` at computed offsets (no memory map, so the page cache
+never counts towards the resident set) and returns native float32 with BSCALE/BZERO
+applied and BLANK pixels set to NaN. :func:`sky_metadata` interprets the header: the
+celestial (and, for cubes, spectral) WCS, the restoring beam, the frequency and BUNIT.
+
+Axes: FITS axes 1 and 2 are x and y. Degenerate (length-1) axes beyond them are dropped;
+at most one longer axis may remain, which becomes the leading ``freq`` axis.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import re
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+from astropy.io import fits
+from astropy.wcs import WCS
+from numpy.typing import NDArray
+
+from .errors import InvalidFITSError, StreamdetFileNotFoundError, StreamdetValueError
+
+__all__ = [
+    "FitsImage",
+    "SkyMeta",
+    "read_block",
+    "scan_fits",
+    "sky_metadata",
+    "wcs_from_cards",
+    "wcs_to_cards",
+]
+
+_BLOCK = 2880
+_RAW_DTYPES: dict[int, np.dtype[Any]] = {
+    8: np.dtype("u1"), 16: np.dtype(">i2"), 32: np.dtype(">i4"), 64: np.dtype(">i8"),
+    -32: np.dtype(">f4"), -64: np.dtype(">f8")}
+_CONVERT_STEP = 1 << 20  # elements converted at a time (bounds float64 temporaries to 8 MiB)
+_AIPS_BEAM = re.compile(r"BMAJ\s*=\s*([-+0-9.EeDd]+)\s+BMIN\s*=\s*([-+0-9.EeDd]+)"
+                        r"\s+BPA\s*=\s*([-+0-9.EeDd]+)")
+
+Region = tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class FitsImage:
+    """Where an image HDU's pixels lie in a FITS file, and how to decode them.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The FITS file.
+    hdu : int
+        Index of the HDU (0 = primary).
+    header : astropy.io.fits.Header
+        The HDU's full header.
+    bitpix : int
+        FITS BITPIX (8, 16, 32, 64, -32, -64).
+    data_offset : int
+        Byte offset of the data section in the file.
+    naxes : tuple of int
+        NAXIS1..NAXISn (FITS order: x first).
+    shape : tuple of int
+        Output shape, ``(ny, nx)`` or ``(nfreq, ny, nx)``.
+    dims : tuple of str
+        ``("y", "x")`` or ``("freq", "y", "x")``.
+    extra_axis : int or None
+        FITS axis number (1-based, >= 3) kept as ``freq``; None for an image.
+    bscale, bzero : float
+        Linear scaling: value = bzero + bscale * raw.
+    blank : int or None
+        Raw value of blank pixels (integer data only).
+    file_size : int
+        Size of the file in bytes when scanned.
+    mtime_ns : int
+        Modification time of the file when scanned (ns).
+    """
+
+    path: Path
+    hdu: int
+    header: fits.Header
+    bitpix: int
+    data_offset: int
+    naxes: tuple[int, ...]
+    shape: tuple[int, ...]
+    dims: tuple[str, ...]
+    extra_axis: int | None
+    bscale: float
+    bzero: float
+    blank: int | None
+    file_size: int
+    mtime_ns: int
+
+    @property
+    def raw_dtype(self) -> np.dtype[Any]:
+        """Big-endian dtype of the data on disk."""
+        return _RAW_DTYPES[self.bitpix]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the data section read to produce :attr:`shape` (no padding)."""
+        return math.prod(self.shape) * self.raw_dtype.itemsize
+
+    @property
+    def scaled(self) -> bool:
+        """True when BSCALE/BZERO are not the identity."""
+        return self.bscale != 1.0 or self.bzero != 0.0
+
+
+@dataclass(frozen=True)
+class SkyMeta:
+    """What the header says about the sky.
+
+    Attributes
+    ----------
+    wcs : astropy.wcs.WCS or None
+        Celestial WCS (x, y), plus the spectral axis for a cube (x, y, freq); None when the
+        header has no celestial WCS.
+    beam : tuple of float or None
+        Restoring beam (bmaj, bmin, bpa) in degrees.
+    freq_hz : float or None
+        Frequency of a 2-D image (from a degenerate FREQ axis), Hz.
+    bunit : str or None
+        BUNIT, e.g. ``"JY/BEAM"``.
+    channels : ndarray or None
+        World coordinate of each plane of a cube along a spectral axis, ``(nfreq,)``.
+    channel_unit : str or None
+        Unit of ``channels`` (``"Hz"`` for FREQ).
+    problem : str or None
+        Why there is no celestial WCS, when there is none.
+    """
+
+    wcs: WCS | None
+    beam: tuple[float, float, float] | None
+    freq_hz: float | None
+    bunit: str | None
+    channels: NDArray[np.float64] | None = None
+    channel_unit: str | None = None
+    problem: str | None = None
+
+
+def _data_nbytes(header: fits.Header, *, primary: bool) -> int:
+    bitpix = int(header["BITPIX"])
+    if bitpix not in _RAW_DTYPES:
+        raise ValueError(f"BITPIX {bitpix} is not a FITS value")
+    naxis = int(header["NAXIS"])
+    if naxis == 0:
+        return 0
+    sizes = [int(header[f"NAXIS{i}"]) for i in range(1, naxis + 1)]
+    if primary and header.get("GROUPS", False) and sizes[0] == 0:
+        sizes = sizes[1:]
+    gcount = int(header.get("GCOUNT", 1))
+    pcount = int(header.get("PCOUNT", 0))
+    return abs(bitpix) // 8 * gcount * (pcount + math.prod(sizes))
+
+
+def _iter_hdus(f: IO[bytes], path: Path) -> Iterator[tuple[int, fits.Header, int, int]]:
+    """Yield ``(index, header, data_offset, data_nbytes)`` of each HDU, reading headers only."""
+    offset = 0
+    index = 0
+    while True:
+        f.seek(offset)
+        first = f.read(80)
+        if index == 0:
+            if first[:2] == b"\x1f\x8b":
+                raise InvalidFITSError(f"{str(path)!r} is gzip-compressed; streaming needs an "
+                                       "uncompressed FITS file (gunzip it first)")
+            if not first.startswith(b"SIMPLE  ="):
+                raise InvalidFITSError(f"{str(path)!r} is not a FITS file (no SIMPLE card)")
+        elif not first.startswith(b"XTENSION"):
+            return  # end of file, or trailing bytes that are not an extension
+        f.seek(offset)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                header = fits.Header.fromfile(f, endcard=True, padding=True)
+            data_offset = f.tell()
+            nbytes = _data_nbytes(header, primary=index == 0)
+        except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            raise InvalidFITSError(f"{str(path)!r}: HDU {index} has an unreadable or truncated "
+                                   f"header ({exc})") from None
+        yield index, header, data_offset, nbytes
+        offset = data_offset + -(-nbytes // _BLOCK) * _BLOCK
+        index += 1
+
+
+def _hdu_kind(header: fits.Header, index: int) -> str:
+    if index == 0:
+        return "random groups" if header.get("GROUPS", False) else "image"
+    xt = str(header.get("XTENSION", "")).strip().upper()
+    if xt == "IMAGE":
+        return "image"
+    if xt == "BINTABLE" and header.get("ZIMAGE", False):
+        return "compressed image"
+    return xt.lower() or "unknown"
+
+
+def scan_fits(path: str | os.PathLike[str], *, hdu: int | None = None) -> FitsImage:
+    """Locate the image HDU of a FITS file and check that its data are all there.
+
+    Parameters
+    ----------
+    path : path-like
+        FITS file (uncompressed).
+    hdu : int, optional
+        HDU index; default: the first HDU that holds image data.
+
+    Returns
+    -------
+    FitsImage
+
+    Raises
+    ------
+    StreamdetFileNotFoundError
+        The file does not exist.
+    InvalidFITSError
+        Not FITS, truncated, no image HDU, 1-D data, or unsupported axes.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise StreamdetFileNotFoundError(f"input {str(p)!r} does not exist")
+    if p.is_dir():
+        raise InvalidFITSError(f"{str(p)!r} is a directory, not a FITS file")
+    if hdu is not None and (isinstance(hdu, bool) or int(hdu) != hdu or hdu < 0):
+        raise StreamdetValueError(f"hdu must be an integer >= 0, got {hdu!r}")
+    st = p.stat()
+    found: tuple[int, fits.Header, int, int] | None = None
+    kinds: list[str] = []
+    with open(p, "rb") as f:
+        for index, header, offset, nbytes in _iter_hdus(f, p):
+            kind = _hdu_kind(header, index)
+            kinds.append(kind)
+            if hdu is not None:
+                if index == hdu:
+                    if kind != "image":
+                        raise InvalidFITSError(f"{str(p)!r}: HDU {hdu} is not an image HDU "
+                                               f"({kind})")
+                    if nbytes == 0:
+                        raise InvalidFITSError(f"{str(p)!r}: HDU {hdu} holds no data (NAXIS=0)")
+                    found = (index, header, offset, nbytes)
+                    break
+            elif kind == "image" and nbytes > 0:
+                found = (index, header, offset, nbytes)
+                break
+    if found is None:
+        if hdu is not None:
+            raise InvalidFITSError(f"{str(p)!r} has no HDU {hdu} (it has {len(kinds)})")
+        hint = ("; tile-compressed images are not supported (decompress with funpack first)"
+                if "compressed image" in kinds else "")
+        raise InvalidFITSError(f"{str(p)!r} has no image HDU with data "
+                               f"(HDUs: {', '.join(kinds) or 'none'}){hint}")
+    index, header, offset, nbytes = found
+    if offset + nbytes > st.st_size:
+        raise InvalidFITSError(f"{str(p)!r} is truncated: HDU {index} needs {nbytes} data bytes "
+                               f"from offset {offset} but the file ends {st.st_size - offset} "
+                               "bytes after it")
+    return _describe(p, index, header, offset, st)
+
+
+def _describe(p: Path, index: int, header: fits.Header, offset: int,
+              st: os.stat_result) -> FitsImage:
+    bitpix = int(header["BITPIX"])
+    naxes = tuple(int(header[f"NAXIS{i}"]) for i in range(1, int(header["NAXIS"]) + 1))
+    if len(naxes) < 2:
+        raise InvalidFITSError(f"{str(p)!r}: HDU {index} holds 1-D data (NAXIS={len(naxes)}, "
+                               f"shape {naxes}); need an image (2-D) or a cube (3-D)")
+    extra = [i + 1 for i, n in enumerate(naxes) if i >= 2 and n > 1]
+    if len(extra) > 1:
+        raise InvalidFITSError(f"{str(p)!r}: HDU {index} has {len(extra)} non-degenerate axes "
+                               f"beyond x and y (NAXISn = {naxes}); only one (freq) is supported")
+    extra_axis = extra[0] if extra else None
+    if extra_axis is not None:
+        ctype = str(header.get(f"CTYPE{extra_axis}", "")).strip().upper()
+        if ctype == "STOKES":
+            raise InvalidFITSError(f"{str(p)!r}: HDU {index} has {naxes[extra_axis - 1]} Stokes "
+                                   "planes; extract one Stokes parameter first")
+    shape: tuple[int, ...] = (naxes[1], naxes[0])
+    dims: tuple[str, ...] = ("y", "x")
+    if extra_axis is not None:
+        shape = (naxes[extra_axis - 1], *shape)
+        dims = ("freq", *dims)
+    bscale = float(header.get("BSCALE", 1.0))
+    bzero = float(header.get("BZERO", 0.0))
+    blank_card = header.get("BLANK") if bitpix > 0 else None  # BLANK on float data: ignored
+    blank = int(blank_card) if isinstance(blank_card, int | np.integer) else None
+    return FitsImage(path=p, hdu=index, header=header, bitpix=bitpix, data_offset=offset,
+                     naxes=naxes, shape=shape, dims=dims, extra_axis=extra_axis, bscale=bscale,
+                     bzero=bzero, blank=blank, file_size=st.st_size, mtime_ns=st.st_mtime_ns)
+
+
+def _read_exact(f: io.RawIOBase, offset: int, buf: memoryview, path: Path) -> None:
+    f.seek(offset)
+    done = 0
+    while done < len(buf):
+        n = f.readinto(buf[done:])
+        if not n:
+            raise InvalidFITSError(f"{str(path)!r} is truncated: no data at byte "
+                                   f"{offset + done}")
+        done += n
+
+
+def read_block(img: FitsImage, region: Region) -> NDArray[np.float32]:
+    """Read one block of an image or cube as native float32.
+
+    Parameters
+    ----------
+    img : FitsImage
+        From :func:`scan_fits`.
+    region : tuple of (start, stop)
+        One pair per output axis (``img.dims`` order), 0-based, stop exclusive.
+
+    Returns
+    -------
+    ndarray, float32, shape ``[stop - start for each axis]``
+        BSCALE/BZERO applied, BLANK pixels (integer data) and NaN as NaN.
+    """
+    if len(region) != len(img.shape):
+        raise StreamdetValueError(f"region {region} does not match shape {img.shape}")
+    for (a, b), n in zip(region, img.shape, strict=True):
+        if not 0 <= a <= b <= n:
+            raise StreamdetValueError(f"region {region} lies outside shape {img.shape}")
+    planes = range(*region[0]) if len(region) == 3 else range(1)
+    (y0, y1), (x0, x1) = region[-2], region[-1]
+    ny, nx = img.shape[-2], img.shape[-1]
+    raw = np.empty((len(planes), y1 - y0, x1 - x0), dtype=img.raw_dtype)
+    if raw.size:
+        isz = raw.itemsize
+        rows = raw.view(np.uint8)
+        with open(img.path, "rb", buffering=0) as f:
+            for i, plane in enumerate(planes):
+                base = img.data_offset + plane * ny * nx * isz
+                if x0 == 0 and x1 == nx:  # whole rows: one contiguous read per plane
+                    _read_exact(f, base + y0 * nx * isz, memoryview(rows[i]).cast("B"), img.path)
+                else:
+                    for j, y in enumerate(range(y0, y1)):
+                        _read_exact(f, base + (y * nx + x0) * isz, memoryview(rows[i, j]),
+                                    img.path)
+    out = _to_float32(raw, img)
+    return out.reshape(tuple(b - a for a, b in region))
+
+
+def _to_float32(raw: NDArray[Any], img: FitsImage) -> NDArray[np.float32]:
+    if img.bitpix == -32 and not img.scaled:
+        if not raw.dtype.isnative:
+            raw.byteswap(inplace=True)
+            raw = raw.view(raw.dtype.newbyteorder("="))
+        return raw
+    out = np.empty(raw.shape, np.float32)
+    src = raw.reshape(-1)
+    dst = out.reshape(-1)
+    for s in range(0, src.size, _CONVERT_STEP):
+        piece = src[s:s + _CONVERT_STEP]
+        if img.scaled:
+            vals = piece.astype(np.float64)
+            vals *= img.bscale
+            vals += img.bzero
+            dst[s:s + _CONVERT_STEP] = vals
+        else:
+            dst[s:s + _CONVERT_STEP] = piece
+        if img.blank is not None:
+            dst[s:s + _CONVERT_STEP][piece == img.blank] = np.nan
+    return out
+
+
+def header_wcs(header: fits.Header) -> WCS:
+    """The header's full WCS, with astropy's fix-up warnings silenced."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return WCS(header)
+
+
+def wcs_to_cards(wcs: WCS) -> dict[str, Any]:
+    """WCS as a JSON-able mapping of FITS header cards (finite values only)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hdr = wcs.to_header()
+    cards: dict[str, Any] = {}
+    for card in hdr.cards:
+        value = card.value
+        if isinstance(value, float) and not math.isfinite(value):
+            continue
+        if isinstance(value, bool | int | float | str):
+            cards[card.keyword] = value
+    return cards
+
+
+def wcs_from_cards(cards: dict[str, Any], *, shape: tuple[int, ...] | None = None) -> WCS:
+    """Rebuild a WCS from :func:`wcs_to_cards` output; ``shape`` (numpy order) sets its size."""
+    header = fits.Header()
+    for key, value in cards.items():
+        header[key] = value
+    wcs = header_wcs(header)
+    if shape is not None and len(shape) == wcs.naxis:
+        wcs.array_shape = shape
+    return wcs
+
+
+def _beam(header: fits.Header) -> tuple[float, float, float] | None:
+    try:
+        if "BMAJ" in header and "BMIN" in header:
+            return (float(header["BMAJ"]), float(header["BMIN"]), float(header.get("BPA", 0.0)))
+    except (TypeError, ValueError):
+        return None
+    found: tuple[float, float, float] | None = None
+    for line in header.get("HISTORY", []):  # AIPS: "CLEAN BMAJ= 1.3E-04 BMIN= ... BPA= ..."
+        m = _AIPS_BEAM.search(str(line))
+        if m:
+            try:
+                vals = [float(v.replace("D", "E").replace("d", "e")) for v in m.groups()]
+            except ValueError:
+                continue
+            found = (vals[0], vals[1], vals[2])
+    return found
+
+
+def sky_metadata(img: FitsImage) -> SkyMeta:
+    """Celestial/spectral WCS, beam, frequency and BUNIT of an image HDU.
+
+    Raises
+    ------
+    InvalidFITSError
+        The celestial axes are not FITS axes 1 and 2.
+    """
+    header = img.header
+    bunit_card = header.get("BUNIT")
+    bunit = (str(bunit_card).strip() or None) if bunit_card is not None else None
+    beam = _beam(header)
+    try:
+        full = header_wcs(header)
+    except Exception as exc:  # astropy raises many types on malformed WCS cards
+        return SkyMeta(wcs=None, beam=beam, freq_hz=None, bunit=bunit,
+                       problem=f"the WCS cards cannot be parsed ({exc})")
+    lng, lat, spec = int(full.wcs.lng), int(full.wcs.lat), int(full.wcs.spec)
+    wcs: WCS | None = None
+    problem: str | None = None
+    if lng >= 0 and lat >= 0:
+        if {lng, lat} != {0, 1}:
+            raise InvalidFITSError(f"{str(img.path)!r}: the celestial axes are FITS axes "
+                                   f"{lng + 1} and {lat + 1}; streamdet needs them as axes 1 "
+                                   "and 2")
+        keep = [1, 2] if img.extra_axis is None else [1, 2, img.extra_axis]
+        wcs = full.sub(keep)
+        wcs.array_shape = img.shape
+    else:
+        problem = "no celestial WCS (no RA/Dec axes among the CTYPE cards)"
+    freq_hz: float | None = None
+    channels: NDArray[np.float64] | None = None
+    channel_unit: str | None = None
+    if spec >= 0 and spec not in (lng, lat):
+        spectral = full.sub([spec + 1])
+        ctype = str(full.wcs.ctype[spec]).upper()
+        if img.extra_axis == spec + 1:
+            pix = np.arange(img.shape[0], dtype=np.float64)[:, None]
+            channels = np.asarray(spectral.wcs_pix2world(pix, 0)[:, 0], dtype=np.float64)
+            channel_unit = str(spectral.wcs.cunit[0]) or None
+        elif ctype.startswith("FREQ"):
+            freq_hz = float(spectral.wcs_pix2world([[0.0]], 0)[0][0])
+    return SkyMeta(wcs=wcs, beam=beam, freq_hz=freq_hz, bunit=bunit, channels=channels,
+                   channel_unit=channel_unit, problem=problem)
