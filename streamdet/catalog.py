@@ -74,7 +74,8 @@ def _checked_columns(table: Table) -> dict[str, np.ndarray]:
             cols[name] = col + 0.0  # -0.0 -> 0.0
     for name in ("ra_core", "ra_cent"):
         cols[name] = np.mod(cols[name], 360.0)
-        cols[name][cols[name] >= 360.0] = 0.0  # mod of tiny negatives can round to 360
+        # tiny negatives wrap to 360 - eps, which the 1e-9 deg format would print as 360
+        cols[name][np.round(cols[name], 9) >= 360.0] = 0.0
     return cols
 
 
