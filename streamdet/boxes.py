@@ -202,7 +202,7 @@ def box_diou(a: ArrayLike, b: ArrayLike) -> NDArray[np.float64]:
     Returns
     -------
     (N, M) float64 ndarray
-        DIoU in (-1, 1]; ``d^2/c^2`` is taken as 0 where ``c`` is 0.
+        DIoU in [-1, 1] (-1 only for zero-area boxes); ``d^2/c^2`` is 0 where ``c`` is 0.
     """
     aa, bb = check_boxes(a, name="a"), check_boxes(b, name="b")
     return _diou(aa[:, None, :], bb[None, :, :])
