@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
 from .errors import StreamdetValueError
 
@@ -194,7 +194,7 @@ def population(freq: int) -> Population:
                       core_frac=f32("core_frac"), size=u8("size"), cls=u8("class"))
 
 
-def primary_beam(separation_deg: NDArray[np.float64] | float, freq: int) -> NDArray[np.float64]:
+def primary_beam(separation_deg: ArrayLike, freq: int) -> NDArray[np.float64]:
     """Primary-beam gain at an angular distance from the pointing centre.
 
     The SDC1 560 MHz beam, azimuthally averaged, its angular scale multiplied by

@@ -87,7 +87,8 @@ def test_header_and_wcs_per_band(tmp_path: Path, freq: int, pixel: float, fwhm: 
     assert (h["CTYPE1"], h["CTYPE2"], h["CTYPE3"], h["CTYPE4"]) == (
         "RA---SIN", "DEC--SIN", "FREQ", "STOKES")
     assert h["BUNIT"] == "JY/BEAM"
-    assert h["CDELT1"] == pytest.approx(-pixel / 3600) and h["CDELT2"] == pytest.approx(pixel / 3600)
+    assert h["CDELT1"] == pytest.approx(-pixel / 3600)
+    assert h["CDELT2"] == pytest.approx(pixel / 3600)
     assert h["BMAJ"] == pytest.approx(fwhm / 3600) and h["BMIN"] == pytest.approx(fwhm / 3600)
     assert h["BPA"] == 0.0
     assert h["CRVAL3"] == pytest.approx(freq * 1e6)
@@ -96,7 +97,7 @@ def test_header_and_wcs_per_band(tmp_path: Path, freq: int, pixel: float, fwhm: 
     ra, dec = w.all_pix2world([n / 2], [n / 2], 0)
     assert ra[0] == pytest.approx(0.1) and dec[0] == pytest.approx(-30.2)
     # pixel scale on the sky, measured through the WCS
-    ra1, dec1 = w.all_pix2world([n / 2], [n / 2 + 1], 0)
+    _, dec1 = w.all_pix2world([n / 2], [n / 2 + 1], 0)
     assert (dec1[0] - dec[0]) * 3600 == pytest.approx(pixel, rel=1e-6)
 
 
@@ -215,7 +216,7 @@ def test_truth_positions_and_fluxes_match_image_peaks(tmp_path: Path) -> None:
         near[i] = False
         if np.any(app[near] > 0.002 * app[i]):
             continue
-        x0, y0 = int(round(px[i])), int(round(py[i]))
+        x0, y0 = int(np.rint(px[i])), int(np.rint(py[i]))
         j = np.unravel_index(np.argmax(img[y0 - 2:y0 + 3, x0 - 2:x0 + 3]), (5, 5))
         xf, yf, peak = _peak_fit(img, x0 - 2 + int(j[1]), y0 - 2 + int(j[0]))
         assert xf == pytest.approx(px[i], abs=0.05) and yf == pytest.approx(py[i], abs=0.05)
