@@ -1,0 +1,67 @@
+"""The ``streamdet export`` subcommand (imports torch only when it runs)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+from typing import Any
+
+from streamdet.errors import StreamdetError
+
+__all__ = ["add_export_parser", "run_export"]
+
+TRAIN_EXTRA_HINT = "install the train extra: pip install streamdet[train]"
+
+
+def _require_train_extra() -> None:
+    missing = [m for m in ("torch", "onnx") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise StreamdetError(f"`streamdet export` needs {' and '.join(missing)}; "
+                             f"{TRAIN_EXTRA_HINT}")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Handle ``streamdet export``: checkpoint -> verified ONNX detector; return 0."""
+    _require_train_extra()
+    try:
+        from .onnx_export import export_onnx
+    except ImportError as exc:
+        raise StreamdetError(f"`streamdet export` could not import its dependencies ({exc}); "
+                             f"{TRAIN_EXTRA_HINT}") from exc
+
+    contract = export_onnx(args.checkpoint, args.output, opset=args.opset,
+                           overwrite=args.overwrite)
+    if not args.quiet:
+        print(f"wrote {args.output} (model {contract.name!r}: stride {contract.stride[-1]} px, "
+              f"receptive field {contract.receptive_field[-1]} px, halo {contract.halo[-1]} px, "
+              f"{contract.nbox} priors; ONNX Runtime output verified against PyTorch)")
+    return 0
+
+
+def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``export CHECKPOINT -o MODEL.onnx [--opset N] [--overwrite] [-q]`` to a CLI.
+
+    Parameters
+    ----------
+    subparsers : argparse._SubParsersAction
+        What ``ArgumentParser.add_subparsers()`` returned.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The new subparser; its ``func`` default is :func:`run_export`.
+    """
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "export", help="export a trained checkpoint to an ONNX detector (needs torch)",
+        description="Export a PyTorch checkpoint written by export.save_checkpoint to one "
+        "self-describing ONNX file carrying the streamdet model contract; ONNX Runtime's "
+        "output is checked against PyTorch before the file is written. "
+        f"Needs the train extra ({TRAIN_EXTRA_HINT}).")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint file (.pt)")
+    p.add_argument("-o", "--output", required=True, metavar="MODEL.onnx",
+                   help="ONNX file to write")
+    p.add_argument("--opset", type=int, default=17, metavar="N", help="ONNX opset (>= 13)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("-q", "--quiet", action="store_true", help="no summary")
+    p.set_defaults(func=run_export)
+    return p

@@ -1,0 +1,338 @@
+"""Export a :class:`~export.model.YoloCianna` network to a streamdet ONNX detector.
+
+The ONNX graph is written directly from the network's layer list (batch norm
+folded into the convolutions): Conv + LeakyRelu blocks, a 1x1 Conv, and the
+contract's activations (Sigmoid, bounded Tanh, Where). This avoids the
+deprecated TorchScript exporter and the extra dependencies of the dynamo one,
+and the result is checked against PyTorch itself: :func:`export_onnx` runs
+``onnx.checker``, loads the file with streamdet's own loader (contract
+validation included) and compares ONNX Runtime's output with the PyTorch
+forward pass on two input sizes before renaming the file into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from numpy.typing import NDArray
+from onnx import TensorProto, helper, numpy_helper
+
+from streamdet._atomic import atomic_path, check_output
+from streamdet._version import __version__
+from streamdet.contract import ModelContract, load_model
+from streamdet.errors import StreamdetError, StreamdetFileNotFoundError, StreamdetValueError
+
+from .model import DetectorConfig, YoloCianna
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "Checkpoint",
+    "ExportVerificationError",
+    "build_contract",
+    "export_onnx",
+    "load_checkpoint",
+    "save_checkpoint",
+    "to_onnx",
+]
+
+CHECKPOINT_FORMAT = "streamdet-checkpoint-1"
+"""Value of the ``"format"`` key of checkpoints written by :func:`save_checkpoint`."""
+
+MIN_OPSET = 13
+
+SDC1_PARAMS: tuple[dict[str, Any], ...] = (
+    {"name": "flux", "unit": "Jy", "decode": "log_minmax", "channels": ["flux"],
+     "min": 1.97e-6, "max": 2e-3},
+    {"name": "bmaj", "unit": "arcsec", "decode": "log_minmax", "channels": ["bmaj"],
+     "min": 0.9, "max": 60.0},
+    {"name": "bmin", "unit": "arcsec", "decode": "log_minmax", "channels": ["bmin"],
+     "min": 0.3, "max": 30.0},
+    {"name": "pa", "unit": "deg", "decode": "angle_cos_sin01", "channels": ["pa_cos", "pa_sin"],
+     "period": 180.0},
+)
+"""SDC1 parameter decoding (YOLO-CIANNA's normalisation limits)."""
+
+SDC1_NORMALISATION: dict[str, Any] = {
+    "kind": "clip_tanh", "clip_min": 4e-7, "clip_max": 4e-5, "tanh_scale": 3.0}
+
+_DERIVED = ("format_version", "ndim", "input", "output", "stride", "receptive_field", "priors",
+            "box_channels", "box_encoding")
+
+
+class ExportVerificationError(StreamdetError, RuntimeError):
+    """The exported ONNX model does not reproduce the PyTorch network."""
+
+
+# --------------------------------------------------------------------------- checkpoints
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded checkpoint: the network (eval mode) and its stored contract fields."""
+
+    model: YoloCianna
+    contract: dict[str, Any]
+
+
+def save_checkpoint(model: YoloCianna, path: str | os.PathLike[str], *,
+                    contract: Mapping[str, Any] | None = None,
+                    overwrite: bool = False) -> Path:
+    """Write ``{"format", "config", "state_dict", "contract"}`` with ``torch.save`` (atomic).
+
+    Parameters
+    ----------
+    model : YoloCianna
+    path : path-like
+        Output file (conventionally ``.pt``).
+    contract : mapping, optional
+        Contract fields to embed at export (name, thresholds, training, pixel scale...).
+    overwrite : bool
+        Replace an existing file.
+    """
+    doc = {"format": CHECKPOINT_FORMAT, "config": model.config.to_dict(),
+           "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+           "contract": json.loads(json.dumps(dict(contract or {})))}
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        torch.save(doc, tmp)
+    return Path(path)
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only`` loading).
+
+    Raises
+    ------
+    StreamdetFileNotFoundError
+        No such file.
+    StreamdetValueError
+        Not a streamdet checkpoint, or its weights do not fit its config.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise StreamdetFileNotFoundError(f"checkpoint {str(p)!r} does not exist")
+    try:
+        doc = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises pickle, zip and runtime errors alike
+        raise StreamdetValueError(f"{str(p)!r} is not a readable checkpoint: {exc}") from exc
+    if not isinstance(doc, dict) or doc.get("format") != CHECKPOINT_FORMAT:
+        raise StreamdetValueError(
+            f"{str(p)!r} is not a streamdet checkpoint (expected a dict with "
+            f"format {CHECKPOINT_FORMAT!r})")
+    for key in ("config", "state_dict"):
+        if key not in doc:
+            raise StreamdetValueError(f"checkpoint {str(p)!r} lacks {key!r}")
+    model = YoloCianna(DetectorConfig.from_dict(doc["config"]))
+    try:
+        model.load_state_dict(doc["state_dict"])
+    except RuntimeError as exc:
+        raise StreamdetValueError(
+            f"checkpoint {str(p)!r}: weights do not fit its config: {exc}") from exc
+    model.eval()
+    return Checkpoint(model=model, contract=dict(doc.get("contract") or {}))
+
+
+# --------------------------------------------------------------------------- contract
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
+def build_contract(model: YoloCianna, overrides: Mapping[str, Any] | None = None
+                   ) -> ModelContract:
+    """The contract of ``model``: fields derived from the network, defaults, then overrides.
+
+    Derived fields (``ndim``, ``stride``, ``receptive_field``, ``priors``,
+    ``box_channels``, ``input``, ``output``, ``box_encoding``, ``format_version``)
+    cannot be overridden with a different value. Defaults: SDC1 parameters (those
+    whose channels the network has) and normalisation, tile 512, overlap 32,
+    thresholds ``{"default": 0.5}``, DIoU NMS at 0.5.
+    """
+    cfg = model.config
+    s = cfg.stride
+    r = model.receptive_field
+    derived: dict[str, Any] = {
+        "format_version": 1, "ndim": 2,
+        "input": {"name": "image", "layout": "NCHW"},
+        "output": {"name": "grid", "layout": "NKHW"},
+        "stride": [s, s], "receptive_field": [r, r],
+        "priors": [list(p) for p in cfg.priors], "box_channels": list(cfg.box_channels),
+        "box_encoding": {"xy": "cell_offset", "wh": "prior_exp"},
+    }
+    doc: dict[str, Any] = {
+        "name": "yolo-cianna-streamdet", "description": "", **derived,
+        "params": [p for p in SDC1_PARAMS if all(c in cfg.box_channels for c in p["channels"])],
+        "normalisation": dict(SDC1_NORMALISATION),
+        "tile": [512, 512], "overlap": [32, 32],
+        "pixel_scale_arcsec": None, "beam_arcsec": None, "freq_mhz": None,
+        "nms": {"kind": "diou", "iou_threshold": 0.5},
+        "thresholds": {"default": 0.5},
+        "training": {"config": cfg.to_dict()},
+    }
+    for key, value in _plain(dict(overrides or {})).items():
+        if key in _DERIVED and value != derived[key]:
+            raise StreamdetValueError(
+                f"contract field {key!r} is derived from the network ({derived[key]!r}) and "
+                f"cannot be set to {value!r}")
+        doc[key] = value
+    return ModelContract.from_dict(_plain(doc))
+
+
+# --------------------------------------------------------------------------- ONNX graph
+def to_onnx(model: YoloCianna, contract: ModelContract, *, opset: int = 17) -> onnx.ModelProto:
+    """Build the ONNX graph of ``model`` (batch norm folded) carrying ``contract``.
+
+    Input ``image`` (N, 1, H, W) and output ``grid`` (N, K, Gy, Gx), float32, with
+    dynamic N, H, W.
+    """
+    latest = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= opset <= latest:
+        raise StreamdetValueError(f"opset {opset} must be in [{MIN_OPSET}, {latest}]")
+    nodes: list[onnx.NodeProto] = []
+    inits: list[onnx.TensorProto] = []
+    x = contract.input_name
+    for i, layer in enumerate(model.fused_layers()):
+        k = int(layer.weight.shape[-1])
+        inits += [numpy_helper.from_array(layer.weight, f"conv{i}.weight"),
+                  numpy_helper.from_array(layer.bias, f"conv{i}.bias")]
+        y = f"conv{i}"
+        nodes.append(helper.make_node(
+            "Conv", [x, f"conv{i}.weight", f"conv{i}.bias"], [y], name=y,
+            kernel_shape=[k, k], strides=[layer.stride] * 2, pads=[layer.padding] * 4,
+            dilations=[1, 1], group=1))
+        if layer.negative_slope is not None:
+            nodes.append(helper.make_node("LeakyRelu", [y], [f"act{i}"], name=f"act{i}",
+                                          alpha=float(layer.negative_slope)))
+            y = f"act{i}"
+        x = y
+    z = x
+    mask = model.size_mask().reshape(1, -1, 1, 1)
+    inits.append(numpy_helper.from_array(mask, "size_mask"))
+    nodes.append(helper.make_node("Sigmoid", [z], ["sigmoid"], name="sigmoid"))
+    bound = model.config.wh_bound
+    size = z
+    if bound > 0:
+        inits.append(numpy_helper.from_array(np.array(bound, np.float32), "wh_bound"))
+        nodes += [helper.make_node("Div", [z, "wh_bound"], ["size_scaled"], name="size_div"),
+                  helper.make_node("Tanh", ["size_scaled"], ["size_tanh"], name="size_tanh"),
+                  helper.make_node("Mul", ["size_tanh", "wh_bound"], ["size"], name="size_mul")]
+        size = "size"
+    nodes.append(helper.make_node("Where", ["size_mask", size, "sigmoid"],
+                                  [contract.output_name], name="activate"))
+    k_out = contract.n_channels
+    graph = helper.make_graph(
+        nodes, "streamdet_yolo_cianna",
+        [helper.make_tensor_value_info(contract.input_name, TensorProto.FLOAT,
+                                       ["N", 1, "H", "W"])],
+        [helper.make_tensor_value_info(contract.output_name, TensorProto.FLOAT,
+                                       ["N", k_out, "Gy", "Gx"])],
+        initializer=inits)
+    opsets = [helper.make_opsetid("", opset)]
+    proto = helper.make_model(graph, opset_imports=opsets, producer_name="streamdet-export",
+                              producer_version=__version__,
+                              ir_version=helper.find_min_ir_version_for(opsets))
+    proto.doc_string = contract.description
+    helper.set_model_props(proto, contract.to_metadata())
+    return proto
+
+
+# --------------------------------------------------------------------------- verification
+def _torch_forward(model: YoloCianna, x: NDArray[np.float32]) -> NDArray[np.float32]:
+    with torch.no_grad():
+        out: NDArray[np.float32] = model(torch.from_numpy(x)).numpy()
+    return out
+
+
+def _ort_forward(path: Path, x: NDArray[np.float32]) -> NDArray[np.float32]:
+    mdl = load_model(path, ndim=2, providers=["CPUExecutionProvider"])
+    return mdl.run(x)
+
+
+def _verify(model: YoloCianna, path: Path, sizes: Sequence[tuple[int, int]], *, rtol: float,
+            atol: float, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    s = model.config.stride
+    for h, w in sizes:
+        if h % s or w % s or h <= 0 or w <= 0:
+            raise StreamdetValueError(
+                f"verification size {(h, w)} must be positive multiples of the stride {s}")
+        # Sparse bright pixels over a faint background, like normalised sky.
+        x = (rng.random((2, 1, h, w)) ** 4).astype(np.float32)
+        ref = _torch_forward(model, x)
+        got = _ort_forward(path, x)
+        if got.shape != ref.shape:
+            raise ExportVerificationError(
+                f"ONNX output shape {got.shape} differs from PyTorch's {ref.shape} for input "
+                f"{x.shape}")
+        err = np.abs(got.astype(np.float64) - ref)
+        bad = err > atol + rtol * np.abs(ref)
+        if bad.any():
+            raise ExportVerificationError(
+                f"ONNX Runtime output differs from PyTorch on input {x.shape}: "
+                f"{int(bad.sum())} of {bad.size} values beyond rtol={rtol}, atol={atol} "
+                f"(max abs difference {float(err.max()):.3g})")
+
+
+def export_onnx(model: YoloCianna | str | os.PathLike[str], out_path: str | os.PathLike[str], *,
+                contract: Mapping[str, Any] | None = None, opset: int = 17,
+                overwrite: bool = False,
+                verify_sizes: Sequence[tuple[int, int]] = ((128, 128), (256, 192)),
+                rtol: float = 1e-3, atol: float = 1e-4, seed: int = 0) -> ModelContract:
+    """Export a network or a checkpoint to a verified streamdet ONNX detector.
+
+    Parameters
+    ----------
+    model : YoloCianna or path-like
+        The network, or a checkpoint written by :func:`save_checkpoint` (its stored
+        contract fields are applied before ``contract``).
+    out_path : path-like
+        ONNX file to write (atomically: nothing is left behind on failure).
+    contract : mapping, optional
+        Contract fields to set (``name``, ``description``, ``thresholds``, ``params``,
+        ``normalisation``, ``tile``, ``overlap``, ``pixel_scale_arcsec``,
+        ``beam_arcsec``, ``freq_mhz``, ``nms``, ``training``); see :func:`build_contract`.
+    opset : int
+        ONNX opset (>= 13).
+    overwrite : bool
+        Replace an existing file.
+    verify_sizes : sequence of (H, W)
+        Input sizes (px, multiples of the stride) on which ONNX Runtime must reproduce
+        the PyTorch forward pass (batch of 2).
+    rtol, atol : float
+        Tolerances of that comparison.
+    seed : int
+        Seed of the verification inputs.
+
+    Returns
+    -------
+    ModelContract
+        The contract embedded in the file.
+
+    Raises
+    ------
+    ExportVerificationError
+        ONNX Runtime and PyTorch disagree (the file is not written).
+    """
+    check_output(out_path, overwrite=overwrite)
+    stored: dict[str, Any] = {}
+    if isinstance(model, YoloCianna):
+        net = model
+    else:
+        ckpt = load_checkpoint(model)
+        net, stored = ckpt.model, ckpt.contract
+    was_training = net.training
+    net.eval()
+    try:
+        spec = build_contract(net, {**stored, **dict(contract or {})})
+        proto = to_onnx(net, spec, opset=opset)
+        onnx.checker.check_model(proto, full_check=True)
+        with atomic_path(out_path, overwrite=overwrite) as tmp:
+            onnx.save_model(proto, tmp)
+            _verify(net, tmp, verify_sizes, rtol=rtol, atol=atol, seed=seed)
+    finally:
+        net.train(was_training)
+    return spec
