@@ -433,11 +433,16 @@ def write_regions(table: Table, path: str | os.PathLike[str], *,
     """Write a DS9 / CARTA region file of the catalogue, atomically.
 
     With sky positions and shapes (``ra``, ``dec``, ``bmaj``/``b_maj``,
-    ``bmin``/``b_min``, ``pa``): one ICRS ellipse per source, axes the FWHM,
-    DS9 angle = PA + 90 deg (PA east of north; DS9 measures from the x axis).
-    Otherwise: one image-pixel rectangle per box (from ``x0``, ``y0``, ``x1``,
-    ``y1`` or ``x``, ``y``, ``width``, ``height``). Rows with non-finite values are skipped with a
-    :class:`CatalogueWarning`.
+    ``bmin``/``b_min``, ``pa``): one ICRS ellipse per source whose axes are the
+    FWHM (DS9 takes semi-axes: FWHM/2, in arcsec), DS9 angle = PA + 90 deg (PA east
+    of north; DS9 measures from the x axis). Otherwise: one image-pixel box per
+    detection (from ``x0``, ``y0``, ``x1``, ``y1`` or ``x``, ``y``, ``width``,
+    ``height``; DS9 image coordinates are 1-based). Rows with non-finite values are
+    skipped with a :class:`CatalogueWarning`.
+
+    The text is formatted here, vectorised, in the DS9 dialect that the
+    ``regions`` package writes and reads (building ``regions`` objects costs about
+    1 ms per source, minutes for an SDC1 catalogue).
 
     Parameters
     ----------
@@ -453,26 +458,23 @@ def write_regions(table: Table, path: str | os.PathLike[str], *,
     pathlib.Path
         The path written.
     """
-    from astropy.coordinates import SkyCoord
-    from regions import EllipseSkyRegion, PixCoord, RectanglePixelRegion, Regions
-
     check_output(path, overwrite=overwrite)
     names = set(table.colnames)
     ra_name = "ra" if "ra" in names else ("ra_cent" if "ra_cent" in names else None)
     dec_name = "dec" if "dec" in names else ("dec_cent" if "dec_cent" in names else None)
     has_shape = ({"bmaj", "bmin"} <= names or {"b_maj", "b_min"} <= names) and "pa" in names
-    items: list[Any] = []
+    lines = ["# Region file format: DS9 streamdet " + __version__]
     if ra_name and dec_name and has_shape:
         ra = _column(table, (ra_name,), u.deg)
         dec = _column(table, (dec_name,), u.deg)
         bmaj, bmin, pa = _ellipse(table)
         good = _finite_rows(ra, dec, bmaj, bmin, pa)
-        if good.any():
-            centre = SkyCoord(ra[good], dec[good], unit="deg", frame="icrs")
-            items = [EllipseSkyRegion(center=centre[k], width=w * u.arcsec,
-                                      height=h * u.arcsec, angle=(p + 90.0) * u.deg)
-                     for k, (w, h, p) in enumerate(zip(bmaj[good].tolist(), bmin[good].tolist(),
-                                                       pa[good].tolist(), strict=True))]
+        lines.append("icrs")
+        lines += [f'ellipse({r:.9f},{d:.9f},{a:.6f}",{b:.6f}",{p:.6f})'
+                  for r, d, a, b, p in zip(ra[good].tolist(), dec[good].tolist(),
+                                           (bmaj[good] / 2).tolist(), (bmin[good] / 2).tolist(),
+                                           np.mod(pa[good] + 90.0, 360.0).tolist(),
+                                           strict=True)]
     else:
         if {"x0", "y0", "x1", "y1"} <= names:
             b = np.stack([np.asarray(table[c], np.float64) for c in ("x0", "y0", "x1", "y1")],
@@ -487,14 +489,13 @@ def write_regions(table: Table, path: str | os.PathLike[str], *,
             raise StreamdetValueError("a region file needs ra/dec with bmaj/bmin/pa, or pixel "
                                       f"boxes; the table has {table.colnames}")
         good = _finite_rows(x, y, w, h)
-        items = [RectanglePixelRegion(center=PixCoord(cx, cy), width=bw, height=bh)
-                 for cx, cy, bw, bh in zip(x[good].tolist(), y[good].tolist(),
-                                           w[good].tolist(), h[good].tolist(), strict=True)]
+        lines.append("image")
+        lines += [f"box({cx:.6f},{cy:.6f},{bw:.6f},{bh:.6f},0)"
+                  for cx, cy, bw, bh in zip((x[good] + 1).tolist(), (y[good] + 1).tolist(),
+                                            w[good].tolist(), h[good].tolist(), strict=True)]
     if not good.all():
         warnings.warn(f"skipping {int((~good).sum())} of {len(good)} sources with non-finite "
                       "values in the region file", CatalogueWarning, stacklevel=2)
-    text = Regions(items).serialize(format="ds9") if items else \
-        "# Region file format: DS9 astropy/regions\nimage\n"
     with atomic_path(path, overwrite=overwrite) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_text("\n".join(lines) + "\n", encoding="ascii")
     return Path(path)
