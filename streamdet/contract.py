@@ -312,7 +312,18 @@ class ModelContract:
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
-        # Validate a contract built directly (from_dict validates the JSON types first).
+        # Canonical container types (a contract may be built directly, with lists), then
+        # the cross-field checks (from_dict has already validated the JSON types).
+        canon = object.__setattr__
+        for name in ("stride", "receptive_field", "tile", "overlap"):
+            canon(self, name, tuple(int(v) for v in getattr(self, name)))
+        canon(self, "priors", tuple(tuple(float(v) for v in p) for p in self.priors))
+        canon(self, "box_channels", tuple(self.box_channels))
+        canon(self, "params", tuple(self.params))
+        if self.beam_arcsec is not None:
+            canon(self, "beam_arcsec", tuple(float(v) for v in self.beam_arcsec))
+        canon(self, "thresholds", {k: tuple(float(x) for x in v) if isinstance(v, list | tuple)
+                                   else v for k, v in self.thresholds.items()})
         _validate(self)
 
     # ----------------------------------------------------------------- derived values
@@ -664,9 +675,8 @@ class Model:
         x = np.ascontiguousarray(batch, dtype=np.float32)
         c = self.contract
         if x.ndim != c.ndim + 2 or x.shape[1] != 1:
-            raise StreamdetValueError(
-                f"batch must have shape (N, 1, {', '.join('HWD'[:c.ndim][::-1])}), "
-                f"got {x.shape}")
+            axes = "H, W" if c.ndim == 2 else "D, H, W"
+            raise StreamdetValueError(f"batch must have shape (N, 1, {axes}), got {x.shape}")
         bad = [n for n, s in zip(x.shape[2:], c.stride, strict=True) if n % s or n == 0]
         if bad:
             raise StreamdetValueError(
