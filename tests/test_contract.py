@@ -226,10 +226,11 @@ def test_direct_construction_is_validated() -> None:
                       box_channels=("x", "y", "w", "h"), params=(),
                       normalisation=c.normalisation, tile=(64, 64), overlap=(0, 0))
     # Lists are accepted and stored as tuples, so the contract stays hashable.
-    d = ModelContract(ndim=2, stride=[16, 16], receptive_field=[9, 9],  # type: ignore[arg-type]
-                      priors=[[6, 6], [9, 12]], box_channels=["x", "y", "w", "h", "obj"],
-                      params=[], normalisation=c.normalisation, tile=[64, 64], overlap=[0, 0],
-                      thresholds={"default": [0.5, 0.25]})
+    lists: dict[str, Any] = {
+        "stride": [16, 16], "receptive_field": [9, 9], "priors": [[6, 6], [9, 12]],
+        "box_channels": ["x", "y", "w", "h", "obj"], "params": [], "tile": [64, 64],
+        "overlap": [0, 0], "thresholds": {"default": [0.5, 0.25]}}
+    d = ModelContract(ndim=2, normalisation=c.normalisation, **lists)
     assert d.priors == ((6.0, 6.0), (9.0, 12.0)) and d.thresholds["default"] == (0.5, 0.25)
     assert ModelContract.from_dict(d.to_dict()) == d
     hash(d)

@@ -27,7 +27,7 @@ from streamdet.contract import CONTRACT_KEY, FORMAT_KEY, ModelContract, load_mod
 from streamdet.errors import OutputExistsError, StreamdetError, StreamdetValueError  # noqa: E402
 from tests._models import build_test_network, make_test_model  # noqa: E402
 
-SMALL = {"width": 8, "depth": 1}
+SMALL: dict[str, Any] = {"width": 8, "depth": 1}
 
 
 @pytest.fixture(scope="module")
