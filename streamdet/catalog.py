@@ -41,6 +41,7 @@ SDC1_COLUMNS: tuple[str, ...] = (
     "id", "ra_core", "dec_core", "ra_cent", "dec_cent", "flux", "core_frac",
     "b_maj", "b_min", "pa", "size", "class",
 )
+_WRITE_ROWS = 20000
 _INT_COLUMNS = frozenset({"id", "size", "class"})
 # printf formats: positions to 1e-9 deg (3.6 micro-arcsec), fluxes to 10 significant digits
 _FORMATS = {
@@ -104,11 +105,14 @@ def write_sdc1(table: Table, path: str | os.PathLike[str], *, overwrite: bool = 
     """
     cols = _checked_columns(table)
     fmt = " ".join(_FORMATS[c] for c in SDC1_COLUMNS) + "\n"
-    rows = zip(*(cols[c].tolist() for c in SDC1_COLUMNS), strict=True)
+    n = len(cols["id"])
     with atomic_path(path, overwrite=overwrite) as tmp:
         with open(tmp, "w", encoding="ascii") as fh:
             fh.write(" ".join(SDC1_COLUMNS) + "\n")
-            fh.writelines(fmt.format(*row) for row in rows)
+            for s in range(0, n, _WRITE_ROWS):  # bounded memory for large catalogues
+                rows = zip(*(cols[c][s:s + _WRITE_ROWS].tolist() for c in SDC1_COLUMNS),
+                           strict=True)
+                fh.writelines(fmt.format(*row) for row in rows)
     return Path(path)
 
 

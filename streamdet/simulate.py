@@ -72,7 +72,7 @@ __all__ = ["simulate"]
 
 _MIN_SIZE = 64
 _FITS_BLOCK = 2880
-_STRIP_PIXELS = 1 << 22  # pixels per strip (4 Mpix: 32 MB as float64)
+_STRIP_PIXELS = 1 << 21  # pixels per strip (2 Mpix: 16 MB as float64)
 
 
 def simulate(path: str | os.PathLike[str], *, truth: str | os.PathLike[str] | None = None,
@@ -166,6 +166,7 @@ def _simulate(path: str | os.PathLike[str], *, truth: str | os.PathLike[str] | N
                              if sidelobes else None)
     noise_gen = (CorrelatedNoise(seed=s, tag=b.freq, width=n, rms=b.noise,
                                  beam_sigma_px=b.beam_sigma_px) if noise else None)
+    del draw, gaussians, ra, dec, ra_c, dec_c, north, gain  # the renderer holds its copies
     with atomic_path(out, overwrite=overwrite) as tmp:
         with open(tmp, "wb") as fh, progress_bar(total=n, desc="simulate", unit="row",
                                                  quiet=quiet) as bar:
@@ -175,7 +176,7 @@ def _simulate(path: str | os.PathLike[str], *, truth: str | os.PathLike[str] | N
                 strip = renderer.render(y0, y1)
                 if noise_gen is not None:
                     strip += noise_gen.strip(y0, y1)
-                fh.write(strip.astype(">f4").tobytes())
+                fh.write(memoryview(strip.astype(">f4")))
                 bar.update(y1 - y0)
             nbytes = 4 * n * n
             fh.write(b"\0" * (-nbytes % _FITS_BLOCK))
