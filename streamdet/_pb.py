@@ -5,6 +5,13 @@ The SDC1 560 MHz beam (``PrimaryBeam_B1.fits``) is a 36 x 33 pixel image of
 reference pixel, down to ~0.007 at the corners. Its header has NAXIS = 2 but also
 carries FREQ and STOKES axis keywords (astropy then builds a 4-axis WCS and warns);
 only the celestial part of the WCS is used. Dimensionless (a gain in [0, 1]).
+
+The map is cut asymmetrically: it reaches only ~1.1 deg from the beam centre on
+one side (where the response is still ~0.4), while an SDC1 560 MHz image is
+5.46 deg wide. ``outside="radial"`` therefore extrapolates beyond the map with
+the map's own azimuthally averaged profile around the beam centre (CRVAL), which
+the map samples out to ~2.3 deg (response ~0.01); the beam is slightly
+elliptical, so such values carry ~15% errors.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from astropy.coordinates import angular_separation
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 from numpy.typing import ArrayLike, NDArray
@@ -120,8 +128,33 @@ class PrimaryBeam:
         """``(ny, nx)`` of the beam image."""
         return (int(self.data.shape[0]), int(self.data.shape[1]))
 
+    def radial_profile(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Azimuthally averaged response around the beam centre (the WCS CRVAL).
+
+        Returns
+        -------
+        radius : (K,) float64
+            Mean separation of the pixels of each annulus (one pixel wide), degrees.
+        value : (K,) float64
+            Mean finite response of those pixels.
+        """
+        ny, nx = self.shape
+        yy, xx = np.mgrid[0:ny, 0:nx]
+        lon, lat = self.wcs.pixel_to_world_values(xx.ravel(), yy.ravel())
+        lon0, lat0 = (np.deg2rad(float(v)) for v in self.wcs.wcs.crval)
+        sep = np.rad2deg(angular_separation(np.deg2rad(lon), np.deg2rad(lat), lon0, lat0))
+        vals = self.data.ravel()
+        ok = np.isfinite(sep) & np.isfinite(vals)
+        step = float(np.mean([abs(q.to_value("deg")) for q in self.wcs.proj_plane_pixel_scales()]))
+        k = np.floor(sep[ok] / step).astype(np.int64)
+        n = np.bincount(k)
+        used = n > 0
+        radius = np.bincount(k, weights=sep[ok])[used] / n[used]
+        value = np.bincount(k, weights=vals[ok])[used] / n[used]
+        return radius, value
+
     def response(self, ra: ArrayLike, dec: ArrayLike, *,
-                 outside: Literal["nan", "nearest"] = "nan") -> NDArray[np.float64]:
+                 outside: Literal["nan", "nearest", "radial"] = "nan") -> NDArray[np.float64]:
         """Beam response at sky positions, bilinearly interpolated.
 
         Pixel ``i`` of the beam image has its value at pixel coordinate ``i``
@@ -132,17 +165,20 @@ class PrimaryBeam:
         ----------
         ra, dec : array_like, (N,)
             ICRS right ascension and declination, degrees (any RA wrap).
-        outside : {"nan", "nearest"}
+        outside : {"nan", "nearest", "radial"}
             Positions beyond the image footprint (more than half a pixel outside)
-            get NaN, or the value of the nearest edge.
+            get NaN, the value of the nearest edge, or the value of the map's
+            :meth:`radial_profile` at their separation from the beam centre (NaN
+            beyond the outermost annulus).
 
         Returns
         -------
         (N,) float64 ndarray
             Dimensionless response; NaN where undefined (outside, or a NaN in the beam).
         """
-        if outside not in ("nan", "nearest"):
-            raise StreamdetValueError(f"outside must be 'nan' or 'nearest', got {outside!r}")
+        if outside not in ("nan", "nearest", "radial"):
+            raise StreamdetValueError(
+                f"outside must be 'nan', 'nearest' or 'radial', got {outside!r}")
         ra_a = np.atleast_1d(np.asarray(ra, dtype=np.float64))
         dec_a = np.atleast_1d(np.asarray(dec, dtype=np.float64))
         if ra_a.shape != dec_a.shape or ra_a.ndim != 1:
@@ -153,7 +189,17 @@ class PrimaryBeam:
         px, py = self.wcs.world_to_pixel_values(ra_a, dec_a)
         px = np.asarray(px, np.float64)
         py = np.asarray(py, np.float64)
-        return _bilinear(self.data, px, py, outside=outside)
+        value = _bilinear(self.data, px, py, outside="nearest" if outside == "nearest" else "nan")
+        if outside == "radial":
+            ny, nx = self.shape
+            beyond = ~((px >= -0.5) & (px <= nx - 0.5) & (py >= -0.5) & (py <= ny - 0.5))
+            if beyond.any():
+                radius, prof = self.radial_profile()
+                lon0, lat0 = (np.deg2rad(float(v)) for v in self.wcs.wcs.crval)
+                sep = np.rad2deg(angular_separation(np.deg2rad(ra_a[beyond]),
+                                                    np.deg2rad(dec_a[beyond]), lon0, lat0))
+                value[beyond] = np.interp(sep, radius, prof, left=prof[0], right=np.nan)
+        return value
 
 
 def _bilinear(data: NDArray[np.float64], px: NDArray[np.float64], py: NDArray[np.float64], *,

@@ -112,7 +112,7 @@ def to_table(dets: Detections, *, wcs: WCS | None = None,
              pixel_scale_arcsec: float | None = None,
              pb: PrimaryBeam | str | os.PathLike[str] | None = None,
              param_units: Mapping[str, str] | None = None, flux_param: str = "flux",
-             pb_outside: Literal["nan", "nearest"] = "nan",
+             pb_outside: Literal["nan", "nearest", "radial"] = "radial",
              meta: Mapping[str, Any] | None = None) -> Table:
     """Turn detections into a catalogue table.
 
@@ -134,9 +134,13 @@ def to_table(dets: Detections, *, wcs: WCS | None = None,
         Unit of each parameter; default :data:`DEFAULT_PARAM_UNITS`.
     flux_param : str
         Name of the flux parameter corrected by the primary beam.
-    pb_outside : {"nan", "nearest"}
-        Response beyond the beam image: NaN (the corrected flux is NaN, with a
-        :class:`CatalogueWarning`) or the nearest edge value.
+    pb_outside : {"radial", "nan", "nearest"}
+        Response beyond the beam image (see :meth:`PrimaryBeam.response`): the
+        map's azimuthally averaged profile at the source's distance from the beam
+        centre (default; the SDC1 beam map is smaller than the SDC1 image), NaN, or
+        the nearest edge value. Where the response is NaN or not positive the
+        corrected flux is NaN, with a :class:`CatalogueWarning`; ``meta`` counts the
+        extrapolated sources in ``pb_extrapolated``.
     meta : mapping, optional
         Extra provenance merged into ``table.meta``.
 
@@ -220,6 +224,8 @@ def to_table(dets: Detections, *, wcs: WCS | None = None,
                                       f"parameter; have {dets.param_names}")
         beam = pb if isinstance(pb, PrimaryBeam) else PrimaryBeam.from_fits(pb)
         resp = beam.response(ra, dec, outside=pb_outside)
+        inside = np.isfinite(beam.response(ra, dec, outside="nan"))
+        prov["pb_extrapolated"] = int(np.count_nonzero(~inside & np.isfinite(resp)))
         apparent = np.asarray(t[flux_param], np.float64)
         ok = np.isfinite(resp) & (resp > 0)
         corrected = np.divide(apparent, resp, out=np.full(len(t), np.nan), where=ok)

@@ -211,13 +211,61 @@ def test_sources_outside_the_beam_are_nan_then_dropped() -> None:
     wcs = _sdc1_wcs(n=24000, scale_arcsec=1.2)  # 8 deg wide: corners beyond the PB image
     d = _dets(60, size=24000.0, seed=4)
     with pytest.warns(CatalogueWarning, match="outside the primary beam"):
-        t = to_table(d, wcs=wcs, pb=PB_FILE)
+        t = to_table(d, wcs=wcs, pb=PB_FILE, pb_outside="nan")
     out = ~np.isfinite(np.asarray(t["flux"]))
     assert 0 < out.sum() < len(t)
     with pytest.warns(CatalogueWarning, match="dropping"):
         s = to_sdc1(t)
     assert len(s) == (~out).sum()
     np.testing.assert_array_equal(s["id"], np.arange(len(s)))
+
+
+def _independent_profile() -> tuple[np.ndarray, np.ndarray]:
+    """Annulus means (one pixel wide) of the PB map around CRVAL, via SkyCoord."""
+    with fits.open(PB_FILE) as hdul:
+        data = np.asarray(hdul[0].data, np.float64)
+        header = hdul[0].header
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        w = WCS(header, naxis=2)
+    yy, xx = np.mgrid[0:data.shape[0], 0:data.shape[1]]
+    sky = w.pixel_to_world(xx.ravel(), yy.ravel())
+    centre = SkyCoord(header["CRVAL1"] * u.deg, header["CRVAL2"] * u.deg, frame="icrs")
+    sep = sky.separation(centre).deg
+    step = abs(header["CDELT2"] + abs(header["CDELT1"])) / 2
+    k = np.floor(sep / step).astype(int)
+    radius = np.array([sep[k == i].mean() for i in np.unique(k)])
+    value = np.array([data.ravel()[k == i].mean() for i in np.unique(k)])
+    return radius, value
+
+
+@needs_pb
+def test_radial_extrapolation_beyond_the_map() -> None:
+    pb = PrimaryBeam.from_fits(PB_FILE)
+    radius, value = _independent_profile()
+    np.testing.assert_allclose(pb.radial_profile()[0], radius, rtol=1e-6)
+    np.testing.assert_allclose(pb.radial_profile()[1], value, rtol=1e-6)
+    assert np.all(np.diff(value) < 0)  # a beam falls off with radius
+    rng = np.random.default_rng(1)
+    ra = np.mod(rng.uniform(-3.2, 3.2, 400), 360.0)
+    dec = rng.uniform(-32.8, -27.2, 400)
+    inside = np.isfinite(pb.response(ra, dec))
+    got = pb.response(ra, dec, outside="radial")
+    np.testing.assert_array_equal(got[inside], pb.response(ra, dec)[inside])
+    sep = SkyCoord(ra * u.deg, dec * u.deg).separation(
+        SkyCoord(0 * u.deg, -30.0000013981 * u.deg)).deg
+    expect = np.interp(sep, radius, value, right=np.nan)
+    np.testing.assert_allclose(got[~inside], expect[~inside], rtol=1e-6)
+    assert (~inside).sum() > 100 and np.isnan(got[sep > radius[-1]]).all()
+
+
+@needs_pb
+def test_default_pb_extrapolates_and_counts() -> None:
+    wcs = _sdc1_wcs(n=9000, scale_arcsec=1.2)  # 3 deg wide: beyond the map on one side
+    d = _dets(100, size=9000.0, seed=5)
+    t = to_table(d, wcs=wcs, pb=PB_FILE)
+    assert np.isfinite(np.asarray(t["flux"])).all()
+    assert 0 < t.meta["pb_extrapolated"] < len(t)
 
 
 # -------------------------------------------------------------------- SDC1
