@@ -176,7 +176,7 @@ def _simulate(path: str | os.PathLike[str], *, truth: str | os.PathLike[str] | N
                 strip = renderer.render(y0, y1)
                 if noise_gen is not None:
                     strip += noise_gen.strip(y0, y1)
-                fh.write(memoryview(strip.astype(">f4")))
+                strip.astype(">f4").tofile(fh)
                 bar.update(y1 - y0)
             nbytes = 4 * n * n
             fh.write(b"\0" * (-nbytes % _FITS_BLOCK))
