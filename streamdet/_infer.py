@@ -12,7 +12,7 @@ from ._plan import Window, plan_windows
 from .contract import Model, normalise
 from .decode import decode
 from .detections import Detections
-from .nms import nms_detections
+from .nms import NMSKind, nms_detections
 
 __all__ = ["detect_window", "skip_window"]
 
@@ -29,7 +29,7 @@ def skip_window(core: NDArray[np.floating]) -> bool:
 
 def detect_window(data: NDArray[np.floating], window: Window, model: Model, *, tile: int,
                   halo: int, batch: int, threshold: float | NDArray[np.float64],
-                  iou_threshold: float, nms_kind: str) -> Detections:
+                  iou_threshold: float, nms_kind: NMSKind) -> Detections:
     """Detect sources whose grid cells lie in ``window.core``.
 
     Parameters
@@ -61,7 +61,7 @@ def detect_window(data: NDArray[np.floating], window: Window, model: Model, *, t
     """
     contract = model.contract
     names = contract.param_names
-    ry0, ry1, rx0, rx1 = window.region
+    ry0, _, rx0, _ = window.region
     cy0, cy1, cx0, cx1 = window.core
     if skip_window(np.asarray(data[cy0 - ry0:cy1 - ry0, cx0 - rx0:cx1 - rx0])):
         return Detections.empty(names)

@@ -20,7 +20,7 @@ __all__ = ["Window", "padded_size", "plan_windows", "round_up"]
 
 def round_up(value: int, multiple: int) -> int:
     """Return the smallest multiple of ``multiple`` that is >= ``value``."""
-    return int(math.ceil(value / multiple)) * multiple
+    return math.ceil(value / multiple) * multiple
 
 
 def padded_size(size: int, stride: int) -> int:
@@ -95,7 +95,7 @@ def plan_windows(bounds: tuple[int, int, int, int], *, core: int, halo: int, str
                                   f"model stride {stride}")
     by0, by1, bx0, bx1 = bounds
     ly0, ly1, lx0, lx1 = limit
-    windows = []
+    windows: list[Window] = []
     for y0, y1 in _edges(by1 - by0, core):
         for x0, x1 in _edges(bx1 - bx0, core):
             c = (by0 + y0, by0 + y1, bx0 + x0, bx0 + x1)

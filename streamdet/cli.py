@@ -81,14 +81,20 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 
     from ._atomic import check_output
     from .detect import detect
+    from .errors import WCSMissingError
+    from .io import open_image
     from .outputs import write_catalogue, write_regions
 
     fmt = args.format or _FORMATS.get(Path(args.output).suffix.lower(), "ecsv")
     check_output(args.output, overwrite=args.overwrite)
     if args.regions:
         check_output(args.regions, overwrite=args.overwrite)
+    image = open_image(args.input)
+    if fmt == "sdc1" and image.celestial_wcs is None:
+        raise WCSMissingError(f"{args.input} has no celestial WCS: an SDC1 catalogue needs "
+                              "RA/Dec; choose --format ecsv, fits or parquet for pixel positions")
     table = detect(
-        args.input,
+        image,
         model=args.model,
         chunk=args.chunk,
         halo=args.halo,
@@ -98,7 +104,8 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         pb=args.pb,
         quiet=args.quiet or None,
     )
-    write_catalogue(table, args.output, format=fmt, overwrite=args.overwrite)
+    write_catalogue(table, args.output, format=fmt,  # type: ignore[arg-type]
+                    overwrite=args.overwrite)
     if args.regions:
         write_regions(table, args.regions, overwrite=args.overwrite)
     if not args.quiet:
@@ -141,7 +148,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunks", type=int, default=None, metavar="N",
                    help="spatial chunk side in pixels (default 1024 for images, 256 for cubes)")
     p.add_argument("--shard", type=int, default=None, metavar="N",
-                   help="spatial shard side in pixels (a multiple of --chunks); default no sharding")
+                   help="spatial shard side in pixels (a multiple of --chunks); "
+                   "default no sharding")
     p.add_argument("--codec", choices=("zstd", "blosc", "none"), default="zstd",
                    help="compression codec")
     p.add_argument("--hdu", type=int, default=None, metavar="K",

@@ -28,7 +28,7 @@ from .detections import Detections
 from .errors import InvalidModelError, StreamdetValueError
 from .io import Image, open_image
 from .models import default_model
-from .nms import merge
+from .nms import NMSKind, merge
 from .outputs import to_table
 
 __all__ = ["DetectConfig", "detect", "detect_pixels", "resolve_threshold"]
@@ -66,7 +66,7 @@ class DetectConfig:
     batch: int
     threshold: float | tuple[float, ...]
     iou_threshold: float
-    nms_kind: str
+    nms_kind: NMSKind
     split_every: int
 
 
@@ -96,7 +96,7 @@ def resolve_threshold(contract: ModelContract,
     return values
 
 
-def _configure(contract: ModelContract, shape: tuple[int, int], image_chunks: tuple[int, int] | None,
+def _configure(contract: ModelContract, image_chunks: tuple[int, int] | None,
                *, chunk: int | None, halo: int | None, tile: int | None, batch: int,
                threshold: float | str | Sequence[float] | None, iou_threshold: float | None,
                split_every: int) -> DetectConfig:
@@ -123,7 +123,14 @@ def _configure(contract: ModelContract, shape: tuple[int, int], image_chunks: tu
     iou = float(contract.nms.get("iou_threshold", 0.5) if iou_threshold is None else iou_threshold)
     return DetectConfig(chunk=chunk_px, halo=halo_px, tile=tile_px, batch=int(batch),
                         threshold=resolve_threshold(contract, threshold), iou_threshold=iou,
-                        nms_kind=str(contract.nms.get("kind", "diou")), split_every=split_every)
+                        nms_kind=_nms_kind(contract), split_every=split_every)
+
+
+def _nms_kind(contract: ModelContract) -> NMSKind:
+    kind = str(contract.nms.get("kind", "diou"))
+    if kind not in ("iou", "diou"):
+        raise InvalidModelError(f"model NMS kind {kind!r} is not 'iou' or 'diou'")
+    return "iou" if kind == "iou" else "diou"
 
 
 def _as_array(image: ImageLike) -> tuple[da.Array, Image | None]:
@@ -136,7 +143,7 @@ def _as_array(image: ImageLike) -> tuple[da.Array, Image | None]:
     return arr, None
 
 
-def _merge(*parts: Detections, iou_threshold: float, kind: str) -> Detections:
+def _merge(*parts: Detections, iou_threshold: float, kind: NMSKind) -> Detections:
     return merge(*parts, iou_threshold=iou_threshold, kind=kind)
 
 
@@ -175,7 +182,7 @@ def _build_graph(arr: da.Array, model: Model, cfg: DetectConfig
     return _tree_reduce(results, cfg), windows
 
 
-class _Progress(dask.callbacks.Callback):  # type: ignore[misc]
+class _Progress(dask.callbacks.Callback):
     """Counts finished windows on a tqdm bar (tiles done / total, Mpix/s)."""
 
     def __init__(self, windows: list[Window], cfg: DetectConfig, quiet: bool | None) -> None:
@@ -220,7 +227,7 @@ def detect_pixels(image: ImageLike, *, model: str | os.PathLike[str] | Model | N
         raise InvalidModelError(f"model {mdl.path} is {mdl.contract.ndim}D but the image is "
                                 f"{arr.ndim}D")
     image_chunks = (int(arr.chunksize[0]), int(arr.chunksize[1]))
-    cfg = _configure(mdl.contract, arr.shape, image_chunks, chunk=chunk, halo=halo, tile=tile,
+    cfg = _configure(mdl.contract, image_chunks, chunk=chunk, halo=halo, tile=tile,
                      batch=batch, threshold=threshold, iou_threshold=iou_threshold,
                      split_every=split_every)
     root, windows = _build_graph(arr, mdl, cfg)

@@ -1,0 +1,303 @@
+"""The chunked detection engine against a whole-image forward pass, and its edge cases."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _models import make_test_model
+from astropy.io import fits
+from astropy.wcs import WCS
+
+import streamdet
+from streamdet.cli import main
+from streamdet.contract import Model, load_model, normalise
+from streamdet.decode import decode
+from streamdet.detect import detect, detect_pixels
+from streamdet.detections import Detections
+from streamdet.errors import (
+    InvalidModelError,
+    OutputExistsError,
+    StreamdetFileNotFoundError,
+    StreamdetValueError,
+)
+from streamdet.nms import nms_detections
+from streamdet.outputs import NoWCSWarning
+
+pytest.importorskip("torch")
+
+THRESHOLD = 0.5
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Model:
+    path = make_test_model(tmp_path_factory.mktemp("model") / "tiny.onnx")
+    return load_model(path)
+
+
+def reference(image: np.ndarray, model: Model, threshold: float = THRESHOLD) -> Detections:
+    """Whole-image forward pass (one ONNX call), decode, one global NMS."""
+    c = model.contract
+    s = c.stride[-1]
+    ny, nx = image.shape
+    buf = np.zeros((-(-ny // s) * s, -(-nx // s) * s), np.float32)
+    buf[:ny, :nx] = normalise(image, c)
+    dets = decode(model.run(buf[None, None]), c, threshold=threshold)
+    return nms_detections(dets, iou_threshold=c.nms["iou_threshold"], kind=c.nms["kind"])
+
+
+def _sorted_boxes(d: Detections) -> np.ndarray:
+    order = np.lexsort((d.boxes[:, 1], d.boxes[:, 0]))
+    return d.boxes[order]
+
+
+def assert_same(a: Detections, b: Detections) -> None:
+    assert len(a) == len(b), (len(a), len(b))
+    np.testing.assert_allclose(_sorted_boxes(a), _sorted_boxes(b), atol=1e-3)
+    np.testing.assert_allclose(np.sort(a.objectness), np.sort(b.objectness), atol=1e-5)
+
+
+def field(ny: int = 1000, nx: int = 1100, seed: int = 0) -> np.ndarray:
+    """Noise plus compact sources, many of them exactly on 256-px chunk borders and corners."""
+    rng = np.random.default_rng(seed)
+    img = rng.normal(0.0, 4e-7, (ny, nx)).astype(np.float32)
+    yy, xx = np.mgrid[-6:7, -6:7]
+    spots = [(rng.uniform(0, ny), rng.uniform(0, nx)) for _ in range(120)]
+    borders = np.arange(256, max(ny, nx), 256)
+    spots += [(float(b), rng.uniform(0, nx)) for b in borders if b < ny]
+    spots += [(rng.uniform(0, ny), float(b)) for b in borders if b < nx]
+    spots += [(float(by), float(bx)) for by in borders for bx in borders if by < ny and bx < nx]
+    for y, x in spots:
+        iy, ix = round(y), round(x)
+        g = np.exp(-((yy + iy - y) ** 2 + (xx + ix - x) ** 2) / (2 * 1.2 ** 2))
+        sy = slice(max(iy - 6, 0), min(iy + 7, ny))
+        sx = slice(max(ix - 6, 0), min(ix + 7, nx))
+        img[sy, sx] += (rng.uniform(3e-6, 6e-5) * g)[sy.start - iy + 6:sy.stop - iy + 6,
+                                                      sx.start - ix + 6:sx.stop - ix + 6]
+    return img
+
+
+@pytest.fixture(scope="module")
+def image() -> np.ndarray:
+    return field()
+
+
+def _sky_header(ny: int, nx: int) -> fits.Header:
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---SIN", "DEC--SIN"]
+    w.wcs.crval = [0.0, -30.0]
+    w.wcs.crpix = [nx / 2 + 1, ny / 2 + 1]
+    w.wcs.cdelt = [-0.6 / 3600, 0.6 / 3600]
+    h = w.to_header()
+    h["BUNIT"] = "JY/BEAM"
+    h["BMAJ"], h["BMIN"], h["BPA"] = 1.5 / 3600, 1.5 / 3600, 0.0
+    return h
+
+
+@pytest.fixture(scope="module")
+def sky_fits(tmp_path_factory: pytest.TempPathFactory, image: np.ndarray) -> Path:
+    path = tmp_path_factory.mktemp("sky") / "field.fits"
+    fits.PrimaryHDU(image, header=_sky_header(*image.shape)).writeto(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def sky_zarr(sky_fits: Path) -> Path:
+    store = sky_fits.with_suffix(".zarr")
+    streamdet.convert(sky_fits, store, chunks=256, quiet=True)
+    return store
+
+
+@pytest.mark.parametrize("chunk", [256, 512, 1024, 2048])
+@pytest.mark.parametrize("extra_halo", [0, 32])
+def test_chunk_invariance(image: np.ndarray, model: Model, chunk: int, extra_halo: int) -> None:
+    ref = reference(image, model)
+    assert len(ref) > 50
+    halo = model.contract.halo[-1] + extra_halo
+    got = detect_pixels(image, model=model, chunk=chunk, halo=halo, threshold=THRESHOLD)
+    assert_same(got, ref)
+    # every window contributed only boxes whose centre lies in its own core
+    assert np.unique(got.chunk).size > (1 if chunk < 1000 else 0)
+
+
+def test_tree_fan_in_and_tile_do_not_matter(image: np.ndarray, model: Model) -> None:
+    a = detect_pixels(image, model=model, chunk=256, split_every=2, threshold=THRESHOLD)
+    b = detect_pixels(image, model=model, chunk=256, split_every=16, tile=128, batch=3,
+                      threshold=THRESHOLD)
+    assert_same(a, b)
+
+
+def test_store_and_fits_inputs(image: np.ndarray, model: Model, sky_fits: Path,
+                               sky_zarr: Path) -> None:
+    ref = reference(image, model)
+    from_zarr = detect(sky_zarr, model=model, chunk=512, threshold=THRESHOLD)
+    from_fits = detect(sky_fits, model=model, chunk=512, threshold=THRESHOLD)
+    assert len(from_zarr) == len(from_fits) == len(ref)
+    np.testing.assert_allclose(np.sort(from_zarr["x"]), np.sort(ref.centers[:, 0]), atol=1e-3)
+    np.testing.assert_allclose(np.sort(from_fits["y"]), np.sort(ref.centers[:, 1]), atol=1e-3)
+    # sky positions follow the image WCS
+    w = WCS(_sky_header(*image.shape))
+    ra, dec = w.pixel_to_world_values(np.asarray(from_zarr["x"]), np.asarray(from_zarr["y"]))
+    np.testing.assert_allclose(np.asarray(from_zarr["ra"]), np.mod(ra, 360.0), atol=1e-9)
+    np.testing.assert_allclose(np.asarray(from_zarr["dec"]), dec, atol=1e-9)
+
+
+def test_pixel_catalogue_without_wcs_warns(image: np.ndarray, model: Model) -> None:
+    with pytest.warns(NoWCSWarning):
+        table = detect(image[:300, :300], model=model, threshold=THRESHOLD)
+    assert "ra" not in table.colnames and len(table) > 0
+
+
+@pytest.mark.parametrize("shape", [(40, 50), (17, 300), (300, 9)])
+def test_image_smaller_than_a_tile(model: Model, shape: tuple[int, int]) -> None:
+    img = field(*shape, seed=3)
+    assert_same(detect_pixels(img, model=model, chunk=256, threshold=0.3),
+                reference(img, model, threshold=0.3))
+
+
+def test_nan_and_zero_chunks_are_skipped(image: np.ndarray, model: Model) -> None:
+    assert len(detect_pixels(np.full((600, 600), np.nan, np.float32), model=model)) == 0
+    assert len(detect_pixels(np.zeros((600, 600), np.float32), model=model)) == 0
+    img = image.copy()
+    img[:512, :512] = np.nan           # two whole 256-px windows blank
+    img[600:, 700:] = 0.0
+    got = detect_pixels(img, model=model, chunk=256, threshold=THRESHOLD)
+    assert len(got) > 0
+    assert np.all(np.isfinite(got.boxes)) and np.all(np.isfinite(got.params))
+    c = got.centers
+    assert not np.any((c[:, 0] < 512 - 8) & (c[:, 1] < 512 - 8))
+
+
+def test_model_errors(tmp_path: Path, image: np.ndarray, model: Model) -> None:
+    with pytest.raises(StreamdetFileNotFoundError, match=r"nope\.onnx"):
+        detect_pixels(image, model=tmp_path / "nope.onnx")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not an onnx file")
+    with pytest.raises(InvalidModelError):
+        detect_pixels(image, model=bad)
+    with pytest.raises(StreamdetValueError, match="3 dimensions"):
+        detect_pixels(np.zeros((4, 64, 64), np.float32), model=model)
+    with pytest.raises(StreamdetValueError, match="threshold"):
+        detect_pixels(image, model=model, threshold=1.5)
+    with pytest.raises(StreamdetValueError, match="preset"):
+        detect_pixels(image, model=model, threshold="nonsense")
+
+
+def test_model_without_contract(tmp_path: Path, image: np.ndarray) -> None:
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("Identity", ["image"], ["grid"])
+    graph = helper.make_graph(
+        [node], "plain",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, "H", "W"])],
+        [helper.make_tensor_value_info("grid", TensorProto.FLOAT, ["N", 1, "H", "W"])])
+    path = tmp_path / "plain.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    with pytest.raises(InvalidModelError, match="contract"):
+        detect_pixels(image, model=path)
+
+
+def test_distributed_client(image: np.ndarray, model: Model) -> None:
+    distributed = pytest.importorskip("distributed")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # cluster start-up chatter is not ours to judge
+        with distributed.Client(processes=False, n_workers=1, threads_per_worker=2,
+                                dashboard_address=None) as client:
+            got = detect_pixels(image, model=model, chunk=512, threshold=THRESHOLD,
+                                client=client)
+    assert_same(got, reference(image, model))
+
+
+# --- the command line ---------------------------------------------------------------------
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("fmt", ["ecsv", "fits", "parquet"])
+def test_cli_table_formats(fmt: str, sky_zarr: Path, model: Model, tmp_path: Path,
+                           capsys: pytest.CaptureFixture[str]) -> None:
+    if fmt == "parquet":
+        pytest.importorskip("pyarrow")
+    from astropy.table import Table
+
+    out = tmp_path / f"cat.{fmt}"
+    reg = tmp_path / "cat.reg"
+    code, _, err = _run(["detect", str(sky_zarr), "-o", str(out), "--model",
+                              str(model.path), "--regions", str(reg), "--threshold", "0.5",
+                              "--quiet"], capsys)
+    assert code == 0, err
+    table = Table.read(out, format={"ecsv": "ascii.ecsv", "fits": "fits",
+                                    "parquet": "parquet"}[fmt])
+    expected = detect(sky_zarr, model=model, threshold=THRESHOLD)
+    assert len(table) == len(expected) > 0
+    np.testing.assert_allclose(np.sort(np.asarray(table["ra"])),
+                               np.sort(np.asarray(expected["ra"])), rtol=0, atol=1e-9)
+    from regions import Regions
+
+    assert len(Regions.read(reg, format="ds9")) == len(expected)
+
+
+def test_cli_sdc1_and_scorer(sky_zarr: Path, model: Model, tmp_path: Path,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    from streamdet.catalog import read_sdc1
+
+    out = tmp_path / "cat.txt"
+    code, _, err = _run(["detect", str(sky_zarr), "-o", str(out), "--model", str(model.path),
+                         "--threshold", "0.5", "-q"], capsys)
+    assert code == 0, err
+    sub = read_sdc1(out)
+    assert len(sub) > 0
+    assert np.all(np.isfinite(np.asarray(sub["flux"])))
+    ska_sdc = pytest.importorskip("ska_sdc")
+    truth = sub.to_pandas()
+    scorer = ska_sdc.Sdc1Scorer(sub.to_pandas(), truth, 560)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = scorer.run(mode=0, train=False)
+    # train=False drops submissions inside the SDC1 training box (RA -0.6723..0, Dec
+    # -29.9400..-29.4061); everything else reaches the scorer.
+    ra = np.asarray(sub["ra_core"])
+    ra = np.where(ra > 180.0, ra - 360.0, ra)
+    dec = np.asarray(sub["dec_core"])
+    in_box = (ra > -0.6723) & (ra < 0.0) & (dec > -29.9400) & (dec < -29.4061)
+    assert result.n_det == int(np.sum(~in_box)) > 0
+    assert np.isfinite(result.value)
+
+
+def test_cli_refuses_sdc1_without_wcs(tmp_path: Path, model: Model,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "nowcs.fits"
+    fits.PrimaryHDU(field(300, 300, seed=5)).writeto(path)
+    out = tmp_path / "cat.txt"
+    code, _, err = _run(["detect", str(path), "-o", str(out), "--model", str(model.path),
+                         "-q"], capsys)
+    assert code == 1 and "WCS" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_cli_output_errors(sky_zarr: Path, model: Model, tmp_path: Path,
+                           capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cat.ecsv"
+    out.write_text("precious")
+    code, _, err = _run(["detect", str(sky_zarr), "-o", str(out), "--model", str(model.path),
+                         "-q"], capsys)
+    assert code == 1 and "exists" in err
+    assert out.read_text() == "precious"
+    code, _, err = _run(["detect", str(sky_zarr), "-o", str(tmp_path / "no" / "cat.ecsv"),
+                         "--model", str(model.path), "-q"], capsys)
+    assert code == 1 and "does not exist" in err
+    code, _, err = _run(["detect", str(tmp_path / "missing.zarr"), "-o", str(tmp_path / "c.ecsv"),
+                         "--model", str(model.path), "-q"], capsys)
+    assert code == 1 and "missing.zarr" in err
+    with pytest.raises(OutputExistsError):
+        from streamdet.outputs import write_catalogue
+
+        write_catalogue(detect(sky_zarr, model=model), out, format="ecsv")
+
+
