@@ -81,7 +81,8 @@ def make_session(path: str | os.PathLike[str], *, providers: Sequence[str] | Non
     try:
         return ort.InferenceSession(p, sess_options=opts, providers=chosen)
     except Exception as exc:  # onnxruntime raises several unrelated exception types
-        raise InvalidModelError(f"{p!r} is not a valid ONNX model: {exc}") from exc
+        raise InvalidModelError(f"{p!r} is not a valid ONNX model, or ONNX Runtime cannot "
+                                f"load it with providers {chosen}: {exc}") from exc
 
 
 def read_metadata(session: ort.InferenceSession) -> dict[str, str]:

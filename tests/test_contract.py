@@ -354,6 +354,13 @@ def test_engine_refuses_model_without_contract(model_path: Path, tmp_path: Path)
         load_model(bare)
 
 
+def test_detect_refuses_model_without_contract(model_path: Path, tmp_path: Path) -> None:
+    detect = pytest.importorskip("streamdet.detect")
+    bare = _with_metadata(model_path, tmp_path / "bare.onnx", drop=(CONTRACT_KEY, FORMAT_KEY))
+    with pytest.raises(InvalidModelError, match="carries no streamdet contract"):
+        detect.detect_pixels(np.zeros((64, 64), np.float32), model=bare)
+
+
 def test_refuses_bad_json_in_file(model_path: Path, tmp_path: Path) -> None:
     bad = _with_metadata(model_path, tmp_path / "badjson.onnx", {CONTRACT_KEY: "{oops"})
     with pytest.raises(InvalidModelError, match="not valid JSON"):
