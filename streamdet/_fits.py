@@ -373,22 +373,44 @@ def _to_float32(raw: NDArray[Any], img: FitsImage) -> NDArray[np.float32]:
 
 
 def header_wcs(header: fits.Header) -> WCS:
-    """The header's full WCS, with astropy's fix-up warnings silenced."""
+    """The header's full WCS, with astropy's fix-up warnings silenced and no pixel shape
+    (a 2-axis image may carry 4 WCS axes: a shape of 2 would break ``WCS.sub``)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return WCS(header)
+        wcs = WCS(header)
+    wcs.pixel_shape = None
+    return wcs
 
 
 def wcs_to_cards(wcs: WCS) -> dict[str, Any]:
-    """WCS as a JSON-able mapping of FITS header cards (finite values only)."""
+    """WCS as a JSON-able mapping of FITS header cards, numbers at full double precision.
+
+    ``WCS.to_header`` prints about 14 significant digits; the numeric cards it writes are
+    replaced by the exact values of the ``wcsprm`` (JSON keeps doubles exactly), so the
+    WCS rebuilt by :func:`wcs_from_cards` equals this one.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         hdr = wcs.to_header()
+    w = wcs.wcs
+    exact: dict[str, float] = {"LONPOLE": w.lonpole, "LATPOLE": w.latpole,
+                               "RESTFRQ": w.restfrq, "RESTWAV": w.restwav}
+    pc, cdelt = w.get_pc(), w.get_cdelt()
+    for i in range(wcs.naxis):
+        exact[f"CRPIX{i + 1}"] = w.crpix[i]
+        exact[f"CRVAL{i + 1}"] = w.crval[i]
+        exact[f"CDELT{i + 1}"] = cdelt[i]
+        for j in range(wcs.naxis):
+            exact[f"PC{i + 1}_{j + 1}"] = pc[i, j]
+    for i, m, value in w.get_pv():
+        exact[f"PV{i}_{m}"] = value
     cards: dict[str, Any] = {}
     for card in hdr.cards:
-        value = card.value
-        if isinstance(value, float) and not math.isfinite(value):
-            continue
+        value = exact.get(card.keyword, card.value)
+        if isinstance(value, float | np.floating):
+            value = float(value)
+            if not math.isfinite(value):
+                continue
         if isinstance(value, bool | int | float | str):
             cards[card.keyword] = value
     return cards

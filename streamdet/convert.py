@@ -1,7 +1,7 @@
 """Stream a FITS image or cube into a chunked, compressed Zarr v3 store, restartably.
 
 The FITS data are never loaded whole: the array is cut into *write-blocks* (whole shards,
-or whole chunks when unsharded, grouped along x up to about 32 MiB), and a few threads each
+or whole chunks when unsharded, grouped along x up to about 8 MiB), and a few threads each
 read one block from the file (``readinto`` at computed offsets), decode it to native
 float32 and hand it to Zarr, which compresses its chunks in parallel (zstd and blosc
 release the GIL). Because a block always covers whole shards, no two writers ever touch
@@ -20,6 +20,7 @@ uninterrupted run. The attribute ``streamdet_complete`` becomes true only at the
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import shutil
@@ -58,8 +59,9 @@ from .io import NoCelestialWCSWarning
 
 __all__ = ["DEFAULT_CHUNKS_CUBE", "DEFAULT_CHUNKS_IMAGE", "ConvertReport", "convert", "verify"]
 
-_BLOCK_BYTES = 32 << 20  # target float32 size of one write-block
-_WORKERS = min(4, (os.cpu_count() or 2) + 1)  # blocks in flight (each read, then compressed)
+_BLOCK_BYTES = 8 << 20  # target float32 size of one write-block
+_INFLIGHT_BYTES = 32 << 20  # float32 bytes of the blocks in flight (each costs ~3x in memory)
+_WORKERS = 4  # at most this many blocks in flight (each read, then compressed by Zarr threads)
 _SAVE_EVERY_S = 2.0
 
 
@@ -277,31 +279,28 @@ def _run_blocks(grid: _Grid, todo: list[int], task: Any, *, on_done: Any,
     """Run ``task(index)`` over blocks in a few threads; ``on_done(index, result)`` in order
     of completion. On any error (or Ctrl-C) the blocks not yet started are cancelled, those
     running are waited for (and reported), then the first error is raised."""
+    workers = max(1, min(_WORKERS, _INFLIGHT_BYTES // (math.prod(grid.block) * 4)))
     bar = progress_bar(total=grid.n, desc=desc, unit="block", quiet=quiet, initial=initial)
-    pool = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="streamdet")
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="streamdet")
     futures: dict[Future[Any], int] = {}
     error: BaseException | None = None
     try:
         remaining = iter(todo)
-        for index in remaining:
-            futures[pool.submit(task, index)] = index
-            if len(futures) >= _WORKERS:
+        while True:
+            if error is None:  # keep `workers` blocks in flight
+                for index in itertools.islice(remaining, workers - len(futures)):
+                    futures[pool.submit(task, index)] = index
+            if not futures:
                 break
-        while futures:
             finished, _ = wait(futures, return_when=FIRST_COMPLETED)
             for fut in finished:
                 index = futures.pop(fut)
                 exc = fut.exception()
                 if exc is not None:
                     error = error or exc
-                    continue
-                on_done(index, fut.result())
-                bar.update(1)
-            if error is None:
-                for index in remaining:
-                    futures[pool.submit(task, index)] = index
-                    if len(futures) >= _WORKERS:
-                        break
+                else:
+                    on_done(index, fut.result())
+                    bar.update(1)
     except BaseException as exc:  # Ctrl-C while waiting: let running blocks finish
         error = exc
         for fut, index in futures.items():

@@ -46,7 +46,8 @@ def write_fits(path: Path, raw: NDArray[Any], cards: Sequence[tuple[str, Any]] =
 
     ``raw`` is written in C order as big-endian bytes of its own kind (BITPIX from its
     dtype); ``naxes`` (NAXIS1..n) defaults to ``raw.shape`` reversed; ``truncate`` drops
-    that many bytes from the end (padding included).
+    that many bytes from the end (padding included). Returns the header as written (values
+    as formatted in the file).
     """
     bitpix = {np.dtype("u1"): 8, np.dtype("i2"): 16, np.dtype("i4"): 32,
               np.dtype("f4"): -32, np.dtype("f8"): -64}[raw.dtype.newbyteorder("=")]
@@ -64,7 +65,7 @@ def write_fits(path: Path, raw: NDArray[Any], cards: Sequence[tuple[str, Any]] =
     data = raw.astype(raw.dtype.newbyteorder(">")).tobytes()
     blob = header.tostring().encode("ascii") + data + b"\0" * (-len(data) % BLOCK)
     path.write_bytes(blob[:len(blob) - truncate])
-    return header
+    return fits.Header.fromstring(header.tostring())  # as a reader of the file sees it
 
 
 def _noise(rng: np.random.Generator, shape: tuple[int, ...]) -> NDArray[np.float32]:
