@@ -317,13 +317,13 @@ def export_onnx(model: YoloCianna | str | os.PathLike[str], out_path: str | os.P
     ExportVerificationError
         ONNX Runtime and PyTorch disagree (the file is not written).
     """
-    check_output(out_path, overwrite=overwrite)
     stored: dict[str, Any] = {}
     if isinstance(model, YoloCianna):
         net = model
     else:
         ckpt = load_checkpoint(model)
         net, stored = ckpt.model, ckpt.contract
+    check_output(out_path, overwrite=overwrite)
     was_training = net.training
     net.eval()
     try:

@@ -24,7 +24,12 @@ from export.onnx_export import (  # noqa: E402
     save_checkpoint,
 )
 from streamdet.contract import CONTRACT_KEY, FORMAT_KEY, ModelContract, load_model  # noqa: E402
-from streamdet.errors import OutputExistsError, StreamdetError, StreamdetValueError  # noqa: E402
+from streamdet.errors import (  # noqa: E402
+    OutputExistsError,
+    StreamdetError,
+    StreamdetFileNotFoundError,
+    StreamdetValueError,
+)
 from tests._models import build_test_network, make_test_model  # noqa: E402
 
 SMALL: dict[str, Any] = {"width": 8, "depth": 1}
@@ -260,6 +265,9 @@ def test_cli_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         args.func(args)
     args = _cli().parse_args(["export", str(ckpt), "-o", str(out), "-q", "--overwrite"])
     assert args.func(args) == 0 and capsys.readouterr().out == ""
+    args = _cli().parse_args(["export", str(tmp_path / "nope.pt"), "-o", str(out)])
+    with pytest.raises(StreamdetFileNotFoundError, match="nope.pt"):
+        args.func(args)
 
 
 def test_cli_export_without_torch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
