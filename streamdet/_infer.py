@@ -12,7 +12,7 @@ from ._plan import Window, plan_windows
 from .contract import Model, normalise
 from .decode import decode
 from .detections import Detections
-from .nms import NMSKind, nms_detections
+from .nms import NMSKind, nms_detections, owned
 
 __all__ = ["detect_window", "skip_window"]
 
@@ -28,7 +28,8 @@ def skip_window(core: NDArray[np.floating]) -> bool:
 
 
 def detect_window(data: NDArray[np.floating], window: Window, model: Model, *, tile: int,
-                  halo: int, batch: int, threshold: float | NDArray[np.float64],
+                  halo: int, margin: int, limit: tuple[int, int, int, int], batch: int,
+                  threshold: float | NDArray[np.float64],
                   iou_threshold: float, nms_kind: NMSKind) -> Detections:
     """Detect sources whose grid cells lie in ``window.core``.
 
@@ -45,6 +46,13 @@ def detect_window(data: NDArray[np.floating], window: Window, model: Model, *, t
         Side of the tile cores the window is cut into for batching, px.
     halo : int
         Context around each tile core, px (a multiple of the stride).
+    margin : int
+        Width of the ring of cells around the core that is decoded too, px (a multiple of
+        the stride): boxes there take part in this window's NMS, so that the fate of the
+        core's boxes is decided as in a whole-image NMS; only boxes whose centre lies in
+        the core are returned. ``window.region`` must cover core + margin + halo.
+    limit : tuple of int
+        ``(y0, y1, x0, x1)`` of the stride-padded image.
     batch : int
         Tiles per forward pass.
     threshold : float or (nbox,) float
@@ -69,7 +77,10 @@ def detect_window(data: NDArray[np.floating], window: Window, model: Model, *, t
     buf[:data.shape[0], :data.shape[1]] = normalise(np.asarray(data), contract)
 
     stride = contract.stride[-1]
-    tiles = plan_windows(window.core, core=tile, halo=halo, stride=stride, limit=window.region)
+    ly0, ly1, lx0, lx1 = limit
+    grown = (max(ly0, cy0 - margin), min(ly1, cy1 + margin),
+             max(lx0, cx0 - margin), min(lx1, cx1 + margin))
+    tiles = plan_windows(grown, core=tile, halo=halo, stride=stride, limit=window.region)
     groups: dict[tuple[int, int], list[Window]] = defaultdict(list)
     for t in tiles:
         groups[t.region_shape].append(t)
@@ -93,4 +104,8 @@ def detect_window(data: NDArray[np.floating], window: Window, model: Model, *, t
                                     origins=np.array([[t.core[2], t.core[0]]], np.float64)))
     dets = Detections.concat(parts) if parts else Detections.empty(names)
     dets = nms_detections(dets, iou_threshold=iou_threshold, kind=nms_kind)
-    return dets.with_chunk(window.index)
+    # Ownership by box centre; pixel i spans [i - 0.5, i + 0.5); image sides unbounded.
+    inf = np.inf
+    region = (-inf if cx0 == lx0 else cx0 - 0.5, -inf if cy0 == ly0 else cy0 - 0.5,
+              inf if cx1 == lx1 else cx1 - 0.5, inf if cy1 == ly1 else cy1 - 0.5)
+    return owned(dets, region).with_chunk(window.index)

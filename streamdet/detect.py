@@ -46,6 +46,8 @@ class DetectConfig:
         Side of the window cores, px (a multiple of the model stride).
     halo : int
         Context read around each core and tile, px (a multiple of the stride).
+    margin : int
+        Ring of cells decoded around each core for its NMS, px (a multiple of the stride).
     tile : int
         Side of the tile cores batched through the model, px.
     batch : int
@@ -62,6 +64,7 @@ class DetectConfig:
 
     chunk: int
     halo: int
+    margin: int
     tile: int
     batch: int
     threshold: float | tuple[float, ...]
@@ -121,7 +124,11 @@ def _configure(contract: ModelContract, image_chunks: tuple[int, int] | None,
     if split_every < 2:
         raise StreamdetValueError(f"split_every {split_every} must be >= 2")
     iou = float(contract.nms.get("iou_threshold", 0.5) if iou_threshold is None else iou_threshold)
-    return DetectConfig(chunk=chunk_px, halo=halo_px, tile=tile_px, batch=int(batch),
+    # Boxes near a core border can suppress or be suppressed by boxes just outside
+    # it: decode a ring as wide as the largest prior so those decisions match a
+    # whole-image NMS.
+    margin = round_up(int(np.ceil(np.max(contract.priors_array))), stride)
+    return DetectConfig(chunk=chunk_px, halo=halo_px, margin=margin, tile=tile_px, batch=int(batch),
                         threshold=resolve_threshold(contract, threshold), iou_threshold=iou,
                         nms_kind=_nms_kind(contract), split_every=split_every)
 
@@ -164,7 +171,8 @@ def _build_graph(arr: da.Array, model: Model, cfg: DetectConfig
     ny, nx = arr.shape
     stride = model.contract.stride[-1]
     limit = (0, padded_size(ny, stride), 0, padded_size(nx, stride))
-    windows = plan_windows(limit, core=cfg.chunk, halo=cfg.halo, stride=stride, limit=limit)
+    windows = plan_windows(limit, core=cfg.chunk, halo=cfg.halo + cfg.margin, stride=stride,
+                           limit=limit)
     model_d = delayed(model, pure=True)
     token = dask.base.tokenize(arr.name, model.path, cfg)
     results = []
@@ -172,7 +180,8 @@ def _build_graph(arr: da.Array, model: Model, cfg: DetectConfig
         y0, y1, x0, x1 = w.region
         block = arr[y0:min(y1, ny), x0:min(x1, nx)].rechunk(-1).to_delayed().ravel()[0]
         results.append(delayed(detect_window, pure=True)(
-            block, w, model_d, tile=cfg.tile, halo=cfg.halo, batch=cfg.batch,
+            block, w, model_d, tile=cfg.tile, halo=cfg.halo, margin=cfg.margin, limit=limit,
+            batch=cfg.batch,
             threshold=np.asarray(cfg.threshold) if isinstance(cfg.threshold, tuple)
             else cfg.threshold,
             iou_threshold=cfg.iou_threshold, nms_kind=cfg.nms_kind,
@@ -301,7 +310,8 @@ def detect(image: ImageLike, *, model: str | os.PathLike[str] | Model | None = N
         celestial WCS, decoded parameters, objectness, prior and window of origin.
     """
     arr, img = _as_array(image)
-    dets = detect_pixels(img if img is not None else arr, model=model, chunk=chunk, halo=halo,
+    mdl = _load(model, img, threads=threads)
+    dets = detect_pixels(img if img is not None else arr, model=mdl, chunk=chunk, halo=halo,
                          tile=tile, batch=batch, threads=threads, threshold=threshold,
                          iou_threshold=iou_threshold, split_every=split_every, client=client,
                          quiet=quiet)
@@ -312,4 +322,7 @@ def detect(image: ImageLike, *, model: str | os.PathLike[str] | Model | None = N
         from ._pb import PrimaryBeam
 
         beam = PrimaryBeam.from_fits(pb)
-    return to_table(dets, wcs=wcs, pixel_scale_arcsec=pixel_scale, pb=beam)
+    units = {p.name: p.unit for p in mdl.contract.params if p.unit}
+    return to_table(dets, wcs=wcs, pixel_scale_arcsec=pixel_scale, pb=beam, param_units=units,
+                    meta={"model": mdl.contract.name, "model_file": str(mdl.path),
+                          "image": str(img.path) if img is not None else "array"})
