@@ -266,7 +266,7 @@ def test_cli_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = _cli().parse_args(["export", str(ckpt), "-o", str(out), "-q", "--overwrite"])
     assert args.func(args) == 0 and capsys.readouterr().out == ""
     args = _cli().parse_args(["export", str(tmp_path / "nope.pt"), "-o", str(out)])
-    with pytest.raises(StreamdetFileNotFoundError, match="nope.pt"):
+    with pytest.raises(StreamdetFileNotFoundError, match=r"nope\.pt"):
         args.func(args)
 
 
