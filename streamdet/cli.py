@@ -114,6 +114,14 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_score(args: argparse.Namespace) -> int:
+    from .score import score
+
+    result = score(args.catalogue, args.truth, freq=args.freq, train=args.train)
+    print(result.summary())
+    return 0
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streamdet",
@@ -186,6 +194,16 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=_cmd_detect)
+
+    p = sub.add_parser("score", help="score an SDC1 catalogue with the official SKA scorer",
+                       description="Score an SDC1-format catalogue against a truth catalogue with "
+                       "the official ska-sdc scorer (pip install 'streamdet[score]').")
+    p.add_argument("catalogue", metavar="CATALOGUE", help="submitted catalogue (SDC1 format)")
+    p.add_argument("truth", metavar="TRUTH", help="truth catalogue (SDC1 format)")
+    p.add_argument("--freq", type=int, default=560, choices=(560, 1400, 9200), help="band, MHz")
+    p.add_argument("--train", action="store_true",
+                   help="score inside the SDC1 training box instead of outside it")
+    p.set_defaults(func=_cmd_score)
 
     p = sub.add_parser("info", help="describe a Zarr store written by convert",
                        description="Print whether a store is complete, its shape, chunks, WCS "
