@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from ._version import __version__
+from .contract import Model, ModelContract, load_model
 from .convert import ConvertReport, convert, verify
+from .detect import detect
+from .detections import Detections
 from .errors import (
     IncompleteStoreError,
     InvalidFITSError,
@@ -15,15 +18,20 @@ from .errors import (
     WCSMissingError,
 )
 from .io import Image, StoreInfo, info, open_image
+from .score import ScoreResult, score
 from .simulate import simulate
 
 __all__ = [
     "ConvertReport",
+    "Detections",
     "Image",
     "IncompleteStoreError",
     "InvalidFITSError",
     "InvalidModelError",
+    "Model",
+    "ModelContract",
     "OutputExistsError",
+    "ScoreResult",
     "StoreInfo",
     "StreamdetError",
     "StreamdetFileNotFoundError",
@@ -31,8 +39,11 @@ __all__ = [
     "WCSMissingError",
     "__version__",
     "convert",
+    "detect",
     "info",
+    "load_model",
     "open_image",
+    "score",
     "simulate",
     "verify",
 ]

@@ -1,0 +1,148 @@
+"""Detection throughput and memory: end-to-end `detect` against raw ONNX Runtime.
+
+For each image size, a simulated SDC1-like 560 MHz field is converted to Zarr, then:
+
+* **end to end**: ``streamdet.detect`` on the store in a fresh subprocess (peak RSS from
+  ``getrusage``), wall time -> Mpix/s of image;
+* **raw**: ONNX Runtime alone, same model, batch and threads, on tiles held in memory with
+  exactly the shapes and counts the engine's plan runs (timed on a sample of each shape,
+  extrapolated to the whole plan) -> the time the model alone needs for the same work.
+
+The ratio raw_time / end_to_end_time says how well loading, decoding, NMS and merging
+hide behind compute (target >= 0.9). Peak RSS of the largest image should stay within
+1.2x that of the smallest and under 1.5 GB.
+
+    python benchmarks/bench_detect.py --sizes 4096 16384 [--model M.onnx] [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+import streamdet
+from streamdet._plan import padded_size, plan_windows
+from streamdet.contract import load_model
+from streamdet.detect import _configure
+
+
+def _default_model(workdir: Path) -> Path:
+    from streamdet.models import bundled_models
+
+    found = bundled_models()
+    if found:
+        return found[0]
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests._models import make_test_model
+
+    path = workdir / "bench_model.onnx"
+    if not path.exists():
+        make_test_model(path, width=16)
+    return path
+
+
+def _prepare(size: int, workdir: Path) -> Path:
+    fits_path = workdir / f"field_{size}.fits"
+    store = workdir / f"field_{size}.zarr"
+    if not store.exists():
+        if not fits_path.exists():
+            streamdet.simulate(fits_path, size=size, freq=560, seed=size, quiet=True)
+        streamdet.convert(fits_path, store, chunks=1024, quiet=True)
+        fits_path.unlink()
+    return store
+
+
+_CHILD = """
+import json, resource, sys, time, warnings
+import streamdet
+store, model, batch, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+t0 = time.perf_counter()
+table = streamdet.detect(store, model=model, batch=batch, threads=threads, quiet=True)
+dt = time.perf_counter() - t0
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"seconds": dt, "rss_mb": rss, "n": len(table)}))
+"""
+
+
+def _end_to_end(store: Path, model: Path, batch: int, threads: int) -> dict[str, float]:
+    out = subprocess.run([sys.executable, "-c", _CHILD, str(store), str(model), str(batch),
+                          str(threads)], check=True, capture_output=True, text=True)
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _raw(store: Path, model_path: Path, batch: int, threads: int) -> float:
+    """Seconds ONNX Runtime alone needs for every tile the engine's plan runs."""
+    model = load_model(model_path, threads=threads)
+    c = model.contract
+    img = streamdet.open_image(store)
+    ny, nx = img.shape
+    cfg = _configure(c, (1024, 1024), chunk=None, halo=None, tile=None, batch=batch,
+                     threshold=None, iou_threshold=None, split_every=4)
+    s = c.stride[-1]
+    limit = (0, padded_size(ny, s), 0, padded_size(nx, s))
+    shapes: Counter[tuple[int, int]] = Counter()
+    for w in plan_windows(limit, core=cfg.chunk, halo=cfg.halo + cfg.margin, stride=s,
+                          limit=limit):
+        cy0, cy1, cx0, cx1 = w.core
+        grown = (max(0, cy0 - cfg.margin), min(limit[1], cy1 + cfg.margin),
+                 max(0, cx0 - cfg.margin), min(limit[3], cx1 + cfg.margin))
+        for t in plan_windows(grown, core=cfg.tile, halo=cfg.halo, stride=s, limit=w.region):
+            shapes[t.region_shape] += 1
+    rng = np.random.default_rng(0)
+    total = 0.0
+    for shape, count in shapes.items():
+        n = min(count, batch)
+        x = rng.random((n, 1, *shape), dtype=np.float32)
+        model.run(x)                                    # warm-up
+        reps = max(1, min(8, count // n))
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            model.run(x)
+        per_tile = (time.perf_counter() - t0) / (reps * n)
+        total += per_tile * count
+    return total
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[4096, 16384])
+    ap.add_argument("--model", type=Path, default=None)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--workdir", type=Path, default=None)
+    args = ap.parse_args()
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench_detect_"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    model = args.model or _default_model(workdir)
+    print(f"model {model}, batch {args.batch}, threads {args.threads}, workdir {workdir}")
+    print(f"{'size':>7} {'Mpix':>8} {'e2e s':>8} {'e2e Mpix/s':>11} {'raw s':>8} "
+          f"{'raw Mpix/s':>11} {'e2e/raw':>8} {'peak RSS MB':>12} {'sources':>8}")
+    rows = []
+    for size in args.sizes:
+        store = _prepare(size, workdir)
+        e2e = _end_to_end(store, model, args.batch, args.threads)
+        raw = _raw(store, model, args.batch, args.threads)
+        mpix = size * size / 1e6
+        ratio = raw / e2e["seconds"]
+        rows.append((size, e2e["rss_mb"]))
+        print(f"{size:>7} {mpix:>8.1f} {e2e['seconds']:>8.1f} {mpix / e2e['seconds']:>11.2f} "
+              f"{raw:>8.1f} {mpix / raw:>11.2f} {ratio:>8.2f} {e2e['rss_mb']:>12.0f} "
+              f"{int(e2e['n']):>8}", flush=True)
+    if len(rows) > 1:
+        print(f"peak RSS ratio {rows[-1][0]}^2 / {rows[0][0]}^2: {rows[-1][1] / rows[0][1]:.2f}")
+    print(f"(parent peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB)")
+
+
+if __name__ == "__main__":
+    main()
