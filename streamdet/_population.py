@@ -8,6 +8,8 @@ The data files in ``streamdet/data`` are derived from the real SDC1 material by
   population moved to 9.2 GHz, because the 9.2 GHz catalogue has only 30 rows),
   the sky density of catalogued sources and the map noise.
 * ``pb_560.npz``: the azimuthally averaged 560 MHz primary beam of SDC1.
+* ``agn_templates.npz``: 78 real extended radio-galaxy images (the AGN stamps the
+  SDC1 sky model drew its steep-spectrum AGN from), 48 x 48 pixels each.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ __all__ = [
     "BANDS",
     "POINTING",
     "SIZE_FLOOR_ARCSEC",
+    "AgnTemplates",
     "Band",
     "Population",
     "SourceDraw",
+    "agn_templates",
     "band",
     "draw_sources",
     "population",
@@ -128,8 +132,11 @@ class SourceDraw:
         Core fraction.
     size, cls : (N,) int64
         Size and class codes.
-    lobe_split : (N,) float64
-        Fraction of the lobe flux in the lobe at +PA (lobed AGN only; 0.5 elsewhere).
+    template : (N,) int64
+        Index of the real AGN image (:func:`agn_templates`) a lobed AGN is drawn
+        from; -1 for the other sources.
+    mirror : (N,) float64
+        +1 or -1: whether the template is mirrored across its major axis.
     """
 
     x: NDArray[np.float64]
@@ -141,10 +148,36 @@ class SourceDraw:
     core_frac: NDArray[np.float64]
     size: NDArray[np.int64]
     cls: NDArray[np.int64]
-    lobe_split: NDArray[np.float64]
+    template: NDArray[np.int64]
+    mirror: NDArray[np.float64]
 
     def __len__(self) -> int:
         return int(self.x.size)
+
+
+@dataclass(frozen=True)
+class AgnTemplates:
+    """Real extended radio-galaxy images, major axis along x, core at the centre.
+
+    Attributes
+    ----------
+    images : (K, T, T) float32
+        Brightness (peak 1), row ``y``, column ``x``; the core is at ((T-1)/2, (T-1)/2).
+    las : (K,) float64
+        Largest angular size along x (template pixels): the 0.5 %-99.5 % flux extent.
+    minor : (K,) float64
+        The same extent along y (template pixels).
+    centroid : (K, 2) float64
+        Flux centroid (x, y) relative to the core (template pixels).
+    """
+
+    images: NDArray[np.float32]
+    las: NDArray[np.float64]
+    minor: NDArray[np.float64]
+    centroid: NDArray[np.float64]
+
+    def __len__(self) -> int:
+        return int(self.las.size)
 
 
 def _check_freq(freq: int) -> int:
@@ -167,6 +200,19 @@ def _pb_profile() -> tuple[NDArray[np.float64], NDArray[np.float64], float]:
     with np.load(_DATA / "pb_560.npz") as npz:
         return (npz["radius_deg"].astype(np.float64), npz["gain"].astype(np.float64),
                 float(npz["freq_mhz"]))
+
+
+@functools.lru_cache(maxsize=1)
+def agn_templates() -> AgnTemplates:
+    """The packaged AGN templates (from the SDC1/SDC2 AGN stamps, ``agn_templates.npz``)."""
+    with np.load(_DATA / "agn_templates.npz") as npz:
+        images = npz["images"].astype(np.float32)
+        out = AgnTemplates(images=images, las=npz["las"].astype(np.float64),
+                           minor=npz["minor"].astype(np.float64),
+                           centroid=npz["centroid"].astype(np.float64))
+    for arr in (out.images, out.las, out.minor, out.centroid):
+        arr.setflags(write=False)
+    return out
 
 
 def band(freq: int) -> Band:
@@ -225,6 +271,9 @@ def draw_sources(rng: np.random.Generator, *, size: int, freq: int) -> SourceDra
     The count is Poisson with mean ``density x area`` (area = (size x pixel)^2);
     the properties are resampled with replacement from :func:`population`; positions
     are uniform over the image (sub-pixel), position angles uniform in [0, 360).
+    Lobed AGN (size 1) get a random real AGN template, randomly mirrored; their
+    ``bmin`` becomes the template's minor extent at the drawn LAS (``bmaj``), so
+    the truth describes the image.
 
     Parameters
     ----------
@@ -248,14 +297,21 @@ def draw_sources(rng: np.random.Generator, *, size: int, freq: int) -> SourceDra
     x = rng.uniform(-0.5, size - 0.5, size=n)
     y = rng.uniform(-0.5, size - 0.5, size=n)
     pa = rng.uniform(0.0, 360.0, size=n)
-    split = rng.uniform(0.3, 0.7, size=n)
+    tpl = agn_templates()
+    template = rng.integers(0, len(tpl), size=n)
+    mirror = np.where(rng.random(n) < 0.5, -1.0, 1.0)
     size_code = pop.size[rows].astype(np.int64)
-    split[size_code != 1] = 0.5
+    lobed = size_code == 1
+    template[~lobed] = -1
+    mirror[~lobed] = 1.0
     bmaj = np.maximum(pop.bmaj[rows].astype(np.float64), SIZE_FLOOR_ARCSEC)
-    bmin = np.clip(pop.bmin[rows].astype(np.float64), SIZE_FLOOR_ARCSEC, bmaj)
+    bmin = pop.bmin[rows].astype(np.float64)
+    bmin[lobed] = bmaj[lobed] * tpl.minor[template[lobed]] / tpl.las[template[lobed]]
+    bmin = np.clip(bmin, SIZE_FLOOR_ARCSEC, bmaj)
     order = np.lexsort((x, y))
     return SourceDraw(
         x=x[order], y=y[order], flux=pop.flux[rows].astype(np.float64)[order],
         bmaj=bmaj[order], bmin=bmin[order], pa=pa[order],
         core_frac=pop.core_frac[rows].astype(np.float64)[order], size=size_code[order],
-        cls=pop.cls[rows].astype(np.int64)[order], lobe_split=split[order])
+        cls=pop.cls[rows].astype(np.int64)[order], template=template[order].astype(np.int64),
+        mirror=mirror[order])

@@ -1,11 +1,13 @@
 """Rendering of simulated sources and noise into image strips.
 
-Every source is a sum of elliptical Gaussian components (a point core, a Gaussian,
-an exponential disc as a mixture of Gaussians, or two Gaussian lobes). Convolution
-with the circular Gaussian restoring beam is therefore analytic (the covariances
-add), and the restored image is sampled at pixel centres, exactly as a CLEAN
-restoration is: a point source of flux S at a pixel centre peaks at S (Jy/beam),
-the image sums to S x beam area (pixels), and sub-pixel positions are exact.
+Compact sources are sums of elliptical Gaussian components (a point core, a
+Gaussian, an exponential disc as a mixture of Gaussians). Convolution with the
+circular Gaussian restoring beam is then analytic (the covariances add), and the
+restored image is sampled at pixel centres, exactly as a CLEAN restoration is: a
+point source of flux S at a pixel centre peaks at S (Jy/beam), the image sums to
+S x beam area (pixels), and sub-pixel positions are exact. Lobed AGN are real
+radio-galaxy images (templates) rotated, scaled to the LAS, integrated over the
+pixels (supersampled) and convolved numerically with the sampled beam.
 
 Each component is evaluated on a small stamp (+-5 sigma of its major axis) and
 added into the strip being written; no full-size array is ever built. Values
@@ -25,33 +27,29 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.ndimage import correlate1d
+from scipy.ndimage import correlate1d, map_coordinates
 from scipy.optimize import nnls
+from scipy.signal import fftconvolve
 
-from ._population import Band, SourceDraw
+from ._population import AgnTemplates, Band, SourceDraw
 
 __all__ = [
-    "LOBE_OFFSET",
-    "LOBE_SIGMA",
+    "Components",
     "CorrelatedNoise",
     "Gaussians",
     "Patterns",
     "StripRenderer",
+    "TemplateStamps",
     "exponential_mixture",
     "sidelobe_patterns",
-    "source_gaussians",
+    "source_components",
+    "template_stamp",
 ]
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 
 _FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
-#: Lobe centres of a lobed AGN lie at +-LOBE_OFFSET x LAS from the core, along the PA.
-LOBE_OFFSET = 0.35
-#: Lobe sigma along the axis, as a fraction of the LAS (outer edge at 0.35 + 2.5 x 0.06 = 0.5).
-LOBE_SIGMA = 0.06
-# across the axis the lobe sigma is b_min / 5 (b_min is a 5-sigma extent, like the LAS)
-_LAS_PER_SIGMA = 5.0
 _TRUNCATE = 5.0  # stamp half-width in sigmas of the component's major axis
 _BUCKETS = (3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64)
 _CHUNK = 1 << 20  # stamp pixels evaluated at once
@@ -154,9 +152,74 @@ def _covariance(sig_a: FloatArray, sig_b: FloatArray,
     return a2 * c * c + b2 * s * s, (a2 - b2) * s * c, a2 * s * s + b2 * c * c
 
 
-def source_gaussians(draw: SourceDraw, *, north_rad: FloatArray, gain: FloatArray,
-                     band: Band) -> tuple[Gaussians, FloatArray, FloatArray]:
-    """The Gaussian components of drawn sources, and their flux centroids.
+@dataclass(frozen=True)
+class TemplateStamps:
+    """Lobed AGN rendered from real AGN images (:class:`~._population.AgnTemplates`).
+
+    Attributes
+    ----------
+    x, y : (K,) float64
+        Core position (pixels): the template centre.
+    amp : (K,) float64
+        Integral over the image (flux x primary-beam gain x beam area in pixels).
+    phi : (K,) float64
+        Direction of the template's x axis (the source's major axis) in the pixel
+        frame (radians from +x, counter-clockwise).
+    scale : (K,) float64
+        Image pixels per template pixel.
+    mirror : (K,) float64
+        +1 or -1 (template mirrored across its major axis).
+    index : (K,) int64
+        Template of each source.
+    images : (M, T, T) float32
+        The templates.
+    beam_sigma_px : float
+        Restoring-beam sigma (pixels).
+    """
+
+    x: FloatArray
+    y: FloatArray
+    amp: FloatArray
+    phi: FloatArray
+    scale: FloatArray
+    mirror: FloatArray
+    index: IntArray
+    images: NDArray[np.float32]
+    beam_sigma_px: float
+
+    def __len__(self) -> int:
+        return int(self.x.size)
+
+    def half_width(self) -> IntArray:
+        """Stamp half-width (pixels): the rotated template plus the beam."""
+        t = self.images.shape[-1]
+        return np.ceil(self.scale * (t / 2) * math.sqrt(2.0)
+                       + _TRUNCATE * self.beam_sigma_px + 1).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class Components:
+    """Everything rendered for a field, and the truth centroids.
+
+    Attributes
+    ----------
+    gaussians : Gaussians
+        Point cores, Gaussian and exponential sources.
+    stamps : TemplateStamps
+        Lobed AGN bodies (their cores are in ``gaussians``).
+    cent_x, cent_y : (N,) float64
+        Flux-weighted centroid of each source (pixels).
+    """
+
+    gaussians: Gaussians
+    stamps: TemplateStamps
+    cent_x: FloatArray
+    cent_y: FloatArray
+
+
+def source_components(draw: SourceDraw, *, north_rad: FloatArray, gain: FloatArray,
+                      band: Band, templates: AgnTemplates) -> Components:
+    """The components of drawn sources, and their flux centroids.
 
     Parameters
     ----------
@@ -169,54 +232,92 @@ def source_gaussians(draw: SourceDraw, *, north_rad: FloatArray, gain: FloatArra
         Primary-beam gain at each source.
     band : Band
         Pixel scale and restoring beam.
+    templates : AgnTemplates
+        Real AGN images for the lobed AGN (``draw.template`` indexes them).
 
     Returns
     -------
-    gaussians : Gaussians
-        Beam-convolved components, in source order (cores first, then bodies).
-    cent_x, cent_y : (N,) float64
-        Flux-weighted centroid of each source (pixels); equal to the core except for
-        lobed AGN with unequal lobes.
+    Components
+        Beam-convolved Gaussians, AGN template stamps and centroids.
     """
     pix = band.pixel_arcsec
     beam2 = band.beam_sigma_px ** 2
     scale = gain * band.beam_area_px
     phi = north_rad + np.radians(draw.pa)
-    ux, uy = np.cos(phi), np.sin(phi)
     cf = np.clip(draw.core_frac, 0.0, 1.0)
     body = (1.0 - cf) * draw.flux * scale
     parts: list[tuple[FloatArray, ...]] = []
 
-    def add(sel: NDArray[np.bool_], x: FloatArray, y: FloatArray, amp: FloatArray,
-            sa: FloatArray, sb: FloatArray) -> None:
+    def add(sel: NDArray[np.bool_], amp: FloatArray, sa: FloatArray, sb: FloatArray) -> None:
         sxx, sxy, syy = _covariance(sa, sb, phi[sel])
-        parts.append((x, y, amp, sxx + beam2, sxy, syy + beam2))
+        parts.append((draw.x[sel], draw.y[sel], amp, sxx + beam2, sxy, syy + beam2))
 
     core = cf > 0
     zeros = np.zeros(int(core.sum()))
-    add(core, draw.x[core], draw.y[core], (cf * draw.flux * scale)[core], zeros, zeros)
+    add(core, (cf * draw.flux * scale)[core], zeros, zeros)
     gauss = (draw.size == 2) & (cf < 1)
-    add(gauss, draw.x[gauss], draw.y[gauss], body[gauss],
-        draw.bmaj[gauss] / pix / _FWHM_PER_SIGMA, draw.bmin[gauss] / pix / _FWHM_PER_SIGMA)
+    add(gauss, body[gauss], draw.bmaj[gauss] / pix / _FWHM_PER_SIGMA,
+        draw.bmin[gauss] / pix / _FWHM_PER_SIGMA)
     expo = (draw.size == 3) & (cf < 1)
     for w, s in zip(*exponential_mixture(), strict=True):
-        add(expo, draw.x[expo], draw.y[expo], body[expo] * w,
-            draw.bmaj[expo] / pix * s, draw.bmin[expo] / pix * s)
-    lobed = (draw.size == 1) & (cf < 1)
-    las = draw.bmaj[lobed] / pix
-    d = LOBE_OFFSET * las
-    sa = LOBE_SIGMA * las
-    sb = draw.bmin[lobed] / pix / _LAS_PER_SIGMA
-    split = draw.lobe_split[lobed]
-    for sign, frac in ((1.0, split), (-1.0, 1.0 - split)):
-        add(lobed, draw.x[lobed] + sign * d * ux[lobed], draw.y[lobed] + sign * d * uy[lobed],
-            body[lobed] * frac, sa, sb)
+        add(expo, body[expo] * w, draw.bmaj[expo] / pix * s, draw.bmin[expo] / pix * s)
     cols = [np.concatenate([p[i] for p in parts]) for i in range(6)]
     keep = cols[2] != 0
-    g = Gaussians(*(c[keep] for c in cols))
-    shift = np.zeros_like(draw.x)
-    shift[lobed] = (1.0 - cf[lobed]) * (2.0 * split - 1.0) * d
-    return g, draw.x + shift * ux, draw.y + shift * uy
+    gaussians = Gaussians(*(c[keep] for c in cols))
+
+    lobed = (draw.size == 1) & (cf < 1) & (draw.template >= 0)
+    idx = draw.template[lobed]
+    tscale = draw.bmaj[lobed] / pix / templates.las[idx]
+    stamps = TemplateStamps(x=draw.x[lobed], y=draw.y[lobed], amp=body[lobed], phi=phi[lobed],
+                            scale=tscale, mirror=draw.mirror[lobed], index=idx,
+                            images=templates.images, beam_sigma_px=band.beam_sigma_px)
+    # centroid: (1 - cf) x the template's own centroid, rotated into the image
+    cu, cv = templates.centroid[idx, 0], templates.centroid[idx, 1] * draw.mirror[lobed]
+    p = phi[lobed]
+    w = (1.0 - cf[lobed]) * tscale
+    cent_x, cent_y = draw.x.copy(), draw.y.copy()
+    cent_x[lobed] += w * (cu * np.cos(p) - cv * np.sin(p))
+    cent_y[lobed] += w * (cu * np.sin(p) + cv * np.cos(p))
+    return Components(gaussians=gaussians, stamps=stamps, cent_x=cent_x, cent_y=cent_y)
+
+
+def template_stamp(st: TemplateStamps, i: int) -> tuple[int, int, FloatArray]:
+    """Render lobed AGN ``i``: template resampled, pixel-integrated, beam-convolved.
+
+    The template is sampled (bilinear) on a grid ``f`` times finer than the image
+    (``f`` up to 8, so a fine pixel is at most one template pixel), summed over each
+    image pixel, normalised to ``amp`` and convolved with the sampled restoring beam.
+
+    Returns
+    -------
+    row0, col0 : int
+        Image pixel of the stamp's first row and column.
+    stamp : (2h + 1, 2h + 1) float64
+        Jy/beam, summing to ``amp``.
+    """
+    h = int(st.half_width()[i])
+    cx, cy = round(float(st.x[i])), round(float(st.y[i]))
+    scale = float(st.scale[i])
+    f = int(min(8, max(1, math.ceil(1.0 / scale))))
+    n = 2 * h + 1
+    fine = (np.arange(n * f) + 0.5) / f - 0.5 - h  # fine sample offsets from (cx, cy)
+    dx = (cx - float(st.x[i])) + fine[None, :]
+    dy = (cy - float(st.y[i])) + fine[:, None]
+    c, s = math.cos(float(st.phi[i])), math.sin(float(st.phi[i]))
+    img = st.images[int(st.index[i])]
+    centre = (img.shape[-1] - 1) / 2
+    u = (dx * c + dy * s) / scale + centre
+    v = float(st.mirror[i]) * (-dx * s + dy * c) / scale + centre
+    vals = map_coordinates(img, [v, u], order=1, mode="grid-constant", cval=0.0,
+                           prefilter=False)
+    model = vals.reshape(n, f, n, f).sum(axis=(1, 3))
+    model *= float(st.amp[i]) / model.sum()
+    r = math.ceil(_TRUNCATE * st.beam_sigma_px)
+    t = np.arange(-r, r + 1, dtype=np.float64)
+    k1 = np.exp(-0.5 * (t / st.beam_sigma_px) ** 2)
+    k1 /= k1.sum()
+    out = fftconvolve(model, np.outer(k1, k1), mode="same")
+    return cy - h, cx - h, np.asarray(out, dtype=np.float64)
 
 
 def sidelobe_patterns(draw: SourceDraw, *, gain: FloatArray, band: Band) -> Patterns:
@@ -302,9 +403,17 @@ class StripRenderer:
         Sidelobe patterns to add.
     """
 
-    def __init__(self, gaussians: Gaussians, *, width: int, patterns: Patterns | None = None):
+    def __init__(self, gaussians: Gaussians, *, width: int, patterns: Patterns | None = None,
+                 stamps: TemplateStamps | None = None):
         self.width = int(width)
         self._buckets: list[_Bucket] = []
+        self._stamps = stamps
+        self._stamp_cache: dict[int, tuple[int, int, FloatArray]] = {}
+        if stamps is not None and len(stamps):
+            self._stamp_hw = stamps.half_width()
+            self._stamp_cy = np.rint(stamps.y).astype(np.int64)
+            self._stamp_order = np.argsort(self._stamp_cy, kind="stable")
+            self._stamp_cy_sorted = self._stamp_cy[self._stamp_order]
         if len(gaussians):
             lam = 0.5 * (gaussians.sxx + gaussians.syy) + np.sqrt(
                 0.25 * (gaussians.sxx - gaussians.syy) ** 2 + gaussians.sxy ** 2)
@@ -351,7 +460,30 @@ class StripRenderer:
                 step = max(1, _CHUNK // (2 * b.hw + 1) ** 2)
                 for s in range(lo, hi, step):
                     self._add_stamps(out, y0, y1, b, s, min(hi, s + step))
+        if self._stamps is not None and len(self._stamps):
+            self._add_templates(out, y0, y1)
         return out
+
+    def _add_templates(self, out: FloatArray, y0: int, y1: int) -> None:
+        assert self._stamps is not None
+        # stamps are pure functions of the source: cache those that reach later strips
+        self._stamp_cache = {i: v for i, v in self._stamp_cache.items()
+                             if v[0] + v[2].shape[0] > y0}
+        hmax = int(self._stamp_hw.max())
+        lo = int(np.searchsorted(self._stamp_cy_sorted, y0 - hmax, side="left"))
+        hi = int(np.searchsorted(self._stamp_cy_sorted, y1 - 1 + hmax, side="right"))
+        for i in self._stamp_order[lo:hi].tolist():
+            h = int(self._stamp_hw[i])
+            cy = int(self._stamp_cy[i])
+            if cy + h < y0 or cy - h >= y1:
+                continue
+            if i not in self._stamp_cache:
+                self._stamp_cache[i] = template_stamp(self._stamps, i)
+            r0, c0, st = self._stamp_cache[i]
+            a0, a1 = max(r0, y0), min(r0 + st.shape[0], y1)
+            b0, b1 = max(c0, 0), min(c0 + st.shape[1], self.width)
+            if a1 > a0 and b1 > b0:
+                out[a0 - y0:a1 - y0, b0:b1] += st[a0 - r0:a1 - r0, b0 - c0:b1 - c0]
 
     def _add_stamps(self, out: FloatArray, y0: int, y1: int, b: _Bucket, s: int, e: int) -> None:
         off = np.arange(-b.hw, b.hw + 1)

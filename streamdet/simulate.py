@@ -19,11 +19,13 @@ What is simulated
 * **Morphology** by the ``size`` code: 2 = elliptical Gaussian (b_maj/b_min are
   FWHMs), 3 = exponential disc (b_maj/b_min are the scale lengths along the axes,
   so the FWHM is 2 ln 2 ~ sqrt(2) times larger, the factor the SDC1 scorer
-  assumes), 1 = lobed AGN: a point core with ``core_frac`` of the flux and two
-  Gaussian lobes along the PA at +-0.35 LAS (sigma 0.06 LAS along the axis,
-  b_min/5 across, so the source spans about LAS x b_min), the lobe flux split
-  randomly 30:70 to 70:30 (``ra_cent``/``dec_cent`` is the flux centroid). Any
-  source with ``core_frac > 0`` also gets a point core. PA is east of north.
+  assumes), 1 = lobed AGN: a point core with ``core_frac`` of the flux plus one
+  of 78 real extended radio-galaxy images (the AGN stamps SDC1 drew its
+  steep-spectrum AGN from; packaged as 48 x 48 templates), randomly chosen and
+  mirrored, its major axis along the PA, scaled so that its 0.5-99.5 % flux
+  extent equals the LAS (``b_min`` then is the template's minor extent;
+  ``ra_cent``/``dec_cent`` is the flux centroid). Any source with ``core_frac > 0``
+  gets a point core. PA is east of north.
 * **Primary beam**: the real SDC1 560 MHz beam (azimuthal average), its angular
   size scaled by 560/freq, evaluated at each source's core. **Restoring beam**:
   the convolution is analytic (every component is a Gaussian) and the image is
@@ -61,9 +63,17 @@ from astropy.table import Column, Table
 from astropy.wcs import WCS
 
 from ._atomic import atomic_path, check_output
-from ._population import POINTING, Band, SourceDraw, band, draw_sources, primary_beam
+from ._population import (
+    POINTING,
+    Band,
+    SourceDraw,
+    agn_templates,
+    band,
+    draw_sources,
+    primary_beam,
+)
 from ._progress import progress_bar
-from ._render import CorrelatedNoise, StripRenderer, sidelobe_patterns, source_gaussians
+from ._render import CorrelatedNoise, StripRenderer, sidelobe_patterns, source_components
 from ._version import __version__
 from .catalog import SDC1_COLUMNS, write_sdc1
 from .errors import StreamdetValueError
@@ -153,20 +163,21 @@ def _simulate(path: str | os.PathLike[str], *, truth: str | os.PathLike[str] | N
     ra, dec = wcs.all_pix2world(draw.x, draw.y, 0)
     north = _north_angle(wcs, ra, dec, draw.x, draw.y, b)
     gain = primary_beam(_separation(ra, dec, *POINTING), b.freq)
-    gaussians, cent_x, cent_y = source_gaussians(draw, north_rad=north, gain=gain, band=b)
-    ra_c, dec_c = wcs.all_pix2world(cent_x, cent_y, 0)
+    comps = source_components(draw, north_rad=north, gain=gain, band=b,
+                              templates=agn_templates())
+    ra_c, dec_c = wcs.all_pix2world(comps.cent_x, comps.cent_y, 0)
     header["SIMNSRC"] = (len(draw), "number of simulated sources")
     table = _truth_table(draw, ra, dec, ra_c, dec_c, gain)
     table.meta.update({"freq_mhz": b.freq, "size": n, "seed": s, "offset_deg": centre,
                        "pixel_arcsec": b.pixel_arcsec, "beam_fwhm_arcsec": b.beam_fwhm_arcsec,
                        "noise_jy_beam": b.noise if noise else 0.0, "density_deg2": b.density})
 
-    renderer = StripRenderer(gaussians, width=n,
+    renderer = StripRenderer(comps.gaussians, width=n, stamps=comps.stamps,
                              patterns=sidelobe_patterns(draw, gain=gain, band=b)
                              if sidelobes else None)
     noise_gen = (CorrelatedNoise(seed=s, tag=b.freq, width=n, rms=b.noise,
                                  beam_sigma_px=b.beam_sigma_px) if noise else None)
-    del draw, gaussians, ra, dec, ra_c, dec_c, north, gain  # the renderer holds its copies
+    del draw, comps, ra, dec, ra_c, dec_c, north, gain  # the renderer holds its copies
     with atomic_path(out, overwrite=overwrite) as tmp:
         with open(tmp, "wb") as fh, progress_bar(total=n, desc="simulate", unit="row",
                                                  quiet=quiet) as bar:

@@ -20,6 +20,7 @@ from streamdet import simulate
 from streamdet._population import (
     SIZE_FLOOR_ARCSEC,
     SourceDraw,
+    agn_templates,
     band,
     draw_sources,
     population,
@@ -29,7 +30,7 @@ from streamdet._render import (
     CorrelatedNoise,
     StripRenderer,
     exponential_mixture,
-    source_gaussians,
+    source_components,
 )
 from streamdet.catalog import SDC1_COLUMNS, read_sdc1, write_sdc1
 from streamdet.errors import OutputExistsError, StreamdetFileNotFoundError, StreamdetValueError
@@ -45,24 +46,27 @@ def _image(path: Path) -> tuple[np.ndarray, fits.Header]:
 
 
 def _one_source(*, x: float, y: float, flux: float, bmaj: float, bmin: float, pa: float,
-                size: int, core_frac: float = 0.0, split: float = 0.5) -> SourceDraw:
+                size: int, core_frac: float = 0.0, template: int = 0,
+                mirror: float = 1.0) -> SourceDraw:
     def f(v: float) -> np.ndarray:
         return np.array([v], np.float64)
 
     return SourceDraw(x=f(x), y=f(y), flux=f(flux), bmaj=f(bmaj), bmin=f(bmin), pa=f(pa),
                       core_frac=f(core_frac), size=np.array([size], np.int64),
-                      cls=np.array([1 if size == 1 else 3], np.int64), lobe_split=f(split))
+                      cls=np.array([1 if size == 1 else 3], np.int64),
+                      template=np.array([template if size == 1 else -1], np.int64),
+                      mirror=f(mirror))
 
 
 def _render_one(draw: SourceDraw, *, freq: int = 560, npix: int = 256, gain: float = 0.8,
                 strip: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Render sources with north = +y (east = -x); return image and centroids."""
     b = band(freq)
-    g, cx, cy = source_gaussians(draw, north_rad=np.full(len(draw), np.pi / 2),
-                                 gain=np.full(len(draw), gain), band=b)
-    r = StripRenderer(g, width=npix)
+    c = source_components(draw, north_rad=np.full(len(draw), np.pi / 2),
+                          gain=np.full(len(draw), gain), band=b, templates=agn_templates())
+    r = StripRenderer(c.gaussians, width=npix, stamps=c.stamps)
     img = np.vstack([r.render(y0, min(npix, y0 + strip)) for y0 in range(0, npix, strip)])
-    return img, cx, cy
+    return img, c.cent_x, c.cent_y
 
 
 def _scorer() -> Any:
@@ -108,7 +112,8 @@ def test_header_and_wcs_per_band(tmp_path: Path, freq: int, pixel: float, fwhm: 
     (2, 3.0, 1.0, 0.0),  # Gaussian
     (2, 2.0, 1.2, 0.7),  # core + Gaussian (flat-spectrum AGN)
     (3, 4.0, 1.5, 0.0),  # exponential disc
-    (1, 30.0, 12.0, 0.02),  # lobed AGN
+    (1, 30.0, 12.0, 0.02),  # lobed AGN (real template)
+    (1, 3.0, 1.0, 0.0),  # small lobed AGN (supersampled template)
 ])
 @pytest.mark.parametrize("freq", [560, 9200])
 def test_flux_conserved_isolated_source(size: int, bmaj: float, bmin: float, core_frac: float,
@@ -160,19 +165,56 @@ def test_position_angle_east_of_north(pa: float, axis: tuple[float, float]) -> N
     assert vals[1] == pytest.approx(expect, rel=0.01)
 
 
-def test_lobed_agn_centroid_and_extent() -> None:
-    draw = _one_source(x=120.4, y=131.7, flux=1e-3, bmaj=60.0, bmin=15.0, pa=60.0, size=1,
-                       core_frac=0.05, split=0.7)
-    img, cx, cy = _render_one(draw)
+def _most_elongated_template() -> int:
+    t = agn_templates()
+    return int(np.argmax(t.las / t.minor))
+
+
+@pytest.mark.parametrize("mirror", [1.0, -1.0])
+def test_lobed_agn_from_a_real_template(mirror: float) -> None:
+    k = _most_elongated_template()
+    tpl = agn_templates()
+    las = 60.0  # arcsec = 100 px at 560 MHz
+    draw = _one_source(x=120.4, y=131.7, flux=1e-3, bmaj=las, bmin=10.0, pa=60.0, size=1,
+                       core_frac=0.05, template=k, mirror=mirror)
+    img, cx, cy = _render_one(draw, strip=37)
+    np.testing.assert_array_equal(img, _render_one(draw, strip=256)[0])  # strips join exactly
     yy, xx = np.mgrid[0:256, 0:256]
     w = img / img.sum()
-    assert (w * xx).sum() == pytest.approx(cx[0], abs=0.02)
-    assert (w * yy).sum() == pytest.approx(cy[0], abs=0.02)
-    # the centroid moved towards the brighter lobe, at +PA (north-east: -x, +y)
-    assert cx[0] < 120.4 and cy[0] > 131.7
-    # 99% of the flux lies within LAS/2 (+ a beam) of the core
-    r = np.hypot(xx - 120.4, yy - 131.7)
-    assert img[r <= 0.5 * 60.0 / 0.6 + 2.5].sum() >= 0.99 * img.sum()
+    mx, my = (w * xx).sum(), (w * yy).sum()
+    # the truth centroid is the image's flux centroid
+    assert mx == pytest.approx(cx[0], abs=0.1) and my == pytest.approx(cy[0], abs=0.1)
+    # major axis along PA 60 (north-east: -x, +y in this frame)
+    cov = np.array([[(w * (xx - mx) ** 2).sum(), (w * (xx - mx) * (yy - my)).sum()],
+                    [(w * (xx - mx) * (yy - my)).sum(), (w * (yy - my) ** 2).sum()]])
+    major = np.linalg.eigh(cov)[1][:, 1]
+    axis = np.array([-math.sin(math.radians(60)), math.cos(math.radians(60))])
+    assert abs(float(major @ axis)) > math.cos(math.radians(3))
+    # the 0.5-99.5 % flux extent along the axis is the LAS (widened by the beam)
+    proj = (xx - 120.4) * axis[0] + (yy - 131.7) * axis[1]
+    order = np.argsort(proj.ravel())
+    cum = np.cumsum(img.ravel()[order]) / img.sum()
+    p = proj.ravel()[order]
+    extent = np.interp(0.995, cum, p) - np.interp(0.005, cum, p)
+    assert extent == pytest.approx(las / 0.6, rel=0.1)
+    # the drawn b_min of a lobed AGN is the template's minor extent at that LAS
+    assert tpl.minor[k] / tpl.las[k] < 0.5
+
+
+def test_lobed_agn_mirror_flips_the_minor_axis() -> None:
+    k = int(np.argmax(np.abs(agn_templates().centroid[:, 1])))
+    cents = []
+    for mirror in (1.0, -1.0):
+        draw = _one_source(x=128.0, y=128.0, flux=1e-3, bmaj=60.0, bmin=10.0, pa=0.0, size=1,
+                           template=k, mirror=mirror)
+        img, cx, cy = _render_one(draw)
+        yy, xx = np.mgrid[0:256, 0:256]
+        mx, my = (img * xx).sum() / img.sum(), (img * yy).sum() / img.sum()
+        assert mx == pytest.approx(cx[0], abs=0.05) and my == pytest.approx(cy[0], abs=0.05)
+        cents.append((mx - 128.0, my - 128.0))
+    # PA 0: major axis along +y; the minor axis is x, flipped by the mirror
+    assert cents[0][1] == pytest.approx(cents[1][1], abs=0.02)
+    assert cents[0][0] == pytest.approx(-cents[1][0], abs=0.02) and abs(cents[0][0]) > 0.5
 
 
 def test_exponential_mixture_matches_disc() -> None:

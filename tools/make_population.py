@@ -11,6 +11,12 @@ Reads the SDC1 training truth catalogues and the 560 MHz primary-beam model from
     ``noise`` (Jy/beam, see below) and ``flux_min`` (Jy).
 ``streamdet/data/pb_560.npz``
     The azimuthally averaged 560 MHz primary-beam gain: ``radius_deg`` and ``gain``.
+``streamdet/data/agn_templates.npz``
+    The real extended radio-galaxy images of ``agn_stamps`` (major axis along x,
+    core at the centre) resampled to ``TEMPLATE`` x ``TEMPLATE`` float16 (peak 1),
+    each with its largest angular size ``las`` and minor extent ``minor`` (the
+    0.5 %-99.5 % flux-quantile extents along x and y, template pixels) and its flux
+    ``centroid`` (x, y) relative to the centre (template pixels).
 
 Choices (all documented in ``streamdet.simulate``):
 
@@ -54,6 +60,8 @@ CATALOGUES = {560: "TrainingSet_B1_v2_ML.txt.gz", 1400: "TrainingSet_B2_v2_ML.tx
               9200: "TrainingSet_B5_v2_ML.txt"}
 NOISE_560 = 0.38e-6  # Jy/beam, real SDC1 B1 1000 h map (MAD-based rms)
 SPECTRAL_INDEX = {1: -0.7, 2: 0.0, 3: -0.7}
+TEMPLATE = 48  # side of an AGN template (pixels)
+CROP = 0.3  # template half-width, as a fraction of the stamp side (the source spans ~0.4)
 # column order of the SDC1 training catalogues
 COLS = ("id", "ra_core", "dec_core", "ra_cent", "dec_cent", "flux", "core_frac", "bmaj",
         "bmin", "pa", "size", "class", "selection", "x", "y")
@@ -166,6 +174,49 @@ def primary_beam_profile(path: Path) -> tuple[NDArray[np.float32], NDArray[np.fl
     return np.asarray(radius, np.float32), g.astype(np.float32)
 
 
+def _extent(profile: NDArray[np.float64]) -> float:
+    """Distance between the 0.5 % and 99.5 % quantiles of a 1-D flux profile (pixels)."""
+    c = np.cumsum(profile) / profile.sum()
+    grid = np.arange(profile.size, dtype=np.float64)
+    return float(np.interp(0.995, c, grid) - np.interp(0.005, c, grid))
+
+
+def agn_templates(folder: Path) -> dict[str, Any]:
+    """Resample the AGN stamps to compact templates (see the module docstring)."""
+    from scipy.ndimage import gaussian_filter, map_coordinates
+
+    images, las, minor, cent, names = [], [], [], [], []
+    for path in sorted(folder.glob("*.fits*")):
+        with fits.open(path) as hdul:
+            d = np.nan_to_num(np.squeeze(np.asarray(hdul[0].data, dtype=np.float64)))
+        d = np.clip(d, 0.0, None)
+        if d.ndim != 2 or d.sum() <= 0:
+            continue
+        ny, nx = d.shape
+        half = CROP * min(nx, ny)  # square crop about the stamp centre (the core)
+        q = 2.0 * half / TEMPLATE  # stamp pixels per template pixel
+        sm = gaussian_filter(d, 0.4 * q) if q > 1 else d
+        j = (np.arange(TEMPLATE) + 0.5) * q - half  # template pixel centres, from the centre
+        yy, xx = np.meshgrid(j + (ny - 1) / 2, j + (nx - 1) / 2, indexing="ij")
+        t = map_coordinates(sm, [yy, xx], order=1, mode="grid-constant", cval=0.0,
+                            prefilter=False)
+        t = np.clip(t, 0.0, None) / t.max()
+        t16 = t.astype(np.float16)
+        tf = t16.astype(np.float64)
+        tot = tf.sum()
+        centre = (TEMPLATE - 1) / 2
+        grid = np.arange(TEMPLATE, dtype=np.float64)
+        px, py = tf.sum(axis=0), tf.sum(axis=1)
+        images.append(t16)
+        las.append(_extent(px))
+        minor.append(_extent(py))
+        cent.append(((px @ grid) / tot - centre, (py @ grid) / tot - centre))
+        names.append(path.name.split(".fits")[0])
+    return {"images": np.stack(images), "las": np.asarray(las, np.float32),
+            "minor": np.asarray(minor, np.float32), "centroid": np.asarray(cent, np.float32),
+            "names": np.asarray(names)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--src", type=Path, default=DEFAULT_SRC)
@@ -195,6 +246,13 @@ def main() -> None:
     buf = io.BytesIO()
     np.savez_compressed(buf, radius_deg=radius, gain=gain, freq_mhz=np.float64(560.0))
     (args.out / "pb_560.npz").write_bytes(buf.getvalue())
+
+    tpl = agn_templates(args.src / "agn_stamps")
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **tpl)
+    (args.out / "agn_templates.npz").write_bytes(buf.getvalue())
+    print(f"{tpl['images'].shape[0]} AGN templates; LAS (template px) "
+          f"{np.round(np.percentile(tpl['las'], [0, 50, 100]), 1).tolist()}")
 
     for f in (560, 1400, 9200):
         print(f"{f:5d} MHz: {pops[f]['flux'].size:6d} rows, density "
