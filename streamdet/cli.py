@@ -210,6 +210,10 @@ def _build_parser() -> argparse.ArgumentParser:
                        "and beam.")
     p.add_argument("store", metavar="STORE.zarr", help="Zarr store (or FITS file)")
     p.set_defaults(func=_cmd_info)
+
+    from export._cli import add_export_parser
+
+    add_export_parser(sub)
     return parser
 
 
