@@ -275,7 +275,8 @@ def _check_conv(path: Path, layer: ConvLayer, expected: tuple[int, int, int, int
                    f">= 1; not a CIANNA network file or a corrupted one")
     if tuple(layer.in_shape) != expected:
         raise _bad(path, f"{where}: saved input shape {layer.in_shape} does not follow from "
-                   f"the previous layers {expected}; corrupted file?")
+                   f"the previous layers {expected}; a corrupted file, or one saved by a "
+                   f"CIANNA version other than V-1.0 (e.g. with grouped convolutions)?")
     if not (math.isfinite(layer.dropout) and 0.0 <= layer.dropout < 1.0
             and math.isfinite(layer.bias_value)):
         raise _bad(path, f"{where}: bad dropout rate {layer.dropout} or bias value "

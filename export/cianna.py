@@ -137,8 +137,9 @@ def cianna_contract(net: CiannaNetwork, *, preset: str | None = None,
     **overrides
         Contract fields (``name``, ``description``, ``params``, ``normalisation``,
         ``tile``, ``overlap``, ``pixel_scale_arcsec``, ``beam_arcsec``, ``freq_mhz``,
-        ``nms``, ``thresholds``, ``training``), and ``param_channels`` /
-        ``class_channels``: names of the network's parameter and class channels.
+        ``nms``, ``thresholds``, ``training``; the last two update the preset's
+        entries), and ``param_channels`` / ``class_channels``: names of the network's
+        parameter and class channels.
 
     Returns
     -------
@@ -170,8 +171,9 @@ def cianna_contract(net: CiannaNetwork, *, preset: str | None = None,
             raise StreamdetValueError(f"unknown contract field {key!r}; settable fields: "
                                       f"{list(_SETTABLE)}")
     doc = {**base, **json.loads(json.dumps(overrides))}
-    if "training" in overrides and "training" in base:
-        doc["training"] = {**base["training"], **overrides["training"]}
+    for key in ("thresholds", "training"):  # merged: overrides update the preset's entries
+        if isinstance(overrides.get(key), dict) and key in base:
+            doc[key] = {**base[key], **json.loads(json.dumps(overrides[key]))}
 
     param_ch = _channel_names(doc.pop("param_channels", None), y.nb_param, "param",
                               "param_channels")
