@@ -28,7 +28,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         noise=not args.no_noise,
         sidelobes=args.sidelobes,
         overwrite=args.overwrite,
-        quiet=args.quiet,
+        quiet=args.quiet or None,
     )
     if not args.quiet:
         print(f"wrote {args.output} ({args.size}x{args.size}, {args.freq} MHz, "
@@ -48,7 +48,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         hdu=args.hdu,
         overwrite=args.overwrite,
         verify=args.verify,
-        quiet=args.quiet,
+        quiet=args.quiet or None,
     )
     if not args.quiet:
         print(report.summary())
