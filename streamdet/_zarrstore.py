@@ -220,8 +220,10 @@ def wcs_from_meta(meta: StoreMeta) -> WCS | None:
 def create_store(path: Path, *, shape: tuple[int, ...], dims: tuple[str, ...],
                  chunks: tuple[int, ...], shards: tuple[int, ...] | None, codec: str,
                  attrs: dict[str, Any], bunit: str | None,
-                 channels: NDArray[np.float64] | None, channel_unit: str | None) -> None:
-    """Create an empty, incomplete store (group, ``image`` array, ``freq`` coordinate)."""
+                 channels: NDArray[np.float64] | None, channel_unit: str | None,
+                 n_blocks: int) -> None:
+    """Create an empty, incomplete store (group, ``image`` array, ``freq`` coordinate, a
+    progress file with none of its ``n_blocks`` write-blocks done)."""
     group_attrs = {"streamdet_format": FORMAT, "streamdet_version": __version__,
                    COMPLETE: False, **attrs}
     root = zarr.open_group(path, mode="w-", zarr_format=3, attributes=group_attrs)
@@ -234,7 +236,7 @@ def create_store(path: Path, *, shape: tuple[int, ...], dims: tuple[str, ...],
                                   dimension_names=(COORD,),
                                   attributes={"units": channel_unit} if channel_unit else {})
         coord[...] = channels
-    save_progress(path, (), 0)
+    save_progress(path, (), n_blocks)
 
 
 def open_array(path: Path, *, write: bool = False) -> zarr.Array[Any]:
