@@ -6,7 +6,9 @@ import argparse
 import importlib.util
 from typing import Any
 
-from streamdet.errors import StreamdetError
+from streamdet.errors import StreamdetError, StreamdetValueError
+
+from ._cianna_cli import add_cianna_arguments, run_cianna_export
 
 __all__ = ["add_export_parser", "run_export"]
 
@@ -21,7 +23,13 @@ def _require_train_extra() -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    """Handle ``streamdet export``: checkpoint -> verified ONNX detector; return 0."""
+    """Handle ``streamdet export``: checkpoint (or CIANNA file) -> verified ONNX detector."""
+    if getattr(args, "from_cianna", None) is not None:
+        if args.checkpoint is not None:
+            raise StreamdetValueError("give either CHECKPOINT or --from-cianna, not both")
+        return run_cianna_export(args)
+    if args.checkpoint is None:
+        raise StreamdetValueError("streamdet export needs CHECKPOINT or --from-cianna NET.dat")
     _require_train_extra()
     try:
         from .onnx_export import export_onnx
@@ -57,11 +65,13 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
         "self-describing ONNX file carrying the streamdet model contract; ONNX Runtime's "
         "output is checked against PyTorch before the file is written. "
         f"Needs the train extra ({TRAIN_EXTRA_HINT}).")
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint file (.pt)")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", nargs="?", default=None,
+                   help="checkpoint file (.pt) written by streamdet train / export.save_checkpoint")
     p.add_argument("-o", "--output", required=True, metavar="MODEL.onnx",
                    help="ONNX file to write")
     p.add_argument("--opset", type=int, default=17, metavar="N", help="ONNX opset (>= 13)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("-q", "--quiet", action="store_true", help="no summary")
+    add_cianna_arguments(p)
     p.set_defaults(func=run_export)
     return p
