@@ -61,7 +61,7 @@ __all__ = ["DEFAULT_CHUNKS_CUBE", "DEFAULT_CHUNKS_IMAGE", "ConvertReport", "conv
 
 _BLOCK_BYTES = 4 << 20  # target float32 size of one write-block (one 1024^2 chunk)
 _INFLIGHT_BYTES = 16 << 20  # float32 bytes of the blocks in flight (each costs ~3x in memory)
-_WORKERS = 4  # at most this many blocks in flight (each read, then compressed by Zarr threads)
+_WORKERS = 4  # most blocks in flight (each is read, then compressed by Zarr's threads)
 _SAVE_EVERY_S = 0.5  # progress-file updates at most this often (plus one when the run stops)
 
 
@@ -274,12 +274,14 @@ def _prepare(out: Path, img: FitsImage, params: dict[str, Any], *,
     return meta, done
 
 
-def _run_blocks(grid: _Grid, todo: list[int], task: Any, *, on_done: Any,
+def _run_blocks(grid: _Grid, todo: list[int], task: Any, *, on_done: Any, min_workers: int,
                 desc: str, initial: int, quiet: bool | None) -> None:
     """Run ``task(index)`` over blocks in a few threads; ``on_done(index, result)`` in order
-    of completion. On any error (or Ctrl-C) the blocks not yet started are cancelled, those
-    running are waited for (and reported), then the first error is raised."""
-    workers = max(1, min(_WORKERS, _INFLIGHT_BYTES // (math.prod(grid.block) * 4)))
+    of completion. As many blocks as fit in ``_INFLIGHT_BYTES`` are in flight (at least
+    ``min_workers``, at most ``_WORKERS``). On any error (or Ctrl-C) no block is started any
+    more, those running are waited for (and reported), then the first error is raised."""
+    fit = _INFLIGHT_BYTES // (math.prod(grid.block) * 4)
+    workers = max(min_workers, min(_WORKERS, fit))
     bar = progress_bar(total=grid.n, desc=desc, unit="block", quiet=quiet, initial=initial)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="streamdet")
     futures: dict[Future[Any], int] = {}
@@ -407,8 +409,8 @@ def convert(fits_path: str | os.PathLike[str], store: str | os.PathLike[str], *,
 
     try:
         _run_blocks(grid, todo, lambda i: _write_block(array, img, grid.region(i)),
-                    on_done=record, desc=f"convert {img.path.name}", initial=len(done),
-                    quiet=quiet)
+                    on_done=record, min_workers=2,  # two keep reading and compressing overlapped
+                    desc=f"convert {img.path.name}", initial=len(done), quiet=quiet)
     finally:
         save_progress(out, done, grid.n)
     verified: bool | None = None
@@ -469,7 +471,7 @@ def _check(img: FitsImage, store: Path, grid: _Grid, *,
         if message is not None:
             bad[index] = message
 
-    _run_blocks(grid, list(range(grid.n)), task, on_done=collect,
+    _run_blocks(grid, list(range(grid.n)), task, on_done=collect, min_workers=1,
                 desc=f"verify {store.name}", initial=0, quiet=quiet)
     if not bad:
         return None
