@@ -26,11 +26,11 @@ import os
 import shutil
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import zarr
@@ -62,6 +62,7 @@ __all__ = ["DEFAULT_CHUNKS_CUBE", "DEFAULT_CHUNKS_IMAGE", "ConvertReport", "conv
 _BLOCK_BYTES = 4 << 20  # target float32 size of one write-block (one 1024^2 chunk)
 _INFLIGHT_BYTES = 16 << 20  # float32 bytes of the blocks in flight (each costs ~3x in memory)
 _WORKERS = 4  # most blocks in flight (each is read, then compressed by Zarr's threads)
+_T = TypeVar("_T")
 _SAVE_EVERY_S = 0.5  # progress-file updates at most this often (plus one when the run stops)
 
 
@@ -212,11 +213,9 @@ def _layout(shape: tuple[int, ...], chunks: int | Sequence[int] | None,
     return clipped, shards, block
 
 
-def _write_block(array: zarr.Array[Any], img: FitsImage, region: Region) -> int:
-    """Read one block from the FITS file and store it; return the FITS bytes read."""
-    data = read_block(img, region)
-    array[tuple(slice(a, b) for a, b in region)] = data
-    return data.size * img.raw_dtype.itemsize
+def _write_block(array: zarr.Array[Any], img: FitsImage, region: Region) -> None:
+    """Read one block from the FITS file and store it."""
+    array[tuple(slice(a, b) for a, b in region)] = read_block(img, region)
 
 
 def _source_id(img: FitsImage) -> dict[str, Any]:
@@ -274,8 +273,9 @@ def _prepare(out: Path, img: FitsImage, params: dict[str, Any], *,
     return meta, done
 
 
-def _run_blocks(grid: _Grid, todo: list[int], task: Any, *, on_done: Any, min_workers: int,
-                desc: str, initial: int, quiet: bool | None) -> None:
+def _run_blocks(grid: _Grid, todo: list[int], task: Callable[[int], _T], *,
+                on_done: Callable[[int, _T], None], min_workers: int, desc: str, initial: int,
+                quiet: bool | None) -> None:
     """Run ``task(index)`` over blocks in a few threads; ``on_done(index, result)`` in order
     of completion. As many blocks as fit in ``_INFLIGHT_BYTES`` are in flight (at least
     ``min_workers``, at most ``_WORKERS``). On any error (or Ctrl-C) no block is started any
@@ -284,7 +284,7 @@ def _run_blocks(grid: _Grid, todo: list[int], task: Any, *, on_done: Any, min_wo
     workers = max(min_workers, min(_WORKERS, fit))
     bar = progress_bar(total=grid.n, desc=desc, unit="block", quiet=quiet, initial=initial)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="streamdet")
-    futures: dict[Future[Any], int] = {}
+    futures: dict[Future[_T], int] = {}
     error: BaseException | None = None
     try:
         remaining = iter(todo)
@@ -394,18 +394,14 @@ def convert(fits_path: str | os.PathLike[str], store: str | os.PathLike[str], *,
                                             "pixel coordinates only"), stacklevel=2)
     array = open_array(out, write=True)
     todo = [i for i in range(grid.n) if i not in done]
-    skipped = sum(_n_chunks(grid.region(i), chunk_shape) for i in done)
-    written = {"chunks": 0, "bytes": 0}
-    last_save = [time.monotonic()]
+    last_save = time.monotonic()
 
-    def record(index: int, nbytes: int) -> None:
+    def record(index: int, _result: None) -> None:
+        nonlocal last_save
         done.add(index)
-        written["chunks"] += _n_chunks(grid.region(index), chunk_shape)
-        written["bytes"] += nbytes
-        now = time.monotonic()
-        if now - last_save[0] >= _SAVE_EVERY_S:
+        if time.monotonic() - last_save >= _SAVE_EVERY_S:
             save_progress(out, done, grid.n)
-            last_save[0] = now
+            last_save = time.monotonic()
 
     try:
         _run_blocks(grid, todo, lambda i: _write_block(array, img, grid.region(i)),
@@ -425,8 +421,12 @@ def convert(fits_path: str | os.PathLike[str], store: str | os.PathLike[str], *,
     return ConvertReport(
         source=img.path, store=out, hdu=img.hdu, shape=img.shape, dims=img.dims,
         chunks=chunk_shape, shards=shard_shape, codec=codec, n_blocks=grid.n,
-        n_blocks_written=len(todo), n_chunks_written=written["chunks"],
-        n_chunks_skipped=skipped, bytes_in=written["bytes"], bytes_stored=stored_bytes(out),
+        n_blocks_written=len(todo),
+        n_chunks_written=sum(_n_chunks(grid.region(i), chunk_shape) for i in todo),
+        n_chunks_skipped=sum(_n_chunks(grid.region(i), chunk_shape)
+                             for i in range(grid.n) if i not in todo),
+        bytes_in=sum(math.prod(b - a for a, b in grid.region(i)) for i in todo)
+        * img.raw_dtype.itemsize, bytes_stored=stored_bytes(out),
         seconds=time.perf_counter() - t0, resumed=resumed, verified=verified,
         has_celestial_wcs=sky.wcs is not None, beam=sky.beam, freq_hz=sky.freq_hz)
 

@@ -61,6 +61,7 @@ def test_round_trip_data(name: str, request: pytest.FixtureRequest, tmp_path: Pa
     np.testing.assert_array_equal(np.isnan(got), np.isnan(case.expected))
     assert np.array_equal(got, case.expected, equal_nan=True)
     assert report.shape == case.expected.shape
+    assert report.bytes_in == case.expected.size * abs(case.header["BITPIX"]) // 8
     assert report.n_chunks_written == len(_chunk_files(tmp_path / "out.zarr"))
     assert report.n_chunks_skipped == 0 and not report.resumed
 
@@ -224,13 +225,12 @@ def _crash_after(monkeypatch: pytest.MonkeyPatch, k: int) -> dict[str, int]:
     real = conv_mod._write_block
     count = {"calls": 0, "ok": 0}
 
-    def flaky(array: Any, img: Any, region: Any) -> int:
+    def flaky(array: Any, img: Any, region: Any) -> None:
         count["calls"] += 1
         if count["calls"] == k + 1:
             raise _Crash("simulated crash")
-        out = real(array, img, region)
+        real(array, img, region)
         count["ok"] += 1
-        return out
 
     monkeypatch.setattr(conv_mod, "_write_block", flaky)
     return count
@@ -339,11 +339,10 @@ def test_convert_verify_failure_is_repaired_by_rerun(fits_2d: FitsCase, tmp_path
     real = conv_mod._write_block
     store = tmp_path / "v.zarr"
 
-    def wrong_once(array: Any, img: Any, region: Any) -> int:
-        n = real(array, img, region)
+    def wrong_once(array: Any, img: Any, region: Any) -> None:
+        real(array, img, region)
         if region[0][0] == 64:  # block 1: store something else
             array[region[0][0]:region[0][1], :] = 0.0
-        return n
 
     monkeypatch.setattr(conv_mod, "_write_block", wrong_once)
     with pytest.raises(StreamdetValueError, match=r"block 1 \(y 64:128"):
