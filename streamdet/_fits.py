@@ -107,11 +107,6 @@ class FitsImage:
         return _RAW_DTYPES[self.bitpix]
 
     @property
-    def nbytes(self) -> int:
-        """Bytes of the data section read to produce :attr:`shape` (no padding)."""
-        return math.prod(self.shape) * self.raw_dtype.itemsize
-
-    @property
     def scaled(self) -> bool:
         """True when BSCALE/BZERO are not the identity."""
         return self.bscale != 1.0 or self.bzero != 0.0
@@ -372,7 +367,7 @@ def _to_float32(raw: NDArray[Any], img: FitsImage) -> NDArray[np.float32]:
     return out
 
 
-def header_wcs(header: fits.Header) -> WCS:
+def _header_wcs(header: fits.Header) -> WCS:
     """The header's full WCS, with astropy's fix-up warnings silenced and no pixel shape
     (a 2-axis image may carry 4 WCS axes: a shape of 2 would break ``WCS.sub``)."""
     with warnings.catch_warnings():
@@ -421,7 +416,7 @@ def wcs_from_cards(cards: dict[str, Any], *, shape: tuple[int, ...] | None = Non
     header = fits.Header()
     for key, value in cards.items():
         header[key] = value
-    wcs = header_wcs(header)
+    wcs = _header_wcs(header)
     if shape is not None and len(shape) == wcs.naxis:
         wcs.array_shape = shape
     return wcs
@@ -458,7 +453,7 @@ def sky_metadata(img: FitsImage) -> SkyMeta:
     bunit = (str(bunit_card).strip() or None) if bunit_card is not None else None
     beam = _beam(header)
     try:
-        full = header_wcs(header)
+        full = _header_wcs(header)
     except Exception as exc:  # astropy raises many types on malformed WCS cards
         return SkyMeta(wcs=None, beam=beam, freq_hz=None, bunit=bunit,
                        problem=f"the WCS cards cannot be parsed ({exc})")

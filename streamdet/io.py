@@ -32,7 +32,6 @@ from ._zarrstore import (
     COORD,
     DEFAULT_CHUNKS_CUBE,
     DEFAULT_CHUNKS_IMAGE,
-    StoreMeta,
     load_progress,
     open_array,
     read_coord,
@@ -170,7 +169,7 @@ def _dask_chunks(shape: tuple[int, ...], chunks: int | Sequence[int] | None,
 def _open_store(p: Path, chunks: int | Sequence[int] | None, allow_incomplete: bool) -> Image:
     meta = read_meta(p)
     if not meta.complete and not allow_incomplete:
-        raise IncompleteStoreError(f"store {str(p)!r} is incomplete ({_progress_text(meta)}); "
+        raise IncompleteStoreError(f"store {str(p)!r} is incomplete ({_progress_text(p)}); "
                                    "run streamdet convert again to finish it")
     array = open_array(p)
     dchunks = _dask_chunks(meta.shape, chunks, meta.chunks)
@@ -353,8 +352,8 @@ def _wcs_summary(wcs: WCS | None) -> str:
     return text
 
 
-def _progress_text(meta: StoreMeta) -> str:
-    done, total = load_progress(meta.path)
+def _progress_text(path: Path) -> str:
+    done, total = load_progress(path)
     return f"{len(done)}/{total if total else '?'} blocks written"
 
 
