@@ -15,6 +15,7 @@ from .errors import (
     StreamdetError,
     StreamdetFileNotFoundError,
     StreamdetValueError,
+    StreamdetWarning,
     WCSMissingError,
 )
 from .io import Image, StoreInfo, info, open_image
@@ -36,6 +37,7 @@ __all__ = [
     "StreamdetError",
     "StreamdetFileNotFoundError",
     "StreamdetValueError",
+    "StreamdetWarning",
     "WCSMissingError",
     "__version__",
     "convert",

@@ -14,12 +14,17 @@ __all__ = [
     "StreamdetError",
     "StreamdetFileNotFoundError",
     "StreamdetValueError",
+    "StreamdetWarning",
     "WCSMissingError",
 ]
 
 
 class StreamdetError(Exception):
     """Base class of every error raised by streamdet."""
+
+
+class StreamdetWarning(UserWarning):
+    """Base class of the warnings streamdet emits."""
 
 
 class StreamdetValueError(StreamdetError, ValueError):

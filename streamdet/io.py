@@ -40,20 +40,20 @@ from ._zarrstore import (
     stored_bytes,
     wcs_from_meta,
 )
-from .errors import IncompleteStoreError, StreamdetFileNotFoundError, StreamdetValueError
+from .errors import (
+    IncompleteStoreError,
+    StreamdetFileNotFoundError,
+    StreamdetValueError,
+    StreamdetWarning,
+)
 
 __all__ = [
     "Image",
     "NoCelestialWCSWarning",
     "StoreInfo",
-    "StreamdetWarning",
     "info",
     "open_image",
 ]
-
-
-class StreamdetWarning(UserWarning):
-    """Base class of the warnings streamdet emits."""
 
 
 class NoCelestialWCSWarning(StreamdetWarning):

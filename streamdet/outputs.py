@@ -28,7 +28,7 @@ from ._atomic import atomic_path, check_output
 from ._pb import PrimaryBeam
 from ._version import __version__
 from .detections import Detections
-from .errors import StreamdetError, StreamdetValueError, WCSMissingError
+from .errors import StreamdetError, StreamdetValueError, StreamdetWarning, WCSMissingError
 
 __all__ = [
     "DEFAULT_PARAM_UNITS",
@@ -56,11 +56,11 @@ CatalogueFormat = Literal["sdc1", "ecsv", "fits", "parquet"]
 _ASTROPY_FORMATS = {"ecsv": "ascii.ecsv", "fits": "fits", "parquet": "parquet"}
 
 
-class NoWCSWarning(UserWarning):
+class NoWCSWarning(StreamdetWarning):
     """A catalogue was made without a celestial WCS: pixel columns only."""
 
 
-class CatalogueWarning(UserWarning):
+class CatalogueWarning(StreamdetWarning):
     """Rows were dropped or a catalogue is empty or incomplete."""
 
 
