@@ -118,10 +118,10 @@ def test_region_png_size_pixels_and_overlays(field: tuple[Path, Path, Table],
     np.testing.assert_array_equal(rf.truth.index, inside)
     np.testing.assert_allclose(rf.detections.x, px[inside] - x0, atol=1e-6)
     np.testing.assert_allclose(rf.detections.y, py[inside] - y0, atol=1e-6)
-    from matplotlib.collections import PatchCollection
+    from matplotlib.collections import EllipseCollection
 
-    collections = [c for c in rf.ax.collections if isinstance(c, PatchCollection)]
-    assert sorted(len(c.get_paths()) for c in collections) == [len(inside)] * 2
+    drawn = [c for c in rf.ax.collections if isinstance(c, EllipseCollection)]
+    assert [np.shape(c.get_offsets())[0] for c in drawn] == [len(inside)] * 2
     box = rf.ax.get_legend()
     assert box is not None
     legend = [t.get_text() for t in box.get_texts()]
