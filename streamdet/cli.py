@@ -211,6 +211,10 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("store", metavar="STORE.zarr", help="Zarr store (or FITS file)")
     p.set_defaults(func=_cmd_info)
 
+    from ._plot_cli import add_plot_parser
+
+    add_plot_parser(sub)
+
     from export._cli import add_export_parser
 
     add_export_parser(sub)
