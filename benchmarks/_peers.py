@@ -41,7 +41,8 @@ Run as a script (what :func:`run_finder` does)::
 
 prints one JSON line ``{"seconds", "rss_mb", "n"}``: ``seconds`` from reading the
 image to the raw catalogue in memory (imports and writing excluded), ``rss_mb`` the
-peak resident memory of the process (or of its largest child, if larger).
+peak resident memory of the process, imports included (or of its largest child, if
+larger: PyBDSF may fork workers).
 """
 
 from __future__ import annotations
@@ -516,9 +517,23 @@ def sdc1_catalogue(raw: Table, *, freq: int) -> Table:
 # --------------------------------------------------------------------------- subprocess
 
 def _peak_rss_mb() -> float:
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(own, kids) / 1024.0   # Linux: KiB
+    """Peak RSS (MB) of this process, or of its largest finished child if larger.
+
+    ``VmHWM`` of ``/proc/self/status`` (the peak of the current address space), not
+    ``getrusage(RUSAGE_SELF)``: Linux carries the pre-``exec`` peak (the parent's size
+    at fork) into the latter, so a child of a big parent would report the parent's size.
+    """
+    own = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)   # KiB; fallback
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    own = float(line.split()[1])
+                    break
+    except OSError:
+        pass
+    kids = float(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    return max(own, kids) / 1024.0
 
 
 def run_finder(finder: str, image: str | os.PathLike[str], out: str | os.PathLike[str],

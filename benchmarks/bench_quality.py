@@ -54,6 +54,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _peers import run_finder, sdc1_catalogue
 
 import streamdet
+from streamdet.catalog import read_sdc1, write_sdc1
+from streamdet.errors import StreamdetError
 
 #: Default seed of the field: training uses seeds 0.. (fields) and seed + 1_000_003
 #: (validation) of ``export.train.TrainConfig`` (seed 0 by default); this is neither.
@@ -89,7 +91,7 @@ def _field(workdir: Path, *, size: int, freq: int, seed: int,
                                    offset=offset, overwrite=True, quiet=True)
         n = len(table)
     else:
-        n = len(streamdet.catalog.read_sdc1(truth))
+        n = len(read_sdc1(truth))
     return image, truth, n
 
 
@@ -101,7 +103,7 @@ def _model(arg: Path | None, image: Path) -> Path | None:
     img = streamdet.open_image(image)
     try:
         return default_model(freq_hz=img.freq_hz, pixel_scale_arcsec=img.pixel_scale_arcsec)
-    except streamdet.errors.StreamdetError as exc:
+    except StreamdetError as exc:
         print(f"note: no bundled model for this image ({exc}); streamdet rows skipped",
               file=sys.stderr)
         return None
@@ -111,7 +113,7 @@ def _score(row: Row, raw_path: Path, truth: Path, freq: int, workdir: Path) -> R
     raw = Table.read(raw_path, format="ascii.ecsv")
     cat = sdc1_catalogue(raw, freq=freq)
     sub = workdir / (raw_path.stem + ".sdc1.txt")
-    streamdet.catalog.write_sdc1(cat, sub, overwrite=True)
+    write_sdc1(cat, sub, overwrite=True)
     res = streamdet.score(cat, truth, freq=freq)
     row.score, row.n_det, row.n_match = res.score, res.n_det, res.n_match
     row.purity, row.acc_pc, row.accuracy = res.purity, res.acc_pc, dict(res.accuracy)
@@ -217,13 +219,13 @@ def main(argv: list[str] | None = None) -> list[Row]:
     print(markdown(rows))
     print()
     print(accuracy_table(rows))
-    ours = [r.score for r in rows if r.finder == "streamdet" and not math.isnan(r.score)]
     peers = [r.score for r in rows if r.finder != "streamdet" and not math.isnan(r.score)]
-    if ours and peers:
-        best = max(peers)
-        ratio = max(ours) / best if best > 0 else math.nan
-        print(f"\nstreamdet best score / best peer score: {max(ours):.1f} / {best:.1f} = "
-              f"{ratio:.2f}" + ("" if best > 0 else " (best peer score <= 0)"))
+    best = max(peers, default=math.nan)
+    for r in rows:
+        if r.finder == "streamdet" and not math.isnan(r.score) and best > 0:
+            print(f"\nstreamdet {r.threshold} / best peer: {r.score:.1f} / {best:.1f} = "
+                  f"{r.score / best:.2f}", end="")
+    print()
     with open(workdir / "results.json", "w", encoding="utf-8") as fh:
         json.dump({"freq": args.freq, "size": args.size, "seed": args.seed,
                    "offset": offset, "n_true": n_true, "model": str(model),
