@@ -11,6 +11,7 @@ turning the position angles with the pixels) and returns the per-cutout truth th
 
 from __future__ import annotations
 
+import gzip
 import math
 import os
 import warnings
@@ -20,15 +21,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from astropy.table import Table
 from astropy.wcs import WCS
 from numpy.typing import NDArray
 
 from streamdet._pb import PrimaryBeam
 from streamdet._population import BANDS, primary_beam
-from streamdet.catalog import read_sdc1
+from streamdet.catalog import SDC1_COLUMNS, read_sdc1
 from streamdet.contract import ModelContract, normalise
 from streamdet.decode import encode_params
-from streamdet.errors import StreamdetValueError, WCSMissingError
+from streamdet.errors import StreamdetFileNotFoundError, StreamdetValueError, WCSMissingError
 from streamdet.io import open_image
 from streamdet.simulate import simulate
 
@@ -49,6 +51,7 @@ __all__ = [
     "SelectionConfig",
     "augment",
     "load_field",
+    "read_truth",
     "robust_rms",
     "simulated_field",
 ]
@@ -164,6 +167,55 @@ def _separation(ra: FloatArray, dec: FloatArray, ra0: float, dec0: float) -> Flo
     return np.degrees(2.0 * np.arcsin(np.sqrt(np.clip(hav, 0.0, 1.0))))
 
 
+def read_truth(path: str | os.PathLike[str]) -> Table:
+    """Read a truth catalogue: the SDC1 submission format, or the SDC1 training-set format.
+
+    The training-set files of the challenge (``TrainingSet_B1_v2_ML.txt``, optionally
+    gzipped) start with ``COLUMNn:`` description lines and a free-text header, then
+    15 columns: the 12 SDC1 columns, ``SELECTION`` (1 if the source was injected
+    into the map), ``x`` and ``y``. Rows with ``SELECTION`` 0 are dropped.
+
+    Returns
+    -------
+    astropy.table.Table
+        The 12 SDC1 columns (:func:`streamdet.catalog.read_sdc1` types).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise StreamdetFileNotFoundError(f"truth catalogue {str(p)!r} does not exist")
+    if p.suffix != ".gz":
+        try:
+            return read_sdc1(p)
+        except StreamdetValueError:
+            pass
+    opener = gzip.open if p.suffix == ".gz" else open
+    rows: list[list[float]] = []
+    with opener(p, "rt", encoding="utf-8") as fh:
+        for line in fh:
+            parts = line.split()
+            if not parts or parts[0].upper().startswith("COLUMN"):
+                continue
+            try:
+                values = [float(v) for v in parts]
+            except ValueError:
+                continue  # header line
+            if len(values) not in (12, 15):
+                raise StreamdetValueError(f"{str(p)!r}: a data line has {len(values)} fields; "
+                                          "expected 12 (SDC1) or 15 (SDC1 training set)")
+            rows.append(values)
+    ncol = {len(r) for r in rows}
+    if len(ncol) > 1:
+        raise StreamdetValueError(f"{str(p)!r}: data lines have {sorted(ncol)} fields")
+    data = np.asarray(rows, np.float64).reshape(len(rows), -1) if rows else np.zeros((0, 12))
+    if data.shape[1] == 15:
+        data = data[data[:, 12] > 0]
+    out = Table()
+    for j, name in enumerate(SDC1_COLUMNS):
+        col = data[:, j]
+        out[name] = col.astype(np.int64) if name in ("id", "size", "class") else col
+    return out
+
+
 def load_field(image: str | os.PathLike[str], truth: str | os.PathLike[str], *,
                pb: str | os.PathLike[str] | None = None, noise: float | None = None,
                name: str | None = None) -> Field:
@@ -174,8 +226,9 @@ def load_field(image: str | os.PathLike[str], truth: str | os.PathLike[str], *,
     image : path-like
         2-D image in Jy/beam with a celestial WCS and a restoring beam (BMAJ/BMIN).
     truth : path-like
-        Truth catalogue in the SDC1 format (:func:`streamdet.catalog.read_sdc1`);
-        positions (``ra_cent``, ``dec_cent``) go to pixels through the image WCS.
+        Truth catalogue in the SDC1 format, or an SDC1 training-set file
+        (:func:`read_truth`); positions (``ra_cent``, ``dec_cent``) go to pixels through
+        the image WCS.
     pb : path-like, optional
         Primary-beam FITS image: gain at each source. Without it, an image written by
         ``streamdet simulate`` (header ``PBRA``/``PBDEC``) gets the simulator's beam;
@@ -217,7 +270,7 @@ def load_field(image: str | os.PathLike[str], truth: str | os.PathLike[str], *,
     if ny * nx <= _IN_MEMORY_PIXELS:
         pixels = np.asarray(pixels.compute(), np.float32)
 
-    cat = read_sdc1(truth)
+    cat = read_truth(truth)
     ra = np.asarray(cat["ra_cent"], np.float64)
     dec = np.asarray(cat["dec_cent"], np.float64)
     with warnings.catch_warnings():

@@ -290,3 +290,32 @@ def test_cli_image_truth_pairs(tmp_path: Path) -> None:
     args = _parser().parse_args(["train", "--workdir", str(tmp_path / "w"), "--image", "a.fits"])
     with pytest.raises(StreamdetValueError, match="pairs"):
         args.func(args)
+
+
+def test_read_truth_training_set_format(tmp_path: Path) -> None:
+    import gzip
+
+    from export._data import read_truth
+
+    lines = ["COLUMN1:    ID    [none]    Source ID",
+             "COLUMN13:    SELECTION    [none]",
+             "0,1 to record that the source has not/has been injected",
+             "  ID  RA (core)  DEC (core)  RA (centroid) DEC (centroid) FLUX Core frac BMAJ BMIN "
+             "PA SIZE CLASS SELECTION x y",
+             "7 -0.5 -29.8 -0.5001 -29.8001 3.4e-05 0.0 5.6 5.5 328.5 1 1 1 19704.5 17712.9",
+             "8 -0.4 -29.7 -0.4 -29.7 1.6e-05 0.0 0.8 0.2 346.6 2 3 0 18020.3 18182.1",
+             "9 -0.3 -29.6 -0.3 -29.6 2.6e-05 0.0 1.8 0.9 46.6 3 3 1 18000.3 18100.1"]
+    path = tmp_path / "ts.txt.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as fh:
+        fh.write("\n".join(lines) + "\n")
+    t = read_truth(path)
+    assert t["id"].tolist() == [7, 9]  # the SELECTION 0 source is not in the map
+    assert t["size"].tolist() == [1, 3] and t["ra_cent"][0] == pytest.approx(-0.5001)
+    # an SDC1 submission-format file reads as it is
+    sub = tmp_path / "sub.txt"
+    sub.write_text("id ra_core dec_core ra_cent dec_cent flux core_frac b_maj b_min pa size "
+                   "class\n1 0.1 -30 0.1 -30 1e-5 0 1 1 0 2 3\n", encoding="utf-8")
+    assert read_truth(sub)["id"].tolist() == [1]
+    shared = Path("/work/shared/data/sdc1/TrainingSet_B1_v2_ML.txt.gz")
+    if shared.is_file():
+        assert len(read_truth(shared)) == 19222  # every row of B1 was injected
