@@ -1,8 +1,8 @@
 """Catalogue quality: streamdet against SEP and PyBDSF, scored by the official SDC1 scorer.
 
 One simulated SDC1-like field (``streamdet.simulate``, a seed never used in training,
-centred away from the SDC1 training box so that nothing is dropped by the scorer's
-``train=False`` rule) is searched by:
+centred south of the pointing (:func:`default_offset`) so that the SDC1 training box,
+which the scorer's ``train=False`` rule drops, stays outside it) is searched by:
 
 * **streamdet** (``detect`` on the FITS file, CPU, ``--threads`` ONNX Runtime threads),
   threshold presets ``best`` and ``purity`` of the model;
@@ -27,6 +27,8 @@ Usage::
 
     python benchmarks/bench_quality.py [--freq 560|1400] [--size 4096] [--seed S]
         [--model M.onnx] [--workdir DIR] [--skip-peers] [--skip-streamdet]
+        [--offset DRA DDEC] [--threads 2] [--presets best purity]
+        [--sep-thresh 3 5] [--bdsf-thresh 5]
 
 Prints a Markdown table (finder, threshold, score, N_det, N_match, purity, acc_pc,
 time, peak RSS), the per-term accuracies, and streamdet's score / best peer score;
@@ -60,9 +62,31 @@ from streamdet.errors import StreamdetError
 #: Default seed of the field: training uses seeds 0.. (fields) and seed + 1_000_003
 #: (validation) of ``export.train.TrainConfig`` (seed 0 by default); this is neither.
 DEFAULT_SEED = 4_242_424
-#: Field centre offset from the SDC1 pointing (deg): keeps a 560 MHz field of up to
-#: ~0.88 deg (and any 1400 MHz field up to 0.7 deg) clear of the SDC1 training box.
-DEFAULT_OFFSET = (0.0, -0.5)
+#: SDC1 training box (scorer constants, deg; RA in -180..180): ``train=False`` drops it.
+TRAIN_BOX = {560: (-0.6723, 0.0, -29.9400, -29.4061), 1400: (-0.2688, 0.0, -29.9400, -29.7265)}
+
+
+def default_offset(size: int, freq: int) -> tuple[float, float]:
+    """Field centre offset (deg) south of the pointing that keeps the field clear of the box.
+
+    ``0.5 x 560 / freq`` deg south (the same primary-beam geometry in both bands), or
+    more when the field is so tall that its north edge (plus 0.07 deg) would reach
+    the training box, whose south edge lies 0.06 deg north of the pointing.
+    """
+    from streamdet._population import band
+
+    half = 0.5 * size * band(freq).pixel_arcsec / 3600.0
+    return (0.0, -round(max(0.5 * 560.0 / freq, half + 0.07), 3))
+
+
+def in_training_box(ra: Any, dec: Any, freq: int) -> int:
+    """How many of the positions (deg) lie in the SDC1 training box of the band."""
+    import numpy as np
+
+    ra_min, ra_max, dec_min, dec_max = TRAIN_BOX[freq]
+    r = np.mod(np.asarray(ra, np.float64) + 180.0, 360.0) - 180.0
+    d = np.asarray(dec, np.float64)
+    return int(np.count_nonzero((r > ra_min) & (r < ra_max) & (d > dec_min) & (d < dec_max)))
 
 
 @dataclass
@@ -83,16 +107,15 @@ class Row:
 
 
 def _field(workdir: Path, *, size: int, freq: int, seed: int,
-           offset: tuple[float, float]) -> tuple[Path, Path, int]:
+           offset: tuple[float, float]) -> tuple[Path, Path, int, int]:
     stem = f"field_{freq}_{size}_s{seed}_{offset[0]:+g}_{offset[1]:+g}"
     image, truth = workdir / f"{stem}.fits", workdir / f"{stem}.truth.txt"
     if not (image.exists() and truth.exists()):
         table = streamdet.simulate(image, truth=truth, size=size, freq=freq, seed=seed,
                                    offset=offset, overwrite=True, quiet=True)
-        n = len(table)
     else:
-        n = len(read_sdc1(truth))
-    return image, truth, n
+        table = read_sdc1(truth)
+    return image, truth, len(table), in_training_box(table["ra_core"], table["dec_core"], freq)
 
 
 def _model(arg: Path | None, image: Path) -> Path | None:
@@ -175,8 +198,9 @@ def main(argv: list[str] | None = None) -> list[Row]:
     ap.add_argument("--freq", type=int, choices=(560, 1400), default=560)
     ap.add_argument("--size", type=int, default=4096)
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    ap.add_argument("--offset", type=float, nargs=2, default=DEFAULT_OFFSET,
-                    metavar=("DRA", "DDEC"))
+    ap.add_argument("--offset", type=float, nargs=2, default=None, metavar=("DRA", "DDEC"),
+                    help="field centre offset from the pointing, deg (default: "
+                         "default_offset(size, freq))")
     ap.add_argument("--model", type=Path, default=None,
                     help="ONNX model (default: the bundled model for the image)")
     ap.add_argument("--threads", type=int, default=2, help="streamdet ONNX Runtime threads")
@@ -190,11 +214,13 @@ def main(argv: list[str] | None = None) -> list[Row]:
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench_quality_"))
     workdir.mkdir(parents=True, exist_ok=True)
-    offset = (float(args.offset[0]), float(args.offset[1]))
-    image, truth, n_true = _field(workdir, size=args.size, freq=args.freq, seed=args.seed,
+    offset = ((float(args.offset[0]), float(args.offset[1])) if args.offset is not None
+              else default_offset(args.size, args.freq))
+    image, truth, n_true, n_box = _field(workdir, size=args.size, freq=args.freq, seed=args.seed,
                                   offset=offset)
     print(f"field: {args.size}^2 px at {args.freq} MHz, seed {args.seed}, offset {offset} deg, "
-          f"{n_true} true sources; {image}", flush=True)
+          f"{n_true} true sources ({n_box} in the SDC1 training box, not scored); {image}",
+          flush=True)
 
     rows: list[Row] = []
     model = None if args.skip_streamdet else _model(args.model, image)

@@ -262,3 +262,51 @@ def test_truncation_factor_matches_brute_force(ratio: float) -> None:
     got = float(peers.truncation_factor([ratio])[0])
     np.testing.assert_allclose((w * xx ** 2).sum() / sx ** 2, got, rtol=2e-3)
     np.testing.assert_allclose((w * yy ** 2).sum() / sy ** 2, got, rtol=2e-3)
+
+
+def _load_bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_quality",
+                                                  ROOT / "benchmarks" / "bench_quality.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["bench_quality"] = mod          # dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_in_training_box_agrees_with_the_scorer() -> None:
+    pytest.importorskip("ska_sdc")
+    import pandas as pd
+    from ska_sdc.sdc1.utils.prep import refine_area
+
+    bench = _load_bench()
+    rng = np.random.default_rng(2)
+    for freq in (560, 1400):
+        ra = rng.uniform(-1.0, 0.5, 4000) % 360.0
+        dec = rng.uniform(-30.3, -29.2, 4000)
+        frame = pd.DataFrame({"ra_core": np.where(ra > 180, ra - 360, ra), "dec_core": dec})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            inside = len(refine_area(frame, freq, train=True))
+        assert inside > 100
+        assert bench.in_training_box(ra, dec, freq) == inside
+
+
+@pytest.mark.parametrize("freq", [560, 1400])
+@pytest.mark.parametrize("size", [512, 4096, 16384])
+def test_default_offset_keeps_the_field_clear(freq: int, size: int) -> None:
+    """No pixel of the field (edges sampled) falls in the training box."""
+    from streamdet._population import band
+
+    bench = _load_bench()
+    dra, ddec = bench.default_offset(size, freq)
+    h = _header(size, pixel=band(freq).pixel_arcsec)
+    h["CRVAL1"], h["CRVAL2"] = dra % 360.0, -30.0 + ddec
+    wcs = WCS(h).celestial
+    t = np.linspace(-0.5, size - 0.5, 257)
+    edge_x = np.concatenate([t, t, np.full_like(t, -0.5), np.full_like(t, size - 0.5)])
+    edge_y = np.concatenate([np.full_like(t, -0.5), np.full_like(t, size - 0.5), t, t])
+    ra, dec = wcs.wcs_pix2world(edge_x, edge_y, 0)
+    assert bench.in_training_box(ra, dec, freq) == 0
+    assert float(dec.max()) < -29.94                  # south of the box, not just beside it
+    assert bench.in_training_box([359.9], [-29.8], freq) == 1       # the box itself counts
