@@ -218,6 +218,10 @@ def _build_parser() -> argparse.ArgumentParser:
     from export._cli import add_export_parser
 
     add_export_parser(sub)
+
+    from export._train_cli import add_train_parser
+
+    add_train_parser(sub)
     return parser
 
 

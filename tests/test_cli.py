@@ -11,7 +11,7 @@ import streamdet
 from streamdet.cli import main
 from streamdet.contract import load_model
 
-SUBCOMMANDS = ["simulate", "convert", "info", "detect", "score", "plot", "export"]
+SUBCOMMANDS = ["simulate", "convert", "info", "detect", "score", "plot", "export", "train"]
 CIANNA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cianna"
 
 
