@@ -49,6 +49,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from astropy.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -81,8 +82,6 @@ def default_offset(size: int, freq: int) -> tuple[float, float]:
 
 def in_training_box(ra: Any, dec: Any, freq: int) -> int:
     """How many of the positions (deg) lie in the SDC1 training box of the band."""
-    import numpy as np
-
     ra_min, ra_max, dec_min, dec_max = TRAIN_BOX[freq]
     r = np.mod(np.asarray(ra, np.float64) + 180.0, 360.0) - 180.0
     d = np.asarray(dec, np.float64)
