@@ -69,7 +69,9 @@ store, model, batch, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(s
 t0 = time.perf_counter()
 table = streamdet.detect(store, model=model, batch=batch, threads=threads, quiet=True)
 dt = time.perf_counter() - t0
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM, not getrusage: Linux carries the parent's pre-exec peak into ru_maxrss.
+rss = next(float(line.split()[1]) / 1024 for line in open("/proc/self/status")
+           if line.startswith("VmHWM:"))
 print(json.dumps({"seconds": dt, "rss_mb": rss, "n": len(table)}))
 """
 
