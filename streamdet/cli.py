@@ -16,8 +16,13 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
+    from ._atomic import check_output
     from .simulate import simulate
 
+    if args.pb:
+        from .simulate import write_primary_beam
+
+        check_output(args.pb, overwrite=args.overwrite)
     truth = simulate(
         args.output,
         truth=args.truth,
@@ -30,6 +35,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         quiet=args.quiet or None,
     )
+    if args.pb:
+        write_primary_beam(args.pb, freq=args.freq, overwrite=args.overwrite)
     if not args.quiet:
         print(f"wrote {args.output} ({args.size}x{args.size}, {args.freq} MHz, "
               f"{len(truth)} sources)" + (f" and truth {args.truth}" if args.truth else ""))
@@ -141,6 +148,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed")
     p.add_argument("--offset", type=float, nargs=2, default=(0.0, 0.0), metavar=("DRA", "DDEC"),
                    help="field centre offset from (RA 0, Dec -30) in degrees")
+    p.add_argument("--pb", metavar="PB.fits",
+                   help="also write the primary beam applied (for detect --pb)")
     p.add_argument("--no-noise", action="store_true", help="leave out the noise")
     p.add_argument("--sidelobes", action="store_true",
                    help="add sidelobes/negative bowls around the brightest sources")

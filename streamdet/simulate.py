@@ -58,12 +58,14 @@ from pathlib import Path
 
 import numpy as np
 from astropy import units as u
+from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.table import Column, Table
 from astropy.wcs import WCS
 
 from ._atomic import atomic_path, check_output
 from ._population import (
+    BANDS,
     POINTING,
     Band,
     SourceDraw,
@@ -78,7 +80,7 @@ from ._version import __version__
 from .catalog import SDC1_COLUMNS, write_sdc1
 from .errors import StreamdetValueError
 
-__all__ = ["simulate"]
+__all__ = ["simulate", "write_primary_beam"]
 
 _MIN_SIZE = 64
 _FITS_BLOCK = 2880
@@ -319,3 +321,54 @@ def _truth_table(draw: SourceDraw, ra: np.ndarray, dec: np.ndarray, ra_c: np.nda
     }
     assert tuple(cols)[:len(SDC1_COLUMNS)] == SDC1_COLUMNS
     return Table(cols)
+
+
+def write_primary_beam(path: str | os.PathLike[str], *, freq: int = 560, size_deg: float = 8.0,
+                       pixel_deg: float = 0.05, overwrite: bool = False) -> Path:
+    """Write the primary beam that :func:`simulate` applies, as a FITS image.
+
+    The beam of the simulator (the SDC1 560 MHz model, azimuthally averaged, scaled by
+    ``560 / freq``), pointed at RA 0, Dec -30 on a coarse SIN grid, like the challenge's
+    ``PrimaryBeam_B1.fits``; give it to ``streamdet detect --pb`` to correct fluxes.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        FITS file to write (atomically).
+    freq : {560, 1400, 9200}
+        Band, MHz.
+    size_deg : float
+        Side of the map, degrees.
+    pixel_deg : float
+        Pixel side, degrees.
+    overwrite : bool
+        Replace an existing file.
+
+    Returns
+    -------
+    pathlib.Path
+        The file written.
+    """
+    if freq not in BANDS:
+        raise StreamdetValueError(f"freq {freq} MHz is not an SDC1 band {BANDS}")
+    if not (0 < pixel_deg < size_deg <= 90):
+        raise StreamdetValueError(
+            f"need 0 < pixel_deg ({pixel_deg}) < size_deg ({size_deg}) <= 90")
+    n = round(size_deg / pixel_deg) | 1          # odd: the pointing on a pixel centre
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---SIN", "DEC--SIN"]
+    w.wcs.crval = list(POINTING)
+    w.wcs.crpix = [(n + 1) / 2, (n + 1) / 2]
+    w.wcs.cdelt = [-pixel_deg, pixel_deg]
+    yy, xx = np.mgrid[0:n, 0:n]
+    ra, dec = w.pixel_to_world_values(xx.ravel(), yy.ravel())
+    centre = SkyCoord(*POINTING, unit="deg")
+    sep = centre.separation(SkyCoord(ra, dec, unit="deg")).deg
+    gain = primary_beam(sep, freq).reshape(n, n).astype(np.float32)
+    header = w.to_header()
+    header["BUNIT"] = ""
+    header["COMMENT"] = f"streamdet {__version__} simulator primary beam at {freq} MHz"
+    out = Path(path)
+    with atomic_path(out, overwrite=overwrite) as tmp:
+        fits.PrimaryHDU(gain, header=header).writeto(tmp, output_verify="silentfix")
+    return out

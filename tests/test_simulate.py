@@ -545,3 +545,21 @@ def test_memory_stays_bounded_by_the_strip(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert (tmp_path / "f.fits").stat().st_size >= 4 * n * n
     assert peak < 0.5 * 4 * n * n  # less than half of the float32 image
+
+
+def test_primary_beam_file_matches_the_truth_gain(tmp_path: Path) -> None:
+    """The PB map written for ``detect --pb`` gives the gain the simulator applied."""
+    from streamdet._pb import PrimaryBeam
+    from streamdet.simulate import write_primary_beam
+
+    truth = simulate(tmp_path / "f.fits", size=256, freq=1400, seed=5, offset=(0.3, -0.2),
+                     quiet=True)
+    pb_path = write_primary_beam(tmp_path / "pb.fits", freq=1400, pixel_deg=0.02,
+                                 size_deg=3.0)
+    gain = PrimaryBeam.from_fits(pb_path).response(np.asarray(truth["ra_core"]),
+                                                   np.asarray(truth["dec_core"]))
+    np.testing.assert_allclose(gain, np.asarray(truth["pb"]), rtol=2e-3)
+    with pytest.raises(OutputExistsError):
+        write_primary_beam(pb_path, freq=1400)
+    with pytest.raises(StreamdetValueError, match="1234"):
+        write_primary_beam(tmp_path / "x.fits", freq=1234)
