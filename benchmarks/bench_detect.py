@@ -31,24 +31,20 @@ from pathlib import Path
 import numpy as np
 
 import streamdet
+from streamdet._infer import even_tile
 from streamdet._plan import padded_size, plan_windows
 from streamdet.contract import load_model
 from streamdet.detect import _configure
 
 
-def _default_model(workdir: Path) -> Path:
-    from streamdet.models import bundled_models
+def _model_for(store: Path, model: Path | None) -> Path:
+    """The model given, or the bundled default that detect itself picks for the image."""
+    if model is not None:
+        return model
+    from streamdet.models import default_model
 
-    found = bundled_models()
-    if found:
-        return found[0]
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests._models import make_test_model
-
-    path = workdir / "bench_model.onnx"
-    if not path.exists():
-        make_test_model(path, width=16)
-    return path
+    img = streamdet.open_image(store)
+    return default_model(freq_hz=img.freq_hz, pixel_scale_arcsec=img.pixel_scale_arcsec)
 
 
 def _prepare(size: int, workdir: Path) -> Path:
@@ -89,7 +85,8 @@ def _raw(store: Path, model_path: Path, batch: int, threads: int) -> float:
     c = model.contract
     img = streamdet.open_image(store)
     ny, nx = img.shape
-    cfg = _configure(c, (1024, 1024), chunk=None, halo=None, tile=None, batch=batch,
+    chunks = tuple(int(n) for n in img.data.data.chunksize)
+    cfg = _configure(c, (chunks[0], chunks[1]), chunk=None, halo=None, tile=None, batch=batch,
                      threshold=None, iou_threshold=None, split_every=4)
     s = c.stride[-1]
     limit = (0, padded_size(ny, s), 0, padded_size(nx, s))
@@ -99,7 +96,8 @@ def _raw(store: Path, model_path: Path, batch: int, threads: int) -> float:
         cy0, cy1, cx0, cx1 = w.core
         grown = (max(0, cy0 - cfg.margin), min(limit[1], cy1 + cfg.margin),
                  max(0, cx0 - cfg.margin), min(limit[3], cx1 + cfg.margin))
-        for t in plan_windows(grown, core=cfg.tile, halo=cfg.halo, stride=s, limit=w.region):
+        for t in plan_windows(grown, core=even_tile(grown, cfg.tile, s), halo=cfg.halo, stride=s,
+                              limit=w.region):
             shapes[t.region_shape] += 1
     rng = np.random.default_rng(0)
     total = 0.0
@@ -126,13 +124,14 @@ def main() -> None:
     args = ap.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench_detect_"))
     workdir.mkdir(parents=True, exist_ok=True)
-    model = args.model or _default_model(workdir)
-    print(f"model {model}, batch {args.batch}, threads {args.threads}, workdir {workdir}")
+    print(f"batch {args.batch}, threads {args.threads}, workdir {workdir}")
     print(f"{'size':>7} {'Mpix':>8} {'e2e s':>8} {'e2e Mpix/s':>11} {'raw s':>8} "
           f"{'raw Mpix/s':>11} {'e2e/raw':>8} {'peak RSS MB':>12} {'sources':>8}")
     rows = []
     for size in args.sizes:
         store = _prepare(size, workdir)
+        model = _model_for(store, args.model)
+        print(f"model {model}")
         e2e = _end_to_end(store, model, args.batch, args.threads)
         raw = _raw(store, model, args.batch, args.threads)
         mpix = size * size / 1e6

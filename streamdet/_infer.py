@@ -8,17 +8,28 @@ from collections import defaultdict
 import numpy as np
 from numpy.typing import NDArray
 
-from ._plan import Window, plan_windows
+from ._plan import Window, plan_windows, round_up
 from .contract import Model, normalise
 from .decode import decode
 from .detections import Detections
 from .nms import NMSKind, nms_detections, owned
 
-__all__ = ["detect_window", "skip_window"]
+__all__ = ["detect_window", "even_tile", "skip_window"]
 
 # One forward pass at a time per process: ONNX Runtime already spreads a pass over
 # its intra-op threads; the other Dask threads read and decompress the next chunks.
 _RUN_LOCK = threading.Lock()
+
+
+def even_tile(bounds: tuple[int, int, int, int], tile: int, stride: int) -> int:
+    """Tile side that cuts ``bounds`` into near-equal tiles of about ``tile`` px.
+
+    Avoids thin leftover tiles (each costing a full halo) when the window is not a whole
+    number of tiles: ``n = round(side / tile)`` tiles per axis, at least one.
+    """
+    side = max(bounds[1] - bounds[0], bounds[3] - bounds[2])
+    n = max(1, round(side / tile))
+    return round_up(-(-side // n), stride)
 
 
 def skip_window(core: NDArray[np.floating]) -> bool:
@@ -80,7 +91,8 @@ def detect_window(data: NDArray[np.floating], window: Window, model: Model, *, t
     ly0, ly1, lx0, lx1 = limit
     grown = (max(ly0, cy0 - margin), min(ly1, cy1 + margin),
              max(lx0, cx0 - margin), min(lx1, cx1 + margin))
-    tiles = plan_windows(grown, core=tile, halo=halo, stride=stride, limit=window.region)
+    tiles = plan_windows(grown, core=even_tile(grown, tile, stride), halo=halo, stride=stride,
+                         limit=window.region)
     groups: dict[tuple[int, int], list[Window]] = defaultdict(list)
     for t in tiles:
         groups[t.region_shape].append(t)
