@@ -112,9 +112,10 @@ def _configure(contract: ModelContract, image_chunks: tuple[int, int] | None,
     tile_px = round_up(int(tile if tile is not None else contract.tile[-1]), stride)
     if chunk is None:
         # Whole multiples of the storage chunk, so each task reads whole chunks once.
-        # ~2048 px windows keep the halo's share of the work small (~20%).
-        base = max(image_chunks) if image_chunks else 2048
-        chunk = round_up(max(base, 2048), base)
+        # >= 1024 px windows: the halo's share of the work stays moderate while a
+        # window's pixels, tiles and ONNX Runtime buffers stay well under 100 MB.
+        base = max(image_chunks) if image_chunks else 1024
+        chunk = round_up(max(base, 1024), base)
     chunk_px = round_up(int(chunk), stride)
     if chunk_px <= 0:
         raise StreamdetValueError(f"chunk {chunk} must be positive")
@@ -282,7 +283,7 @@ def detect(image: ImageLike, *, model: str | os.PathLike[str] | Model | None = N
         ONNX detector carrying the streamdet contract; default: the bundled model that
         fits the image's frequency and pixel scale.
     chunk : int, optional
-        Window core side, px; default: a whole multiple of the storage chunk, >= 2048.
+        Window core side, px; default: a whole multiple of the storage chunk, >= 1024.
     halo : int, optional
         Context around windows and tiles, px; default: the model's receptive-field halo
         (which makes results independent of the chunking).
