@@ -75,6 +75,9 @@ def make_session(path: str | os.PathLike[str], *, providers: Sequence[str] | Non
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle intra-op threads sleep instead of spinning: the engine's other threads
+    # (reading, decompressing, decoding) share the same cores between forward passes.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads is not None:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
