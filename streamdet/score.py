@@ -67,7 +67,7 @@ class ScoreResult:
             f"purity     {self.purity:.4f}",
             f"accuracy   {self.acc_pc:.2f} %",
         ]
-        lines += [f"  {k:<9s}{v:.4f}" for k, v in self.accuracy.items()]
+        lines += [f"  {k:<10s} {v:.4f}" for k, v in self.accuracy.items()]
         return "\n".join(lines)
 
 
