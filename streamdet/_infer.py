@@ -9,12 +9,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ._plan import Window, plan_windows, round_up
+from ._refine import refine_centres
 from .contract import Model, normalise
 from .decode import decode
 from .detections import Detections
 from .nms import NMSKind, nms_detections, owned
 
-__all__ = ["detect_window", "even_tile", "skip_window"]
+__all__ = ["detect_window", "even_tile", "shift_to", "skip_window"]
 
 # One forward pass at a time per process: ONNX Runtime already spreads a pass over
 # its intra-op threads; the other Dask threads read and decompress the next chunks.
@@ -41,7 +42,7 @@ def skip_window(core: NDArray[np.floating]) -> bool:
 def detect_window(data: NDArray[np.floating], window: Window, model: Model, *, tile: int,
                   halo: int, margin: int, limit: tuple[int, int, int, int], batch: int,
                   threshold: float | NDArray[np.float64],
-                  iou_threshold: float, nms_kind: NMSKind) -> Detections:
+                  iou_threshold: float, nms_kind: NMSKind, refine: bool = True) -> Detections:
     """Detect sources whose grid cells lie in ``window.core``.
 
     Parameters
@@ -72,6 +73,9 @@ def detect_window(data: NDArray[np.floating], window: Window, model: Model, *, t
         NMS overlap threshold.
     nms_kind : str
         ``"iou"`` or ``"diou"``.
+    refine : bool
+        Move each owned box onto the sub-pixel peak of the image
+        (:func:`streamdet._refine.refine_centres`); ownership is decided before.
 
     Returns
     -------
@@ -120,4 +124,16 @@ def detect_window(data: NDArray[np.floating], window: Window, model: Model, *, t
     inf = np.inf
     region = (-inf if cx0 == lx0 else cx0 - 0.5, -inf if cy0 == ly0 else cy0 - 0.5,
               inf if cx1 == lx1 else cx1 - 0.5, inf if cy1 == ly1 else cy1 - 0.5)
-    return owned(dets, region).with_chunk(window.index)
+    dets = owned(dets, region).with_chunk(window.index)
+    if refine and len(dets):
+        dets = shift_to(dets, refine_centres(np.asarray(data), dets.centers, origin=(ry0, rx0)))
+    return dets
+
+
+def shift_to(dets: Detections, centres: NDArray[np.float64]) -> Detections:
+    """Return ``dets`` with each box translated so that its centre is ``centres[i]``."""
+    delta = centres - dets.centers
+    boxes = dets.boxes + np.concatenate([delta, delta], axis=1)
+    return Detections(boxes=boxes, objectness=dets.objectness, probability=dets.probability,
+                      prior=dets.prior, params=dets.params, param_names=dets.param_names,
+                      chunk=dets.chunk)

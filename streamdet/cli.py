@@ -109,6 +109,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         threads=args.threads,
         threshold=_parse_threshold(args.threshold),
         pb=args.pb,
+        refine=not args.no_refine,
         quiet=args.quiet or None,
     )
     write_catalogue(table, args.output, format=fmt,  # type: ignore[arg-type]
@@ -197,6 +198,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="ONNX Runtime threads (default: all cores)")
     p.add_argument("--pb", metavar="PB.fits", help="primary beam image to correct fluxes")
+    p.add_argument("--no-refine", action="store_true",
+                   help="keep the network's positions (default: move each detection onto the "
+                   "sub-pixel image peak)")
     p.add_argument("--threshold", default=None, metavar="T",
                    help="objectness threshold: a number, one per prior (comma-separated), or a "
                    "preset of the model (default, best, purity)")

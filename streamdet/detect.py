@@ -60,6 +60,8 @@ class DetectConfig:
         ``"iou"`` or ``"diou"``.
     split_every : int
         Fan-in of the tree reduction that merges neighbouring windows.
+    refine : bool
+        Move detections onto the sub-pixel peak of the image.
     """
 
     chunk: int
@@ -71,6 +73,7 @@ class DetectConfig:
     iou_threshold: float
     nms_kind: NMSKind
     split_every: int
+    refine: bool = True
 
 
 def resolve_threshold(contract: ModelContract,
@@ -102,7 +105,7 @@ def resolve_threshold(contract: ModelContract,
 def _configure(contract: ModelContract, image_chunks: tuple[int, int] | None,
                *, chunk: int | None, halo: int | None, tile: int | None, batch: int,
                threshold: float | str | Sequence[float] | None, iou_threshold: float | None,
-               split_every: int) -> DetectConfig:
+               split_every: int, refine: bool = True) -> DetectConfig:
     stride = contract.stride[-1]
     if len(set(contract.stride)) != 1:
         raise InvalidModelError(f"model stride {contract.stride} is not square")
@@ -131,7 +134,7 @@ def _configure(contract: ModelContract, image_chunks: tuple[int, int] | None,
     margin = round_up(int(np.ceil(np.max(contract.priors_array))), stride)
     return DetectConfig(chunk=chunk_px, halo=halo_px, margin=margin, tile=tile_px, batch=int(batch),
                         threshold=resolve_threshold(contract, threshold), iou_threshold=iou,
-                        nms_kind=_nms_kind(contract), split_every=split_every)
+                        nms_kind=_nms_kind(contract), split_every=split_every, refine=refine)
 
 
 def _nms_kind(contract: ModelContract) -> NMSKind:
@@ -185,7 +188,7 @@ def _build_graph(arr: da.Array, model: Model, cfg: DetectConfig
             batch=cfg.batch,
             threshold=np.asarray(cfg.threshold) if isinstance(cfg.threshold, tuple)
             else cfg.threshold,
-            iou_threshold=cfg.iou_threshold, nms_kind=cfg.nms_kind,
+            iou_threshold=cfg.iou_threshold, nms_kind=cfg.nms_kind, refine=cfg.refine,
             dask_key_name=f"window-{token}-{w.index}"))
     if not results:
         return delayed(Detections.empty)(model.contract.param_names), windows
@@ -222,7 +225,7 @@ def detect_pixels(image: ImageLike, *, model: str | os.PathLike[str] | Model | N
                   batch: int = 8, threads: int | None = None,
                   threshold: float | str | Sequence[float] | None = None,
                   iou_threshold: float | None = None, split_every: int = 4,
-                  client: Any = None, quiet: bool | None = True) -> Detections:
+                  refine: bool = True, client: Any = None, quiet: bool | None = True) -> Detections:
     """Run the detector over an image, chunk by chunk; return detections in pixels.
 
     Parameters are those of :func:`detect`; the result is a :class:`Detections` in
@@ -239,7 +242,7 @@ def detect_pixels(image: ImageLike, *, model: str | os.PathLike[str] | Model | N
     image_chunks = (int(arr.chunksize[0]), int(arr.chunksize[1]))
     cfg = _configure(mdl.contract, image_chunks, chunk=chunk, halo=halo, tile=tile,
                      batch=batch, threshold=threshold, iou_threshold=iou_threshold,
-                     split_every=split_every)
+                     split_every=split_every, refine=refine)
     root, windows = _build_graph(arr, mdl, cfg)
     if client is not None:
         result: Detections = client.compute(root).result()
@@ -270,7 +273,8 @@ def detect(image: ImageLike, *, model: str | os.PathLike[str] | Model | None = N
            batch: int = 8, threads: int | None = None,
            threshold: float | str | Sequence[float] | None = None,
            iou_threshold: float | None = None, pb: str | os.PathLike[str] | None = None,
-           split_every: int = 4, client: Any = None, quiet: bool | None = True) -> Table:
+           split_every: int = 4, refine: bool = True, client: Any = None,
+           quiet: bool | None = True) -> Table:
     """Detect and characterise sources in an image of any size, out of core.
 
     Parameters
@@ -302,6 +306,11 @@ def detect(image: ImageLike, *, model: str | os.PathLike[str] | Model | None = N
         Primary-beam FITS image: fluxes are divided by its value at each source.
     split_every : int
         Fan-in of the tree reduction that merges neighbouring windows.
+    refine : bool
+        Move each detection onto the sub-pixel peak of the image around it (a parabola
+        through the brightest pixel and its neighbours), which the small grid-cell
+        regression of the network cannot resolve as finely; ``False`` keeps the
+        network's positions.
     client : distributed.Client, optional
         Run on an existing Dask cluster instead of local threads.
     quiet : bool or None
@@ -317,7 +326,8 @@ def detect(image: ImageLike, *, model: str | os.PathLike[str] | Model | None = N
     mdl = _load(model, img, threads=threads)
     dets = detect_pixels(img if img is not None else arr, model=mdl, chunk=chunk, halo=halo,
                          tile=tile, batch=batch, threads=threads, threshold=threshold,
-                         iou_threshold=iou_threshold, split_every=split_every, client=client,
+                         iou_threshold=iou_threshold, split_every=split_every, refine=refine,
+                         client=client,
                          quiet=quiet)
     pixel_scale = img.pixel_scale_arcsec if img is not None else None
     wcs = img.celestial_wcs if img is not None else None

@@ -215,7 +215,7 @@ def suppression_pairs(boxes: ArrayLike, *, iou_threshold: float, kind: NMSKind =
 
 
 def nms(boxes: ArrayLike, scores: ArrayLike, *, iou_threshold: float,
-        kind: NMSKind = "diou") -> NDArray[np.int64]:
+        kind: NMSKind = "diou", groups: ArrayLike | None = None) -> NDArray[np.int64]:
     """Greedy non-maximum suppression.
 
     Parameters
@@ -229,6 +229,9 @@ def nms(boxes: ArrayLike, scores: ArrayLike, *, iou_threshold: float,
         greater than this value (equal is not suppressed).
     kind : {"iou", "diou"}
         Overlap measure.
+    groups : array_like, (N,), optional
+        Group label of each box: boxes of the same group never suppress each other
+        (used when merging chunks, each already NMS'd on its own).
 
     Returns
     -------
@@ -243,6 +246,12 @@ def nms(boxes: ArrayLike, scores: ArrayLike, *, iou_threshold: float,
     if n < 2:
         return order
     i, j = _pairs_above(b, t, kind)
+    if groups is not None:
+        g = np.asarray(groups)
+        if g.shape != (n,):
+            raise StreamdetValueError(f"groups must have shape ({n},), got {g.shape}")
+        across = g[i] != g[j]
+        i, j = i[across], j[across]
     if i.size == 0:
         return order
     rank = np.empty(n, np.int64)
@@ -362,8 +371,9 @@ def merge(*parts: Detections, iou_threshold: float, kind: NMSKind = "diou") -> D
 
     Concatenates the parts, sorts them canonically (objectness descending, then
     centre x, centre y, then the other columns) and runs greedy NMS on the union
-    (only overlapping boxes interact). See the module docstring for when the
-    result is exactly associative.
+    (only overlapping boxes interact); boxes of the same chunk (``Detections.chunk``)
+    never suppress each other, since each chunk was already NMS'd on its own. See the
+    module docstring for when the result is exactly associative.
 
     Parameters
     ----------
@@ -385,5 +395,5 @@ def merge(*parts: Detections, iou_threshold: float, kind: NMSKind = "diou") -> D
         return Detections.empty()
     d = Detections.concat(list(parts))
     d = d.take(_canonical_order(d))
-    keep = nms(d.boxes, d.objectness, iou_threshold=iou_threshold, kind=kind)
+    keep = nms(d.boxes, d.objectness, iou_threshold=iou_threshold, kind=kind, groups=d.chunk)
     return d.take(np.sort(keep))
