@@ -4,7 +4,8 @@ For each image size, a simulated SDC1-like 560 MHz field is converted to Zarr, t
 
 * **end to end**: ``streamdet.detect`` on the store in a fresh subprocess (peak RSS from
   ``getrusage``), wall time -> Mpix/s of image;
-* **raw**: ONNX Runtime alone, same model, batch and threads, on tiles held in memory with
+* **raw**: ONNX Runtime alone, same model and batch, every core on one forward pass at a
+  time (``--threads``: the fastest way to run the model alone), on tiles held in memory with
   exactly the shapes and counts the engine's plan runs (timed on a sample of each shape,
   extrapolated to the whole plan) -> the time the model alone needs for the same work.
 
@@ -61,7 +62,8 @@ def _prepare(size: int, workdir: Path) -> Path:
 _CHILD = """
 import json, resource, sys, time, warnings
 import streamdet
-store, model, batch, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+store, model, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
+threads = int(sys.argv[4]) or None
 t0 = time.perf_counter()
 table = streamdet.detect(store, model=model, batch=batch, threads=threads, quiet=True)
 dt = time.perf_counter() - t0
@@ -119,12 +121,16 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[4096, 16384])
     ap.add_argument("--model", type=Path, default=None)
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 2,
+                    help="intra-op threads of the raw measurement (default: every core)")
+    ap.add_argument("--engine-threads", type=int, default=0,
+                    help="detect's threads option (default 0: the engine's default)")
     ap.add_argument("--workdir", type=Path, default=None)
     args = ap.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench_detect_"))
     workdir.mkdir(parents=True, exist_ok=True)
-    print(f"batch {args.batch}, threads {args.threads}, workdir {workdir}")
+    print(f"batch {args.batch}, raw threads {args.threads}, engine threads "
+          f"{args.engine_threads or 'default'}, workdir {workdir}")
     print(f"{'size':>7} {'Mpix':>8} {'e2e s':>8} {'e2e Mpix/s':>11} {'raw s':>8} "
           f"{'raw Mpix/s':>11} {'e2e/raw':>8} {'peak RSS MB':>12} {'sources':>8}")
     rows = []
@@ -132,7 +138,7 @@ def main() -> None:
         store = _prepare(size, workdir)
         model = _model_for(store, args.model)
         print(f"model {model}")
-        e2e = _end_to_end(store, model, args.batch, args.threads)
+        e2e = _end_to_end(store, model, args.batch, args.engine_threads)
         raw = _raw(store, model, args.batch, args.threads)
         mpix = size * size / 1e6
         ratio = raw / e2e["seconds"]

@@ -17,8 +17,9 @@ from .nms import NMSKind, nms_detections, owned
 
 __all__ = ["detect_window", "even_tile", "shift_to", "skip_window"]
 
-# One forward pass at a time per process: ONNX Runtime already spreads a pass over
-# its intra-op threads; the other Dask threads read and decompress the next chunks.
+# A model whose session spreads one forward pass over several intra-op threads runs
+# one pass at a time per process (no oversubscription); single-threaded sessions run
+# one pass per Dask thread, concurrently.
 _RUN_LOCK = threading.Lock()
 
 
@@ -108,8 +109,11 @@ def detect_window(data: NDArray[np.floating], window: Window, model: Model, *, t
             stack = np.stack([
                 buf[t.region[0] - ry0:t.region[1] - ry0, t.region[2] - rx0:t.region[3] - rx0]
                 for t in members])[:, None]
-            with _RUN_LOCK:
+            if model.threads == 1:
                 grid = model.run(stack)
+            else:
+                with _RUN_LOCK:
+                    grid = model.run(stack)
             for k, t in enumerate(members):
                 gy0 = (t.core[0] - t.region[0]) // stride
                 gy1 = (t.core[1] - t.region[0]) // stride

@@ -196,7 +196,8 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="context around windows in px (default: the model's receptive field)")
     p.add_argument("--batch", type=int, default=8, metavar="N", help="tiles per model call")
     p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="ONNX Runtime threads (default: all cores)")
+                   help="ONNX Runtime threads per forward pass (default: 1, with one pass "
+                   "per core in flight)")
     p.add_argument("--pb", metavar="PB.fits", help="primary beam image to correct fluxes")
     p.add_argument("--no-refine", action="store_true",
                    help="keep the network's positions (default: move each detection onto the "

@@ -170,6 +170,25 @@ def _tree_reduce(parts: list[Delayed], cfg: DetectConfig) -> Delayed:
     return parts[0]
 
 
+def _assemble(pieces: list[tuple[int, int, NDArray[np.floating]]],
+              bounds: tuple[int, int, int, int]) -> NDArray[np.float32]:
+    """Cut the region ``bounds`` (y0, y1, x0, x1) out of storage chunks at their origins."""
+    y0, y1, x0, x1 = bounds
+    out = np.empty((y1 - y0, x1 - x0), np.float32)
+    for by, bx, block in pieces:
+        ya, yb = max(y0, by), min(y1, by + block.shape[0])
+        xa, xb = max(x0, bx), min(x1, bx + block.shape[1])
+        if ya < yb and xa < xb:
+            out[ya - y0:yb - y0, xa - x0:xb - x0] = block[ya - by:yb - by, xa - bx:xb - bx]
+    return out
+
+
+def _detect_from_blocks(pieces: list[tuple[int, int, NDArray[np.floating]]],
+                        bounds: tuple[int, int, int, int], window: Window, model: Model,
+                        **options: Any) -> Detections:
+    return detect_window(_assemble(pieces, bounds), window, model, **options)
+
+
 def _build_graph(arr: da.Array, model: Model, cfg: DetectConfig
                  ) -> tuple[Delayed, list[Window]]:
     ny, nx = arr.shape
@@ -179,13 +198,23 @@ def _build_graph(arr: da.Array, model: Model, cfg: DetectConfig
                            limit=limit)
     model_d = delayed(model, pure=True)
     token = dask.base.tokenize(arr.name, model.path, cfg)
+    # One task per storage chunk, shared by every window that overlaps it; each window
+    # task assembles its region from those chunks itself (few tasks, each chunk read once).
+    blocks = arr.to_delayed(optimize_graph=False)
+    y_edges = np.cumsum((0, *arr.chunks[0]))
+    x_edges = np.cumsum((0, *arr.chunks[1]))
     results = []
     for w in windows:
         y0, y1, x0, x1 = w.region
-        block = arr[y0:min(y1, ny), x0:min(x1, nx)].rechunk(-1).to_delayed().ravel()[0]
-        results.append(delayed(detect_window, pure=True)(
-            block, w, model_d, tile=cfg.tile, halo=cfg.halo, margin=cfg.margin, limit=limit,
-            batch=cfg.batch,
+        bounds = (y0, min(y1, ny), x0, min(x1, nx))
+        iy = range(int(np.searchsorted(y_edges, bounds[0], side="right")) - 1,
+                   int(np.searchsorted(y_edges, bounds[1], side="left")))
+        ix = range(int(np.searchsorted(x_edges, bounds[2], side="right")) - 1,
+                   int(np.searchsorted(x_edges, bounds[3], side="left")))
+        pieces = [(int(y_edges[i]), int(x_edges[j]), blocks[i, j]) for i in iy for j in ix]
+        results.append(delayed(_detect_from_blocks, pure=True)(
+            pieces, bounds, w, model_d, tile=cfg.tile, halo=cfg.halo, margin=cfg.margin,
+            limit=limit, batch=cfg.batch,
             threshold=np.asarray(cfg.threshold) if isinstance(cfg.threshold, tuple)
             else cfg.threshold,
             iou_threshold=cfg.iou_threshold, nms_kind=cfg.nms_kind, refine=cfg.refine,
@@ -265,7 +294,7 @@ def _load(model: str | os.PathLike[str] | Model | None, img: Image | None, *,
         model = default_model(freq_hz=img.freq_hz if img is not None else None,
                               pixel_scale_arcsec=img.pixel_scale_arcsec
                               if img is not None else None)
-    return load_model(Path(model), ndim=2, threads=threads)
+    return load_model(Path(model), ndim=2, threads=1 if threads is None else threads)
 
 
 def detect(image: ImageLike, *, model: str | os.PathLike[str] | Model | None = None,
@@ -296,7 +325,10 @@ def detect(image: ImageLike, *, model: str | os.PathLike[str] | Model | None = N
     batch : int
         Tiles per ONNX Runtime call.
     threads : int, optional
-        ONNX Runtime intra-op threads; default: all cores.
+        ONNX Runtime intra-op threads of one forward pass. Default: one thread per pass
+        and as many windows in flight as cores, which keeps every core busy with
+        inference while the others read and decode. With ``threads > 1`` one pass
+        runs at a time per process.
     threshold : float, sequence of float, or str, optional
         Objectness threshold (one value or one per prior) or a preset stored in the model
         (``"default"``, ``"best"``, ``"purity"``).
