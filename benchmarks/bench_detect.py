@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 import streamdet
-from streamdet._infer import even_tile
+from streamdet._infer import window_tiles
 from streamdet._plan import padded_size, plan_windows
 from streamdet.contract import load_model
 from streamdet.detect import _configure
@@ -95,11 +95,8 @@ def _raw(store: Path, model_path: Path, batch: int, threads: int) -> float:
     shapes: Counter[tuple[int, int]] = Counter()
     for w in plan_windows(limit, core=cfg.chunk, halo=cfg.halo + cfg.margin, stride=s,
                           limit=limit):
-        cy0, cy1, cx0, cx1 = w.core
-        grown = (max(0, cy0 - cfg.margin), min(limit[1], cy1 + cfg.margin),
-                 max(0, cx0 - cfg.margin), min(limit[3], cx1 + cfg.margin))
-        for t in plan_windows(grown, core=even_tile(grown, cfg.tile, s), halo=cfg.halo, stride=s,
-                              limit=w.region):
+        for t in window_tiles(w, tile=cfg.tile, halo=cfg.halo, margin=cfg.margin, limit=limit,
+                              stride=s):
             shapes[t.region_shape] += 1
     rng = np.random.default_rng(0)
     total = 0.0

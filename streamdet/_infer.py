@@ -15,7 +15,7 @@ from .decode import decode
 from .detections import Detections
 from .nms import NMSKind, nms_detections, owned
 
-__all__ = ["detect_window", "even_tile", "shift_to", "skip_window"]
+__all__ = ["detect_window", "even_tile", "shift_to", "skip_window", "window_tiles"]
 
 # A model whose session spreads one forward pass over several intra-op threads runs
 # one pass at a time per process (no oversubscription); single-threaded sessions run
@@ -32,6 +32,18 @@ def even_tile(bounds: tuple[int, int, int, int], tile: int, stride: int) -> int:
     side = max(bounds[1] - bounds[0], bounds[3] - bounds[2])
     n = max(1, round(side / tile))
     return round_up(-(-side // n), stride)
+
+
+def window_tiles(window: Window, *, tile: int, halo: int, margin: int,
+                 limit: tuple[int, int, int, int], stride: int) -> list[Window]:
+    """The tiles one window runs through the model: its core grown by ``margin`` (clipped
+    to ``limit``, the stride-padded image), cut into near-equal tiles with a ``halo``."""
+    cy0, cy1, cx0, cx1 = window.core
+    ly0, ly1, lx0, lx1 = limit
+    grown = (max(ly0, cy0 - margin), min(ly1, cy1 + margin),
+             max(lx0, cx0 - margin), min(lx1, cx1 + margin))
+    return plan_windows(grown, core=even_tile(grown, tile, stride), halo=halo, stride=stride,
+                        limit=window.region)
 
 
 def skip_window(core: NDArray[np.floating]) -> bool:
@@ -94,10 +106,7 @@ def detect_window(data: NDArray[np.floating], window: Window, model: Model, *, t
 
     stride = contract.stride[-1]
     ly0, ly1, lx0, lx1 = limit
-    grown = (max(ly0, cy0 - margin), min(ly1, cy1 + margin),
-             max(lx0, cx0 - margin), min(lx1, cx1 + margin))
-    tiles = plan_windows(grown, core=even_tile(grown, tile, stride), halo=halo, stride=stride,
-                         limit=window.region)
+    tiles = window_tiles(window, tile=tile, halo=halo, margin=margin, limit=limit, stride=stride)
     groups: dict[tuple[int, int], list[Window]] = defaultdict(list)
     for t in tiles:
         groups[t.region_shape].append(t)

@@ -20,7 +20,7 @@ from astropy.table import Table
 from dask.delayed import Delayed, delayed
 from numpy.typing import NDArray
 
-from ._infer import detect_window
+from ._infer import detect_window, window_tiles
 from ._plan import Window, padded_size, plan_windows, round_up
 from ._progress import progress_bar
 from .contract import Model, ModelContract, load_model
@@ -154,17 +154,13 @@ def _as_array(image: ImageLike) -> tuple[da.Array, Image | None]:
     return arr, None
 
 
-def _merge(*parts: Detections, iou_threshold: float, kind: NMSKind) -> Detections:
-    return merge(*parts, iou_threshold=iou_threshold, kind=kind)
-
-
 def _tree_reduce(parts: list[Delayed], cfg: DetectConfig) -> Delayed:
     level = 0
     while len(parts) > 1:
         parts = [
-            delayed(_merge, pure=True)(*parts[i:i + cfg.split_every],
-                                       iou_threshold=cfg.iou_threshold, kind=cfg.nms_kind,
-                                       dask_key_name=f"merge-{level}-{i // cfg.split_every}")
+            delayed(merge, pure=True)(*parts[i:i + cfg.split_every],
+                                      iou_threshold=cfg.iou_threshold, kind=cfg.nms_kind,
+                                      dask_key_name=f"merge-{level}-{i // cfg.split_every}")
             for i in range(0, len(parts), cfg.split_every)]
         level += 1
     return parts[0]
@@ -190,7 +186,7 @@ def _detect_from_blocks(pieces: list[tuple[int, int, NDArray[np.floating]]],
 
 
 def _build_graph(arr: da.Array, model: Model, cfg: DetectConfig
-                 ) -> tuple[Delayed, list[Window]]:
+                 ) -> tuple[Delayed, list[Window], tuple[int, int, int, int]]:
     ny, nx = arr.shape
     stride = model.contract.stride[-1]
     limit = (0, padded_size(ny, stride), 0, padded_size(nx, stride))
@@ -220,18 +216,19 @@ def _build_graph(arr: da.Array, model: Model, cfg: DetectConfig
             iou_threshold=cfg.iou_threshold, nms_kind=cfg.nms_kind, refine=cfg.refine,
             dask_key_name=f"window-{token}-{w.index}"))
     if not results:
-        return delayed(Detections.empty)(model.contract.param_names), windows
-    return _tree_reduce(results, cfg), windows
+        return delayed(Detections.empty)(model.contract.param_names), windows, limit
+    return _tree_reduce(results, cfg), windows, limit
 
 
 class _Progress(dask.callbacks.Callback):
     """Counts finished windows on a tqdm bar (tiles done / total, Mpix/s)."""
 
-    def __init__(self, windows: list[Window], cfg: DetectConfig, quiet: bool | None) -> None:
+    def __init__(self, windows: list[Window], cfg: DetectConfig, quiet: bool | None, *,
+                 limit: tuple[int, int, int, int], stride: int) -> None:
         super().__init__()
         self._pixels = {f"-{w.index}": w.core_pixels for w in windows}
-        tiles_per = {w.index: int(np.ceil((w.core[1] - w.core[0]) / cfg.tile)
-                                  * np.ceil((w.core[3] - w.core[2]) / cfg.tile))
+        tiles_per = {w.index: len(window_tiles(w, tile=cfg.tile, halo=cfg.halo,
+                                               margin=cfg.margin, limit=limit, stride=stride))
                      for w in windows}
         self._tiles = {f"-{i}": n for i, n in tiles_per.items()}
         self.bar = progress_bar(total=sum(tiles_per.values()), desc="detect", unit="tile",
@@ -272,11 +269,11 @@ def detect_pixels(image: ImageLike, *, model: str | os.PathLike[str] | Model | N
     cfg = _configure(mdl.contract, image_chunks, chunk=chunk, halo=halo, tile=tile,
                      batch=batch, threshold=threshold, iou_threshold=iou_threshold,
                      split_every=split_every, refine=refine)
-    root, windows = _build_graph(arr, mdl, cfg)
+    root, windows, limit = _build_graph(arr, mdl, cfg)
     if client is not None:
         result: Detections = client.compute(root).result()
         return result
-    progress = _Progress(windows, cfg, quiet)
+    progress = _Progress(windows, cfg, quiet, limit=limit, stride=mdl.contract.stride[-1])
     with progress, dask.config.set(scheduler="threads"):
         # optimize_graph=False: no fusing of slicing into the chunk loads, so each storage
         # chunk is read and decompressed once and shared by the windows that overlap it.
