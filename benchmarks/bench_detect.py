@@ -3,11 +3,14 @@
 For each image size, a simulated SDC1-like 560 MHz field is converted to Zarr, then:
 
 * **end to end**: ``streamdet.detect`` on the store in a fresh subprocess (peak RSS from
-  ``getrusage``), wall time -> Mpix/s of image;
+  ``VmHWM``), wall time -> Mpix/s of image;
 * **raw**: ONNX Runtime alone, same model and batch, every core on one forward pass at a
   time (``--threads``: the fastest way to run the model alone), on tiles held in memory with
   exactly the shapes and counts the engine's plan runs (timed on a sample of each shape,
   extrapolated to the whole plan) -> the time the model alone needs for the same work.
+
+Both are run ``--repeat`` times, interleaved; the fastest run of each counts and the
+largest peak RSS is reported.
 
 The ratio raw_time / end_to_end_time says how well loading, decoding, NMS and merging
 hide behind compute (target >= 0.9). Peak RSS of the largest image should stay within
@@ -62,8 +65,8 @@ def _prepare(size: int, workdir: Path) -> Path:
 _CHILD = """
 import json, resource, sys, time, warnings
 import streamdet
-store, model, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
-threads = int(sys.argv[4]) or None
+store, model = sys.argv[1], sys.argv[2]
+batch, threads = int(sys.argv[3]) or None, int(sys.argv[4]) or None
 t0 = time.perf_counter()
 table = streamdet.detect(store, model=model, batch=batch, threads=threads, quiet=True)
 dt = time.perf_counter() - t0
@@ -75,6 +78,7 @@ print(json.dumps({"seconds": dt, "rss_mb": rss, "n": len(table)}))
 
 
 def _end_to_end(store: Path, model: Path, batch: int, threads: int) -> dict[str, float]:
+    """Seconds, peak RSS and source count of ``detect`` in a fresh process (batch 0: auto)."""
     out = subprocess.run([sys.executable, "-c", _CHILD, str(store), str(model), str(batch),
                           str(threads)], check=True, capture_output=True, text=True)
     result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -82,8 +86,10 @@ def _end_to_end(store: Path, model: Path, batch: int, threads: int) -> dict[str,
 
 
 def _raw(store: Path, model_path: Path, batch: int, threads: int) -> float:
-    """Seconds ONNX Runtime alone needs for every tile the engine's plan runs."""
+    """Seconds ONNX Runtime alone needs for every tile the engine's plan runs (batch 0:
+    the engine's default for this machine)."""
     model = load_model(model_path, threads=threads)
+    batch = batch or model.default_batch
     c = model.contract
     img = streamdet.open_image(store)
     ny, nx = img.shape
@@ -117,7 +123,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[4096, 16384])
     ap.add_argument("--model", type=Path, default=None)
-    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=0,
+                    help="tiles per model call (default 0: the engine's default, 1 on CPU)")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="runs of each measurement, interleaved; the fastest counts "
+                         "(shared machines are noisy)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2,
                     help="intra-op threads of the raw measurement (default: every core)")
     ap.add_argument("--engine-threads", type=int, default=0,
@@ -126,7 +136,7 @@ def main() -> None:
     args = ap.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench_detect_"))
     workdir.mkdir(parents=True, exist_ok=True)
-    print(f"batch {args.batch}, raw threads {args.threads}, engine threads "
+    print(f"batch {args.batch or 'default'}, best of {args.repeat}, raw threads {args.threads}, engine threads "
           f"{args.engine_threads or 'default'}, workdir {workdir}")
     print(f"{'size':>7} {'Mpix':>8} {'e2e s':>8} {'e2e Mpix/s':>11} {'raw s':>8} "
           f"{'raw Mpix/s':>11} {'e2e/raw':>8} {'peak RSS MB':>12} {'sources':>8}")
@@ -135,8 +145,13 @@ def main() -> None:
         store = _prepare(size, workdir)
         model = _model_for(store, args.model)
         print(f"model {model}")
-        e2e = _end_to_end(store, model, args.batch, args.engine_threads)
-        raw = _raw(store, model, args.batch, args.threads)
+        runs, raws = [], []
+        for _ in range(args.repeat):
+            runs.append(_end_to_end(store, model, args.batch, args.engine_threads))
+            raws.append(_raw(store, model, args.batch, args.threads))
+        e2e = min(runs, key=lambda r: r["seconds"])
+        e2e["rss_mb"] = max(r["rss_mb"] for r in runs)
+        raw = min(raws)
         mpix = size * size / 1e6
         ratio = raw / e2e["seconds"]
         rows.append((size, e2e["rss_mb"]))

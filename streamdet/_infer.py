@@ -48,12 +48,16 @@ def window_tiles(window: Window, *, tile: int, halo: int, margin: int,
 
 def skip_window(core: NDArray[np.floating]) -> bool:
     """Whether a core holds no signal at all (every pixel NaN or exactly zero)."""
+    if not np.any(core):
+        return True             # every pixel exactly zero
+    if np.isfinite(np.min(core)) and np.isfinite(np.max(core)):
+        return False            # a non-zero pixel and no NaN/inf (the cheap, usual case)
     finite = np.isfinite(core)
     return not bool(np.any(core[finite] != 0))
 
 
 def detect_window(data: NDArray[np.floating], window: Window, model: Model, *, tile: int,
-                  halo: int, margin: int, limit: tuple[int, int, int, int], batch: int,
+                  halo: int, margin: int, limit: tuple[int, int, int, int], batch: int | None,
                   threshold: float | NDArray[np.float64],
                   iou_threshold: float, nms_kind: NMSKind, refine: bool = True) -> Detections:
     """Detect sources whose grid cells lie in ``window.core``.
@@ -78,8 +82,8 @@ def detect_window(data: NDArray[np.floating], window: Window, model: Model, *, t
         the core are returned. ``window.region`` must cover core + margin + halo.
     limit : tuple of int
         ``(y0, y1, x0, x1)`` of the stride-padded image.
-    batch : int
-        Tiles per forward pass.
+    batch : int or None
+        Tiles per forward pass; None: the model's :attr:`~streamdet.contract.Model.default_batch`.
     threshold : float or (nbox,) float
         Objectness threshold, global or per prior.
     iou_threshold : float
@@ -102,7 +106,7 @@ def detect_window(data: NDArray[np.floating], window: Window, model: Model, *, t
     if skip_window(np.asarray(data[cy0 - ry0:cy1 - ry0, cx0 - rx0:cx1 - rx0])):
         return Detections.empty(names)
     buf = np.zeros(window.region_shape, np.float32)
-    buf[:data.shape[0], :data.shape[1]] = normalise(np.asarray(data), contract)
+    normalise(np.asarray(data), contract, out=buf[:data.shape[0], :data.shape[1]])
 
     stride = contract.stride[-1]
     ly0, ly1, lx0, lx1 = limit
@@ -111,10 +115,11 @@ def detect_window(data: NDArray[np.floating], window: Window, model: Model, *, t
     for t in tiles:
         groups[t.region_shape].append(t)
 
+    per_call = model.default_batch if batch is None else batch
     parts = []
     for group in groups.values():
-        for start in range(0, len(group), batch):
-            members = group[start:start + batch]
+        for start in range(0, len(group), per_call):
+            members = group[start:start + per_call]
             stack = np.stack([
                 buf[t.region[0] - ry0:t.region[1] - ry0, t.region[2] - rx0:t.region[3] - rx0]
                 for t in members])[:, None]

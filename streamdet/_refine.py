@@ -45,21 +45,21 @@ def refine_centres(data: NDArray[np.floating], centres: NDArray[np.float64], *,
     inside = (ix >= 2) & (ix < nx - 2) & (iy >= 2) & (iy < ny - 2)
     ix = np.where(inside, ix, 2)
     iy = np.where(inside, iy, 2)
-    img = np.asarray(data, dtype=np.float64)
+    img = np.asarray(data)
     best = np.full(out.shape[0], -np.inf)
     bx, by = ix.copy(), iy.copy()
     all_finite = np.ones(out.shape[0], np.bool_)
     for dy in (-1, 0, 1):
         for dx in (-1, 0, 1):
-            v = img[iy + dy, ix + dx]
+            v = img[iy + dy, ix + dx].astype(np.float64)
             all_finite &= np.isfinite(v)
             better = v > best
             best = np.where(better, v, best)
             bx = np.where(better, ix + dx, bx)
             by = np.where(better, iy + dy, by)
-    c = img[by, bx]
-    left, right = img[by, bx - 1], img[by, bx + 1]
-    up, down = img[by - 1, bx], img[by + 1, bx]
+    c = img[by, bx].astype(np.float64)
+    left, right = img[by, bx - 1].astype(np.float64), img[by, bx + 1].astype(np.float64)
+    up, down = img[by - 1, bx].astype(np.float64), img[by + 1, bx].astype(np.float64)
     curv_x = left - 2 * c + right
     curv_y = up - 2 * c + down
     finite = all_finite & np.isfinite(left) & np.isfinite(right) & np.isfinite(up) \

@@ -194,7 +194,8 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="window side in px (default: a multiple of the storage chunk)")
     p.add_argument("--halo", type=int, default=None, metavar="N",
                    help="context around windows in px (default: the model's receptive field)")
-    p.add_argument("--batch", type=int, default=8, metavar="N", help="tiles per model call")
+    p.add_argument("--batch", type=int, default=None, metavar="N",
+                   help="tiles per model call (default: 1 on CPU, 8 on a GPU)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="ONNX Runtime threads per forward pass (default: 1, with one pass "
                    "per core in flight)")

@@ -627,6 +627,21 @@ class Model:
                                                  threads=self.threads)
         return self._session
 
+    @property
+    def uses_gpu(self) -> bool:
+        """Whether the session runs on an accelerator (its first provider is not the CPU)."""
+        return bool(self.session.get_providers()[0] != "CPUExecutionProvider")
+
+    @property
+    def default_batch(self) -> int:
+        """Tiles per forward pass when none is given: 1 on CPU, 8 on an accelerator.
+
+        On CPU a larger batch brings no speed (the convolutions already keep a core
+        busy on one tile) and multiplies the activation memory; a GPU needs several
+        tiles per call to be kept busy.
+        """
+        return 8 if self.uses_gpu else 1
+
     def __getstate__(self) -> dict[str, Any]:
         return {"path": self.path, "contract": self.contract, "providers": self.providers,
                 "threads": self.threads}
@@ -770,7 +785,8 @@ def load_model(path: str | os.PathLike[str], *, ndim: int | None = None,
     return Model(path, contract, providers=providers, threads=threads, session=session)
 
 
-def normalise(data: ArrayLike, contract: ModelContract | Normalisation) -> NDArray[np.float32]:
+def normalise(data: ArrayLike, contract: ModelContract | Normalisation, *,
+              out: NDArray[np.float32] | None = None) -> NDArray[np.float32]:
     """Normalise Jy/beam pixels as the model expects.
 
     Parameters
@@ -779,15 +795,25 @@ def normalise(data: ArrayLike, contract: ModelContract | Normalisation) -> NDArr
         Pixels, any shape and float dtype (big-endian accepted).
     contract : ModelContract or Normalisation
         The model's contract (or its normalisation).
+    out : float32 array, same shape, optional
+        Where to write the result (may not share memory with ``data``); default: a new array.
 
     Returns
     -------
-    float32 array, same shape
+    float32 array, same shape (``out`` when given)
         ``clip_tanh``: ``tanh(scale * (clip(x, lo, hi) - lo) / (hi - lo))``, in [0, tanh(scale)];
         ``none``: the values unchanged. NaN (and, for ``none``, +-inf) become 0.
     """
     norm = contract.normalisation if isinstance(contract, ModelContract) else contract
-    x = np.array(data, dtype=np.float32, copy=True)
+    src = np.asarray(data)
+    if out is None:
+        x = np.array(src, dtype=np.float32, copy=True)
+    else:
+        if out.shape != src.shape or out.dtype != np.float32:
+            raise StreamdetValueError(f"out must be float32 of shape {src.shape}, got "
+                                      f"{out.dtype} {out.shape}")
+        x = out
+        x[...] = src
     if norm.kind == "none":
         x[~np.isfinite(x)] = 0.0
         return x
@@ -796,9 +822,10 @@ def normalise(data: ArrayLike, contract: ModelContract | Normalisation) -> NDArr
     lo = np.float32(norm.clip_min)
     hi = np.float32(norm.clip_max)
     factor = np.float32(norm.tanh_scale / (norm.clip_max - norm.clip_min))
-    np.clip(x, lo, hi, out=x)
+    # fmax/fmin (unlike clip) replace NaN by the other operand: NaN -> lo -> 0.
+    np.fmax(x, lo, out=x)
+    np.fmin(x, hi, out=x)
     x -= lo
     x *= factor
     np.tanh(x, out=x)
-    np.nan_to_num(x, copy=False, nan=0.0)
     return x

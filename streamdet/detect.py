@@ -8,6 +8,7 @@ windows (cross-chunk NMS) -> catalogue in sky coordinates.
 from __future__ import annotations
 
 import os
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ import dask.array as da
 import numpy as np
 from astropy.table import Table
 from dask.delayed import Delayed, delayed
+from dask.graph_manipulation import clone
 from numpy.typing import NDArray
 
 from ._infer import detect_window, window_tiles
@@ -50,8 +52,8 @@ class DetectConfig:
         Ring of cells decoded around each core for its NMS, px (a multiple of the stride).
     tile : int
         Side of the tile cores batched through the model, px.
-    batch : int
-        Tiles per forward pass.
+    batch : int or None
+        Tiles per forward pass; None: 1 on CPU, 8 on a GPU (decided where the model runs).
     threshold : float or tuple of float
         Objectness threshold, global or per prior.
     iou_threshold : float
@@ -68,7 +70,7 @@ class DetectConfig:
     halo: int
     margin: int
     tile: int
-    batch: int
+    batch: int | None
     threshold: float | tuple[float, ...]
     iou_threshold: float
     nms_kind: NMSKind
@@ -103,7 +105,7 @@ def resolve_threshold(contract: ModelContract,
 
 
 def _configure(contract: ModelContract, image_chunks: tuple[int, int] | None,
-               *, chunk: int | None, halo: int | None, tile: int | None, batch: int,
+               *, chunk: int | None, halo: int | None, tile: int | None, batch: int | None,
                threshold: float | str | Sequence[float] | None, iou_threshold: float | None,
                split_every: int, refine: bool = True) -> DetectConfig:
     stride = contract.stride[-1]
@@ -123,7 +125,7 @@ def _configure(contract: ModelContract, image_chunks: tuple[int, int] | None,
     if chunk_px <= 0:
         raise StreamdetValueError(f"chunk {chunk} must be positive")
     tile_px = min(tile_px, chunk_px)
-    if batch < 1:
+    if batch is not None and batch < 1:
         raise StreamdetValueError(f"batch {batch} must be >= 1")
     if split_every < 2:
         raise StreamdetValueError(f"split_every {split_every} must be >= 2")
@@ -132,7 +134,8 @@ def _configure(contract: ModelContract, image_chunks: tuple[int, int] | None,
     # it: decode a ring as wide as the largest prior so those decisions match a
     # whole-image NMS.
     margin = round_up(int(np.ceil(np.max(contract.priors_array))), stride)
-    return DetectConfig(chunk=chunk_px, halo=halo_px, margin=margin, tile=tile_px, batch=int(batch),
+    return DetectConfig(chunk=chunk_px, halo=halo_px, margin=margin, tile=tile_px,
+                        batch=None if batch is None else int(batch),
                         threshold=resolve_threshold(contract, threshold), iou_threshold=iou,
                         nms_kind=_nms_kind(contract), split_every=split_every, refine=refine)
 
@@ -166,9 +169,11 @@ def _tree_reduce(parts: list[Delayed], cfg: DetectConfig) -> Delayed:
     return parts[0]
 
 
-def _assemble(pieces: list[tuple[int, int, NDArray[np.floating]]],
-              bounds: tuple[int, int, int, int]) -> NDArray[np.float32]:
-    """Cut the region ``bounds`` (y0, y1, x0, x1) out of storage chunks at their origins."""
+Piece = tuple[int, int, NDArray[np.floating]]
+
+
+def _assemble(pieces: list[Piece], bounds: tuple[int, int, int, int]) -> NDArray[np.float32]:
+    """Cut the region ``bounds`` (y0, y1, x0, x1) out of array pieces at their origins."""
     y0, y1, x0, x1 = bounds
     out = np.empty((y1 - y0, x1 - x0), np.float32)
     for by, bx, block in pieces:
@@ -179,10 +184,37 @@ def _assemble(pieces: list[tuple[int, int, NDArray[np.floating]]],
     return out
 
 
-def _detect_from_blocks(pieces: list[tuple[int, int, NDArray[np.floating]]],
+def _cut(block: NDArray[np.floating], origin: tuple[int, int],
+         wanted: dict[int, tuple[int, int, int, int]]) -> dict[int, Piece]:
+    """Copies of the parts of one storage chunk that other windows need (their halos).
+
+    Copies, not views, so that the chunk itself is freed at once; ``wanted`` maps a
+    window index to the (y0, y1, x0, x1) image bounds it needs from this chunk.
+    """
+    oy, ox = origin
+    return {w: (y0, x0, np.array(block[y0 - oy:y1 - oy, x0 - ox:x1 - ox]))
+            for w, (y0, y1, x0, x1) in wanted.items()}
+
+
+def _detect_from_blocks(own: list[Piece], shared: list[dict[int, Piece]],
                         bounds: tuple[int, int, int, int], window: Window, model: Model,
                         **options: Any) -> Detections:
+    pieces = own + [cut[window.index] for cut in shared]
     return detect_window(_assemble(pieces, bounds), window, model, **options)
+
+
+def _z_order(window: Window) -> int:
+    """Morton (Z-order) code of a window's core origin.
+
+    The tree reduction merges windows in this order, so every merge joins a compact
+    block of the image and the scheduler, finishing one subtree before the next, walks
+    the image block by block: the halos waiting for a neighbour stay few.
+    """
+    y, x = window.core[0], window.core[2]
+    code = 0
+    for bit in range(32):
+        code |= ((x >> bit) & 1) << (2 * bit) | ((y >> bit) & 1) << (2 * bit + 1)
+    return code
 
 
 def _build_graph(arr: da.Array, model: Model, cfg: DetectConfig
@@ -194,23 +226,50 @@ def _build_graph(arr: da.Array, model: Model, cfg: DetectConfig
                            limit=limit)
     model_d = delayed(model, pure=True)
     token = dask.base.tokenize(arr.name, model.path, cfg)
-    # One task per storage chunk, shared by every window that overlaps it; each window
-    # task assembles its region from those chunks itself (few tasks, each chunk read once).
+    # Each storage chunk is read by one task. A chunk that lies inside a window's core
+    # goes to that window alone (and is freed when it is done); the parts of it that
+    # other windows need as halo are cut, copied, by a second read of the chunk (a
+    # clone of the load). So no task waits on a whole chunk that a far-away window
+    # still needs, and memory stays bounded whatever the image width. Chunks inside no
+    # core (windows smaller than chunks) are read once and cut for all their windows.
     blocks = arr.to_delayed(optimize_graph=False)
     y_edges = np.cumsum((0, *arr.chunks[0]))
     x_edges = np.cumsum((0, *arr.chunks[1]))
-    results = []
+    bounds_of: dict[int, tuple[int, int, int, int]] = {}
+    own: dict[int, list[Piece]] = defaultdict(list)
+    owned_by: dict[tuple[int, int], int] = {}
+    wanted: dict[tuple[int, int], dict[int, tuple[int, int, int, int]]] = defaultdict(dict)
     for w in windows:
         y0, y1, x0, x1 = w.region
-        bounds = (y0, min(y1, ny), x0, min(x1, nx))
+        bounds = bounds_of[w.index] = (y0, min(y1, ny), x0, min(x1, nx))
+        cy0, cy1, cx0, cx1 = w.core
         iy = range(int(np.searchsorted(y_edges, bounds[0], side="right")) - 1,
                    int(np.searchsorted(y_edges, bounds[1], side="left")))
         ix = range(int(np.searchsorted(x_edges, bounds[2], side="right")) - 1,
                    int(np.searchsorted(x_edges, bounds[3], side="left")))
-        pieces = [(int(y_edges[i]), int(x_edges[j]), blocks[i, j]) for i in iy for j in ix]
+        for i in iy:
+            for j in ix:
+                by0, by1 = int(y_edges[i]), int(y_edges[i + 1])
+                bx0, bx1 = int(x_edges[j]), int(x_edges[j + 1])
+                if cy0 <= by0 and by1 <= cy1 and cx0 <= bx0 and bx1 <= cx1:
+                    own[w.index].append((by0, bx0, blocks[i, j]))
+                    owned_by[(i, j)] = w.index
+                else:
+                    wanted[(i, j)][w.index] = (max(by0, bounds[0]), min(by1, bounds[1]),
+                                               max(bx0, bounds[2]), min(bx1, bounds[3]))
+    shared: dict[int, list[Delayed]] = defaultdict(list)
+    rereads = clone(arr).to_delayed(optimize_graph=False) if owned_by else blocks
+    for (i, j), need in wanted.items():
+        src = rereads[i, j] if (i, j) in owned_by else blocks[i, j]
+        cut = delayed(_cut, pure=True)(src, (int(y_edges[i]), int(x_edges[j])), need,
+                                       dask_key_name=f"halo-{token}-{i}-{j}")
+        for w_index in need:
+            shared[w_index].append(cut)
+    results = []
+    for w in sorted(windows, key=_z_order):
         results.append(delayed(_detect_from_blocks, pure=True)(
-            pieces, bounds, w, model_d, tile=cfg.tile, halo=cfg.halo, margin=cfg.margin,
-            limit=limit, batch=cfg.batch,
+            own[w.index], shared[w.index], bounds_of[w.index], w, model_d, tile=cfg.tile,
+            halo=cfg.halo, margin=cfg.margin, limit=limit, batch=cfg.batch,
             threshold=np.asarray(cfg.threshold) if isinstance(cfg.threshold, tuple)
             else cfg.threshold,
             iou_threshold=cfg.iou_threshold, nms_kind=cfg.nms_kind, refine=cfg.refine,
@@ -248,7 +307,7 @@ class _Progress(dask.callbacks.Callback):
 
 def detect_pixels(image: ImageLike, *, model: str | os.PathLike[str] | Model | None = None,
                   chunk: int | None = None, halo: int | None = None, tile: int | None = None,
-                  batch: int = 8, threads: int | None = None,
+                  batch: int | None = None, threads: int | None = None,
                   threshold: float | str | Sequence[float] | None = None,
                   iou_threshold: float | None = None, split_every: int = 4,
                   refine: bool = True, client: Any = None, quiet: bool | None = True) -> Detections:
@@ -274,11 +333,13 @@ def detect_pixels(image: ImageLike, *, model: str | os.PathLike[str] | Model | N
         result: Detections = client.compute(root).result()
         return result
     progress = _Progress(windows, cfg, quiet, limit=limit, stride=mdl.contract.stride[-1])
-    with progress, dask.config.set(scheduler="threads"):
+    with progress:
         # optimize_graph=False: no fusing of slicing into the chunk loads, so each storage
         # chunk is read and decompressed once and shared by the windows that overlap it.
-        (result,) = dask.compute(root, num_workers=max(2, os.cpu_count() or 2),
-                                 optimize_graph=False)
+        # The threaded scheduler itself (not the name "threads"): dask then skips looking
+        # for a distributed client, which costs an import of distributed (~0.15 s).
+        (result,) = dask.compute(root, scheduler=dask.threaded.get,
+                                 num_workers=max(2, os.cpu_count() or 2), optimize_graph=False)
     progress.bar.close()
     return result
 
@@ -296,7 +357,7 @@ def _load(model: str | os.PathLike[str] | Model | None, img: Image | None, *,
 
 def detect(image: ImageLike, *, model: str | os.PathLike[str] | Model | None = None,
            chunk: int | None = None, halo: int | None = None, tile: int | None = None,
-           batch: int = 8, threads: int | None = None,
+           batch: int | None = None, threads: int | None = None,
            threshold: float | str | Sequence[float] | None = None,
            iou_threshold: float | None = None, pb: str | os.PathLike[str] | None = None,
            split_every: int = 4, refine: bool = True, client: Any = None,
@@ -319,8 +380,9 @@ def detect(image: ImageLike, *, model: str | os.PathLike[str] | Model | None = N
         (which makes results independent of the chunking).
     tile : int, optional
         Tile core side batched through the model, px; default: the model's tile.
-    batch : int
-        Tiles per ONNX Runtime call.
+    batch : int, optional
+        Tiles per ONNX Runtime call; default 1 on CPU (batching gains no speed there and
+        multiplies the activation memory), 8 on a GPU.
     threads : int, optional
         ONNX Runtime intra-op threads of one forward pass. Default: one thread per pass
         and as many windows in flight as cores, which keeps every core busy with

@@ -357,6 +357,11 @@ def pixel_core_region(x_range: tuple[int, int], y_range: tuple[int, int], *,
 def _canonical_order(d: Detections) -> NDArray[np.intp]:
     """Deterministic order: objectness descending, centre x, centre y, then all columns."""
     c = d.centers
+    neg = -d.objectness.astype(np.float64)
+    order = np.lexsort((c[:, 1], c[:, 0], neg))
+    o, x, y = neg[order], c[order, 0], c[order, 1]
+    if not np.any((o[1:] == o[:-1]) & (x[1:] == x[:-1]) & (y[1:] == y[:-1])):
+        return order            # the first three keys decide every place
     keys: list[NDArray[np.generic]] = []
     for k in range(d.params.shape[1] - 1, -1, -1):
         keys.append(d.params[:, k])
@@ -395,5 +400,58 @@ def merge(*parts: Detections, iou_threshold: float, kind: NMSKind = "diou") -> D
         return Detections.empty()
     d = Detections.concat(list(parts))
     d = d.take(_canonical_order(d))
-    keep = nms(d.boxes, d.objectness, iou_threshold=iou_threshold, kind=kind, groups=d.chunk)
-    return d.take(np.sort(keep))
+    # Only boxes that reach into another chunk's extent can suppress or be suppressed
+    # (same-chunk pairs never interact, and an overlap above a threshold >= 0 needs
+    # intersecting boxes): NMS runs on those; all the others are kept.
+    sub = np.flatnonzero(_near_other_groups(d.boxes, d.chunk))
+    keep_sub = nms(d.boxes[sub], d.objectness[sub], iou_threshold=iou_threshold, kind=kind,
+                   groups=d.chunk[sub])
+    kept = np.ones(len(d), np.bool_)
+    kept[sub] = False
+    kept[sub[keep_sub]] = True
+    return d.take(kept)
+
+
+def _near_other_groups(boxes: NDArray[np.float64], groups: NDArray[np.integer]
+                       ) -> NDArray[np.bool_]:
+    """Mask of the boxes that touch the bounding rectangle of another group's boxes.
+
+    Parameters
+    ----------
+    boxes : (N, 4) float64, xyxy px
+    groups : (N,) int
+        Group label (chunk of origin) of each box.
+
+    Returns
+    -------
+    (N,) bool
+        A superset of the boxes that intersect a box of another group.
+    """
+    n = boxes.shape[0]
+    mask = np.zeros(n, np.bool_)
+    if n < 2:
+        return mask
+    order = np.argsort(groups, kind="stable")
+    g = np.asarray(groups)[order]
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    if starts.size < 2:
+        return mask
+    b = boxes[order]
+    lo = np.minimum.reduceat(b[:, :2], starts, axis=0)     # (G, 2) group x0, y0
+    hi = np.maximum.reduceat(b[:, 2:], starts, axis=0)     # (G, 2) group x1, y1
+    stops = np.append(starts[1:], n)
+    hit = np.zeros(n, np.bool_)
+    for a in range(starts.size):
+        others = np.flatnonzero((lo[:, 0] <= hi[a, 0]) & (hi[:, 0] >= lo[a, 0])
+                                & (lo[:, 1] <= hi[a, 1]) & (hi[:, 1] >= lo[a, 1]))
+        others = others[others != a]
+        if others.size == 0:
+            continue
+        mine = b[starts[a]:stops[a]]
+        near = np.zeros(mine.shape[0], np.bool_)
+        for o in others.tolist():
+            near |= ((mine[:, 0] <= hi[o, 0]) & (mine[:, 2] >= lo[o, 0])
+                     & (mine[:, 1] <= hi[o, 1]) & (mine[:, 3] >= lo[o, 1]))
+        hit[starts[a]:stops[a]] = near
+    mask[order] = hit
+    return mask
