@@ -136,8 +136,8 @@ def main() -> None:
     args = ap.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench_detect_"))
     workdir.mkdir(parents=True, exist_ok=True)
-    print(f"batch {args.batch or 'default'}, best of {args.repeat}, raw threads {args.threads}, engine threads "
-          f"{args.engine_threads or 'default'}, workdir {workdir}")
+    print(f"batch {args.batch or 'default'}, best of {args.repeat}, raw threads {args.threads}, "
+          f"engine threads {args.engine_threads or 'default'}, workdir {workdir}")
     print(f"{'size':>7} {'Mpix':>8} {'e2e s':>8} {'e2e Mpix/s':>11} {'raw s':>8} "
           f"{'raw Mpix/s':>11} {'e2e/raw':>8} {'peak RSS MB':>12} {'sources':>8}")
     rows = []

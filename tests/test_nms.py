@@ -13,6 +13,8 @@ from streamdet.boxes import box_diou, box_iou
 from streamdet.detections import Detections
 from streamdet.errors import StreamdetValueError
 from streamdet.nms import (
+    _canonical_order,
+    _near_other_groups,
     merge,
     nms,
     nms_detections,
@@ -314,6 +316,42 @@ def test_merge_is_order_independent() -> None:
     assert np.all(np.diff(o) <= 0)
     ties = np.diff(o) == 0
     assert np.all(np.diff(ref.centers[:, 0])[ties] >= 0)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("layout", ["blocks", "interleaved"])
+def test_merge_equals_grouped_nms_of_the_union(kind: str, layout: str) -> None:
+    # merge only runs NMS on boxes near another group's extent: same result as a grouped
+    # NMS of the whole canonically ordered union, whether the groups are compact blocks
+    # (as chunks are) or spread over each other.
+    rng = np.random.default_rng(11)
+    for t in (0.0, 0.3, 0.6):
+        parts = []
+        for k in range(6):
+            b = _boxes(rng, 80, 60.0)
+            if layout == "blocks":
+                b += 55.0 * np.array([k % 3, k // 3, k % 3, k // 3])
+            parts.append(_dets(b, rng.random(80), rng, chunk=k))
+        d = Detections.concat(parts)
+        d = d.take(_canonical_order(d))
+        keep = nms(d.boxes, d.objectness, iou_threshold=t, kind=kind, groups=d.chunk)
+        expect = d.take(np.sort(keep))
+        got = merge(*parts, iou_threshold=t, kind=kind)
+        assert _same(got, expect)
+        assert len(got) < len(d)          # the groups did interact
+
+
+def test_near_other_groups_flags_every_cross_group_overlap() -> None:
+    rng = np.random.default_rng(5)
+    b = _boxes(rng, 300, 200.0)
+    g = (b[:, 0] // 50).astype(np.int64) + 10 * (b[:, 1] // 50).astype(np.int64)
+    near = _near_other_groups(b, g)
+    iou = box_iou(b, b)
+    cross = (iou > 0) & (g[:, None] != g[None, :])
+    assert np.all(near[cross.any(axis=1)])
+    assert 0 < near.sum() < len(b)        # a superset, but not everything
+    assert not _near_other_groups(b, np.zeros(len(b), np.int64)).any()
+    assert _near_other_groups(b[:0], g[:0]).shape == (0,)
 
 
 def _has_chain(d: Detections, t: float, kind: str) -> bool:
