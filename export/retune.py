@@ -1,0 +1,145 @@
+"""Re-tune the ``purity`` objectness preset of a detector on fresh validation fields.
+
+Training picks its presets on one validation field. The ``purity`` preset (the lowest
+objectness threshold whose catalogue reaches a purity target) rests on the few false
+detections left at high thresholds, so one field gives a noisy estimate; this tool pools
+several simulated fields (seeds of its own, never used for training or benchmarks), picks
+the threshold again and writes a copy of the model with the new preset. The ``best`` and
+``default`` presets are left as they are.
+
+    python -m export.retune MODEL.onnx -o OUT.onnx --freq 560 --purity 0.99 \\
+        --seeds 3000001 3000002 3000003 --size 4096 --offset 0 -0.8 --workdir DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from streamdet._population import POINTING, primary_beam
+from streamdet.catalog import read_sdc1
+from streamdet.contract import CONTRACT_KEY, load_model
+from streamdet.detect import detect
+from streamdet.errors import OutputExistsError, StreamdetValueError
+from streamdet.io import open_image
+
+from ._data import _separation, simulated_field
+from .train import _choose_thresholds, _submission, score_catalogue
+
+__all__ = ["retune_purity"]
+
+
+def retune_purity(model: str | os.PathLike[str], out: str | os.PathLike[str], *, freq: int,
+                  seeds: Sequence[int], size: int, offset: tuple[float, float],
+                  purity_target: float, workdir: str | os.PathLike[str],
+                  threshold_min: float = 0.05, overwrite: bool = False) -> dict[str, float]:
+    """Choose the ``purity`` preset on pooled simulated fields; write the model to ``out``.
+
+    Parameters
+    ----------
+    model : path-like
+        ONNX detector with a streamdet contract.
+    out : path-like
+        Where the re-tuned copy goes (written atomically).
+    freq : int
+        Band of the validation fields, MHz.
+    seeds, size, offset
+        Simulated validation fields: one per seed, ``size`` px square, centred
+        ``offset`` (dRA, dDec) deg from the SDC1 field centre.
+    purity_target : float
+        Purity the preset must reach on the pooled fields, in (0, 1].
+    workdir : path-like
+        Cache of the simulated fields.
+    threshold_min : float
+        Lowest objectness threshold considered.
+    overwrite : bool
+        Replace an existing ``out``.
+
+    Returns
+    -------
+    dict
+        ``purity`` threshold chosen, the purity reached on the pooled fields, the number
+        of detections kept there, and the previous threshold.
+    """
+    if not 0.0 < purity_target <= 1.0:
+        raise StreamdetValueError(f"purity target {purity_target} must be in (0, 1]")
+    if not seeds:
+        raise StreamdetValueError("give at least one validation seed")
+    dst = Path(out)
+    if dst.exists() and not overwrite:
+        raise OutputExistsError(f"{dst} exists; pass overwrite=True to replace it")
+    mdl = load_model(model)
+    objs, priors, contribs = [], [], []
+    for seed in seeds:
+        image, truth_path = simulated_field(workdir, size=size, freq=freq, seed=int(seed),
+                                            offset=offset)
+        truth = read_sdc1(truth_path)
+        table = detect(image, model=mdl, threshold=threshold_min, quiet=True)
+        header = open_image(image).header
+        gain = primary_beam(_separation(np.asarray(table["ra"], np.float64),
+                                        np.asarray(table["dec"], np.float64),
+                                        float(header.get("PBRA", POINTING[0])),
+                                        float(header.get("PBDEC", POINTING[1]))), freq)
+        sub, finite = _submission(table, gain)
+        table = table[finite]
+        _, contrib, _ = score_catalogue(sub, truth, freq)
+        objs.append(np.asarray(table["objectness"], np.float64))
+        priors.append(np.asarray(table["prior"], np.int64))
+        contribs.append(np.asarray(contrib, np.float64))
+    obj, contrib = np.concatenate(objs), np.concatenate(contribs)
+    _, t_pur, reached = _choose_thresholds(obj, np.concatenate(priors), contrib,
+                                           mdl.contract.nbox, lo=threshold_min,
+                                           purity_target=purity_target)
+    if not reached:
+        raise StreamdetValueError(f"no threshold reaches purity {purity_target} on the fields")
+    keep = obj >= t_pur
+    purity = float((contrib[keep] >= 0).mean())
+
+    proto = onnx.load(str(model))
+    props = {p.key: p for p in proto.metadata_props}
+    doc = json.loads(props[CONTRACT_KEY].value)
+    previous = doc["thresholds"].get("purity")
+    doc["thresholds"]["purity"] = t_pur
+    props[CONTRACT_KEY].value = json.dumps(doc)
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        onnx.save(proto, tmp)
+        load_model(tmp)                       # the copy still carries a valid contract
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return {"purity_threshold": t_pur, "purity": purity, "kept": int(keep.sum()),
+            "previous": float(previous) if previous is not None else float("nan")}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("model", type=Path)
+    ap.add_argument("-o", "--output", type=Path, required=True)
+    ap.add_argument("--freq", type=int, choices=(560, 1400, 9200), required=True)
+    ap.add_argument("--purity", type=float, default=0.99)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[3000001, 3000002, 3000003])
+    ap.add_argument("--size", type=int, default=4096)
+    ap.add_argument("--offset", type=float, nargs=2, default=(0.0, -0.8), metavar=("DRA", "DDEC"))
+    ap.add_argument("--workdir", type=Path, default=Path("retune_fields"))
+    ap.add_argument("--overwrite", action="store_true")
+    args = ap.parse_args(argv)
+    res = retune_purity(args.model, args.output, freq=args.freq, seeds=args.seeds,
+                        size=args.size, offset=(args.offset[0], args.offset[1]),
+                        purity_target=args.purity, workdir=args.workdir,
+                        overwrite=args.overwrite)
+    print(f"purity preset {res['previous']:.3f} -> {res['purity_threshold']:.3f}: purity "
+          f"{res['purity']:.4f} with {res['kept']} detections on {len(args.seeds)} fields")
+
+
+if __name__ == "__main__":
+    main()
