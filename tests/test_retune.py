@@ -9,10 +9,10 @@ import pytest
 
 pytest.importorskip("torch")
 
-from export.retune import main, retune_purity  # noqa: E402
-from streamdet.contract import load_model  # noqa: E402
-from streamdet.errors import OutputExistsError, StreamdetValueError  # noqa: E402
-from streamdet.models import default_model  # noqa: E402
+from export.retune import main, retune_purity
+from streamdet.contract import load_model
+from streamdet.errors import OutputExistsError, StreamdetValueError
+from streamdet.models import default_model
 
 
 def test_retune_purity_rewrites_only_the_purity_preset(tmp_path: Path) -> None:
