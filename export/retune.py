@@ -14,24 +14,21 @@ the threshold again and writes a copy of the model with the new preset. The ``be
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import onnx
 
-from streamdet._population import POINTING, primary_beam
+from streamdet._atomic import atomic_path, check_output
 from streamdet.catalog import read_sdc1
-from streamdet.contract import CONTRACT_KEY, load_model
-from streamdet.detect import detect
-from streamdet.errors import OutputExistsError, StreamdetValueError
-from streamdet.io import open_image
+from streamdet.contract import load_model
+from streamdet.errors import StreamdetValueError
 
-from ._data import _separation, simulated_field
-from .train import _choose_thresholds, _submission, score_catalogue
+from ._data import simulated_field
+from .train import _choose_thresholds, score_candidates
 
 __all__ = ["retune_purity"]
 
@@ -72,24 +69,14 @@ def retune_purity(model: str | os.PathLike[str], out: str | os.PathLike[str], *,
         raise StreamdetValueError(f"purity target {purity_target} must be in (0, 1]")
     if not seeds:
         raise StreamdetValueError("give at least one validation seed")
-    dst = Path(out)
-    if dst.exists() and not overwrite:
-        raise OutputExistsError(f"{dst} exists; pass overwrite=True to replace it")
+    check_output(out, overwrite=overwrite)
     mdl = load_model(model)
     objs, priors, contribs = [], [], []
     for seed in seeds:
         image, truth_path = simulated_field(workdir, size=size, freq=freq, seed=int(seed),
                                             offset=offset)
-        truth = read_sdc1(truth_path)
-        table = detect(image, model=mdl, threshold=threshold_min, quiet=True)
-        header = open_image(image).header
-        gain = primary_beam(_separation(np.asarray(table["ra"], np.float64),
-                                        np.asarray(table["dec"], np.float64),
-                                        float(header.get("PBRA", POINTING[0])),
-                                        float(header.get("PBDEC", POINTING[1]))), freq)
-        sub, finite = _submission(table, gain)
-        table = table[finite]
-        _, contrib, _ = score_catalogue(sub, truth, freq)
+        table, _, contrib, _ = score_candidates(mdl, image, read_sdc1(truth_path), freq=freq,
+                                                threshold_min=threshold_min)
         objs.append(np.asarray(table["objectness"], np.float64))
         priors.append(np.asarray(table["prior"], np.int64))
         contribs.append(np.asarray(contrib, np.float64))
@@ -102,23 +89,19 @@ def retune_purity(model: str | os.PathLike[str], out: str | os.PathLike[str], *,
     keep = obj >= t_pur
     purity = float((contrib[keep] >= 0).mean())
 
+    previous = mdl.contract.thresholds.get("purity")
+    tuned = dataclasses.replace(mdl.contract,
+                                thresholds={**mdl.contract.thresholds, "purity": t_pur})
     proto = onnx.load(str(model))
-    props = {p.key: p for p in proto.metadata_props}
-    doc = json.loads(props[CONTRACT_KEY].value)
-    previous = doc["thresholds"].get("purity")
-    doc["thresholds"]["purity"] = t_pur
-    props[CONTRACT_KEY].value = json.dumps(doc)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        onnx.save(proto, tmp)
+    entries = tuned.to_metadata()
+    for prop in proto.metadata_props:
+        if prop.key in entries:
+            prop.value = entries[prop.key]
+    with atomic_path(out, overwrite=overwrite) as tmp:
+        onnx.save(proto, str(tmp))
         load_model(tmp)                       # the copy still carries a valid contract
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return {"purity_threshold": t_pur, "purity": purity, "kept": int(keep.sum()),
-            "previous": float(previous) if previous is not None else float("nan")}
+            "previous": float(previous) if isinstance(previous, int | float) else float("nan")}
 
 
 def main(argv: Sequence[str] | None = None) -> None:

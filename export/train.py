@@ -47,6 +47,7 @@ from numpy.typing import NDArray
 from streamdet._population import POINTING, band, primary_beam
 from streamdet._progress import progress_bar
 from streamdet.catalog import SDC1_COLUMNS, read_sdc1, write_sdc1
+from streamdet.contract import Model
 from streamdet.detect import detect
 from streamdet.errors import OutputExistsError, StreamdetFileNotFoundError, StreamdetValueError
 from streamdet.io import open_image
@@ -539,25 +540,12 @@ def validate(net: YoloCianna, contract: Mapping[str, Any], image: str | os.PathL
     fields = dict(contract)
     fields["thresholds"] = {"default": float(threshold_min)}
     export_onnx(net, onnx_path, contract=fields, overwrite=True, verify_sizes=((64, 64),))
-    table = detect(image, model=onnx_path, threshold=float(threshold_min), quiet=True)
-    cap = max(int(max_det_factor * len(truth)), 1)
-    if len(table) > cap:
-        order = np.argsort(-np.asarray(table["objectness"], np.float64), kind="stable")
-        table = table[np.sort(order[:cap])]
-    header = open_image(image).header
-    if len(table):
-        ra0 = float(header.get("PBRA", POINTING[0]))
-        dec0 = float(header.get("PBDEC", POINTING[1]))
-        gain = primary_beam(_separation(np.asarray(table["ra"], np.float64),
-                                        np.asarray(table["dec"], np.float64), ra0, dec0), freq)
-        sub, finite = _submission(table, gain)
-        table = table[finite]
-    else:
-        sub = Table()
+    table, sub, contrib, scorer = score_candidates(
+        onnx_path, image, truth, freq=freq, threshold_min=threshold_min,
+        max_det=max(int(max_det_factor * len(truth)), 1))
     nbox = len(net.config.priors)
     obj = np.asarray(table["objectness"], np.float64) if len(table) else np.zeros(0)
     prior = np.asarray(table["prior"], np.int64) if len(table) else np.zeros(0, np.int64)
-    _, contrib, scorer = score_catalogue(sub, truth, freq)
     best, t_pur, reached = _choose_thresholds(obj, prior, contrib, nbox, lo=threshold_min,
                                               purity_target=purity_target)
     keep_best = obj >= np.asarray(best)[prior] if len(table) else np.zeros(0, bool)
@@ -574,6 +562,56 @@ def validate(net: YoloCianna, contract: Mapping[str, Any], image: str | os.PathL
         thresholds=thresholds, purity_score=pur_score, purity_reached=reached, scorer=scorer,
         seconds=time.perf_counter() - t0,
         extra={"candidates": len(table), "score_all": float(contrib.sum())})
+
+
+def score_candidates(model: str | os.PathLike[str] | Model, image: str | os.PathLike[str],
+                     truth: Table, *, freq: int, threshold_min: float,
+                     max_det: int | None = None) -> tuple[Table, Table, NDArray[np.float64], str]:
+    """Detect at a low threshold and score every candidate with the SDC1 scorer.
+
+    Parameters
+    ----------
+    model : path-like or Model
+        ONNX detector.
+    image : path-like
+        Simulated FITS image (its ``PBRA``/``PBDEC`` give the primary beam that corrects
+        the fluxes).
+    truth : astropy.table.Table
+        Its SDC1 truth catalogue.
+    freq : int
+        Band, MHz.
+    threshold_min : float
+        Objectness threshold of the detection run.
+    max_det : int, optional
+        Keep at most this many candidates (the most confident).
+
+    Returns
+    -------
+    table : astropy.table.Table
+        The candidates with finite catalogue values.
+    sub : astropy.table.Table
+        Their SDC1 submission, fluxes divided by the primary beam (same rows).
+    contrib : (N,) float64
+        Each candidate's contribution to the score (matched score, or -1).
+    scorer : str
+        Which scorer ran.
+    """
+    table = detect(image, model=model, threshold=float(threshold_min), quiet=True)
+    if max_det is not None and len(table) > max_det:
+        order = np.argsort(-np.asarray(table["objectness"], np.float64), kind="stable")
+        table = table[np.sort(order[:max_det])]
+    header = open_image(image).header
+    if len(table):
+        ra0 = float(header.get("PBRA", POINTING[0]))
+        dec0 = float(header.get("PBDEC", POINTING[1]))
+        gain = primary_beam(_separation(np.asarray(table["ra"], np.float64),
+                                        np.asarray(table["dec"], np.float64), ra0, dec0), freq)
+        sub, finite = _submission(table, gain)
+        table = table[finite]
+    else:
+        sub = Table()
+    _, contrib, scorer = score_catalogue(sub, truth, freq)
+    return table, sub, contrib, scorer
 
 
 def _score_subset(sub: Table, truth: Table, freq: int, keep: NDArray[np.bool_]
