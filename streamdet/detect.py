@@ -7,19 +7,22 @@ windows (cross-chunk NMS) -> catalogue in sky coordinates.
 
 from __future__ import annotations
 
+import operator
 import os
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import dask
 import dask.array as da
+import dask.local
 import numpy as np
 from astropy.table import Table
 from dask.delayed import Delayed, delayed
-from dask.graph_manipulation import clone
+from dask.optimization import cull
 from numpy.typing import NDArray
 
 from ._infer import detect_window, window_tiles
@@ -157,19 +160,39 @@ def _as_array(image: ImageLike) -> tuple[da.Array, Image | None]:
     return arr, None
 
 
-def _tree_reduce(parts: list[Delayed], cfg: DetectConfig) -> Delayed:
-    level = 0
-    while len(parts) > 1:
-        parts = [
-            delayed(merge, pure=True)(*parts[i:i + cfg.split_every],
-                                      iou_threshold=cfg.iou_threshold, kind=cfg.nms_kind,
-                                      dask_key_name=f"merge-{level}-{i // cfg.split_every}")
-            for i in range(0, len(parts), cfg.split_every)]
-        level += 1
-    return parts[0]
-
-
 Piece = tuple[int, int, NDArray[np.floating]]
+
+
+class _BlockReader:
+    """Reads one block of a Dask array inside another task.
+
+    Holds the block's culled subgraph (for a Zarr or FITS image: the array handle and
+    one getter) and runs it synchronously, so the read happens when the task that
+    needs the data runs, not when the scheduler would choose to run a load task.
+    An opaque object, so that ``delayed`` does not unpack the graph it carries.
+    """
+
+    __slots__ = ("graph", "key", "origin")
+
+    def __init__(self, graph: Any, key: Any, origin: tuple[int, int]) -> None:
+        self.graph, self.key, self.origin = graph, key, origin
+
+    def __call__(self) -> NDArray[np.floating]:
+        return np.asarray(dask.local.get_sync(self.graph, self.key))
+
+
+def _block_readers(arr: da.Array) -> dict[tuple[int, int], _BlockReader]:
+    """One reader per block of a 2D Dask array, keyed by block index."""
+    graph = dict(arr.__dask_graph__())
+    y_edges = np.cumsum((0, *arr.chunks[0]))
+    x_edges = np.cumsum((0, *arr.chunks[1]))
+    readers = {}
+    for i in range(arr.numblocks[0]):
+        for j in range(arr.numblocks[1]):
+            key = (arr.name, i, j)
+            readers[(i, j)] = _BlockReader(cull(graph, [key])[0], key,
+                                           (int(y_edges[i]), int(x_edges[j])))
+    return readers
 
 
 def _assemble(pieces: list[Piece], bounds: tuple[int, int, int, int]) -> NDArray[np.float32]:
@@ -184,22 +207,24 @@ def _assemble(pieces: list[Piece], bounds: tuple[int, int, int, int]) -> NDArray
     return out
 
 
-def _cut(block: NDArray[np.floating], origin: tuple[int, int],
-         wanted: dict[int, tuple[int, int, int, int]]) -> dict[int, Piece]:
-    """Copies of the parts of one storage chunk that other windows need (their halos).
+def _read_cut(reader: _BlockReader, wanted: dict[int, tuple[int, int, int, int]],
+              after: Any = None) -> dict[int, Piece]:
+    """Read one storage chunk and copy out the parts that other windows need (halos).
 
     Copies, not views, so that the chunk itself is freed at once; ``wanted`` maps a
     window index to the (y0, y1, x0, x1) image bounds it needs from this chunk.
+    ``after`` is only a scheduling dependency (see :func:`_build_graph`).
     """
-    oy, ox = origin
+    block = reader()
+    oy, ox = reader.origin
     return {w: (y0, x0, np.array(block[y0 - oy:y1 - oy, x0 - ox:x1 - ox]))
             for w, (y0, y1, x0, x1) in wanted.items()}
 
 
-def _detect_from_blocks(own: list[Piece], shared: list[dict[int, Piece]],
+def _detect_from_blocks(own: list[_BlockReader], shared: list[Piece],
                         bounds: tuple[int, int, int, int], window: Window, model: Model,
                         **options: Any) -> Detections:
-    pieces = own + [cut[window.index] for cut in shared]
+    pieces = [(*r.origin, r()) for r in own] + shared
     return detect_window(_assemble(pieces, bounds), window, model, **options)
 
 
@@ -217,27 +242,33 @@ def _z_order(window: Window) -> int:
     return code
 
 
-def _build_graph(arr: da.Array, model: Model, cfg: DetectConfig
+def _build_graph(arr: da.Array, model: Model, cfg: DetectConfig, *, lag: int = 2
                  ) -> tuple[Delayed, list[Window], tuple[int, int, int, int]]:
+    """The detection graph: reads, halo cuts, windows and the tree reduction.
+
+    Built as one low-level graph (a dict of tasks), not by chaining ``delayed`` calls,
+    whose merged graphs grow with every dependency: building and culling those costs
+    seconds of scheduler time on a 16384^2 image.
+    """
     ny, nx = arr.shape
     stride = model.contract.stride[-1]
     limit = (0, padded_size(ny, stride), 0, padded_size(nx, stride))
-    windows = plan_windows(limit, core=cfg.chunk, halo=cfg.halo + cfg.margin, stride=stride,
-                           limit=limit)
-    model_d = delayed(model, pure=True)
+    windows = sorted(plan_windows(limit, core=cfg.chunk, halo=cfg.halo + cfg.margin,
+                                  stride=stride, limit=limit), key=_z_order)
+    position = {w.index: p for p, w in enumerate(windows)}
     token = dask.base.tokenize(arr.name, model.path, cfg)
-    # Each storage chunk is read by one task. A chunk that lies inside a window's core
-    # goes to that window alone (and is freed when it is done); the parts of it that
-    # other windows need as halo are cut, copied, by a second read of the chunk (a
-    # clone of the load). So no task waits on a whole chunk that a far-away window
-    # still needs, and memory stays bounded whatever the image width. Chunks inside no
-    # core (windows smaller than chunks) are read once and cut for all their windows.
-    blocks = arr.to_delayed(optimize_graph=False)
+    # Reads happen inside the tasks that use the data, so none waits in memory for a
+    # consumer that the scheduler has not reached. A storage chunk inside a window's
+    # core is read by that window alone. The parts of a chunk that other windows need
+    # as halo are read and cut, as copies, by one task per chunk; that task is gated
+    # on the window `lag` places before the first consumer in the walk (Z-order), so
+    # it runs just in time, and each cut strip is its own key, freed by its consumer:
+    # the strips waiting are those along the walk's frontier, whatever the image size.
+    readers = _block_readers(arr)
     y_edges = np.cumsum((0, *arr.chunks[0]))
     x_edges = np.cumsum((0, *arr.chunks[1]))
     bounds_of: dict[int, tuple[int, int, int, int]] = {}
-    own: dict[int, list[Piece]] = defaultdict(list)
-    owned_by: dict[tuple[int, int], int] = {}
+    own: dict[int, list[_BlockReader]] = defaultdict(list)
     wanted: dict[tuple[int, int], dict[int, tuple[int, int, int, int]]] = defaultdict(dict)
     for w in windows:
         y0, y1, x0, x1 = w.region
@@ -252,31 +283,49 @@ def _build_graph(arr: da.Array, model: Model, cfg: DetectConfig
                 by0, by1 = int(y_edges[i]), int(y_edges[i + 1])
                 bx0, bx1 = int(x_edges[j]), int(x_edges[j + 1])
                 if cy0 <= by0 and by1 <= cy1 and cx0 <= bx0 and bx1 <= cx1:
-                    own[w.index].append((by0, bx0, blocks[i, j]))
-                    owned_by[(i, j)] = w.index
+                    own[w.index].append(readers[(i, j)])
                 else:
                     wanted[(i, j)][w.index] = (max(by0, bounds[0]), min(by1, bounds[1]),
                                                max(bx0, bounds[2]), min(bx1, bounds[3]))
-    shared: dict[int, list[Delayed]] = defaultdict(list)
-    rereads = clone(arr).to_delayed(optimize_graph=False) if owned_by else blocks
-    for (i, j), need in wanted.items():
-        src = rereads[i, j] if (i, j) in owned_by else blocks[i, j]
-        cut = delayed(_cut, pure=True)(src, (int(y_edges[i]), int(x_edges[j])), need,
-                                       dask_key_name=f"halo-{token}-{i}-{j}")
-        for w_index in need:
-            shared[w_index].append(cut)
-    results = []
-    for w in sorted(windows, key=_z_order):
-        results.append(delayed(_detect_from_blocks, pure=True)(
-            own[w.index], shared[w.index], bounds_of[w.index], w, model_d, tile=cfg.tile,
-            halo=cfg.halo, margin=cfg.margin, limit=limit, batch=cfg.batch,
-            threshold=np.asarray(cfg.threshold) if isinstance(cfg.threshold, tuple)
-            else cfg.threshold,
-            iou_threshold=cfg.iou_threshold, nms_kind=cfg.nms_kind, refine=cfg.refine,
-            dask_key_name=f"window-{token}-{w.index}"))
+    cuts_for: dict[int, list[tuple[tuple[int, int], dict[int, tuple[int, int, int, int]]]]]
+    cuts_for = defaultdict(list)  # position of the first consumer -> its chunks to cut
+    for ij, need in wanted.items():
+        cuts_for[min(position[w] for w in need)].append((ij, need))
+    model_key = f"model-{token}"
+    run = partial(_detect_from_blocks, tile=cfg.tile, halo=cfg.halo, margin=cfg.margin,
+                  limit=limit, batch=cfg.batch,
+                  threshold=np.asarray(cfg.threshold) if isinstance(cfg.threshold, tuple)
+                  else cfg.threshold,
+                  iou_threshold=cfg.iou_threshold, nms_kind=cfg.nms_kind, refine=cfg.refine)
+    dsk: dict[str, Any] = {model_key: model}
+    strips: dict[int, list[str]] = defaultdict(list)
+    results: list[str] = []
+    for p, w in enumerate(windows):
+        gate = results[p - lag] if p >= lag else None
+        for (i, j), need in cuts_for[p]:
+            cut = f"halo-{token}-{i}-{j}"
+            dsk[cut] = (_read_cut, readers[(i, j)], need, gate)
+            for w_index in need:  # one key per consumer: each strip is freed on its own
+                strip = f"strip-{token}-{i}-{j}-{w_index}"
+                dsk[strip] = (operator.getitem, cut, w_index)
+                strips[w_index].append(strip)
+        key = f"window-{token}-{w.index}"
+        dsk[key] = (run, own[w.index], strips[w.index], bounds_of[w.index], w, model_key)
+        results.append(key)
     if not results:
         return delayed(Detections.empty)(model.contract.param_names), windows, limit
-    return _tree_reduce(results, cfg), windows, limit
+    # Tree reduction, in walk order: every merge joins neighbouring windows.
+    combine = partial(merge, iou_threshold=cfg.iou_threshold, kind=cfg.nms_kind)
+    level = 0
+    while len(results) > 1:
+        parts = results
+        results = []
+        for i in range(0, len(parts), cfg.split_every):
+            key = f"merge-{token}-{level}-{i // cfg.split_every}"
+            dsk[key] = (combine, *parts[i:i + cfg.split_every])
+            results.append(key)
+        level += 1
+    return Delayed(results[0], dsk), windows, limit
 
 
 class _Progress(dask.callbacks.Callback):
@@ -328,18 +377,18 @@ def detect_pixels(image: ImageLike, *, model: str | os.PathLike[str] | Model | N
     cfg = _configure(mdl.contract, image_chunks, chunk=chunk, halo=halo, tile=tile,
                      batch=batch, threshold=threshold, iou_threshold=iou_threshold,
                      split_every=split_every, refine=refine)
-    root, windows, limit = _build_graph(arr, mdl, cfg)
+    workers = (sum(client.nthreads().values()) if client is not None
+               else max(2, os.cpu_count() or 2))
+    root, windows, limit = _build_graph(arr, mdl, cfg, lag=workers)
     if client is not None:
         result: Detections = client.compute(root).result()
         return result
     progress = _Progress(windows, cfg, quiet, limit=limit, stride=mdl.contract.stride[-1])
     with progress:
-        # optimize_graph=False: no fusing of slicing into the chunk loads, so each storage
-        # chunk is read and decompressed once and shared by the windows that overlap it.
         # The threaded scheduler itself (not the name "threads"): dask then skips looking
         # for a distributed client, which costs an import of distributed (~0.15 s).
-        (result,) = dask.compute(root, scheduler=dask.threaded.get,
-                                 num_workers=max(2, os.cpu_count() or 2), optimize_graph=False)
+        (result,) = dask.compute(root, scheduler=dask.threaded.get, num_workers=workers,
+                                 optimize_graph=False)
     progress.bar.close()
     return result
 
@@ -429,5 +478,5 @@ def detect(image: ImageLike, *, model: str | os.PathLike[str] | Model | None = N
         beam = PrimaryBeam.from_fits(pb)
     units = {p.name: p.unit for p in mdl.contract.params if p.unit}
     return to_table(dets, wcs=wcs, pixel_scale_arcsec=pixel_scale, pb=beam, param_units=units,
-                    meta={"model": mdl.contract.name, "model_file": str(mdl.path),
+                    copy=False, meta={"model": mdl.contract.name, "model_file": str(mdl.path),
                           "image": str(img.path) if img is not None else "array"})

@@ -354,14 +354,25 @@ def pixel_core_region(x_range: tuple[int, int], y_range: tuple[int, int], *,
     )
 
 
+def _order_by_score_and_centre(boxes: NDArray[np.float64], objectness: NDArray[np.floating]
+                               ) -> NDArray[np.intp] | None:
+    """Objectness descending, then centre x, centre y; None when those keys tie."""
+    neg = -objectness.astype(np.float64)
+    cx = 0.5 * (boxes[:, 0] + boxes[:, 2])
+    cy = 0.5 * (boxes[:, 1] + boxes[:, 3])
+    order = np.lexsort((cy, cx, neg))
+    o, x, y = neg[order], cx[order], cy[order]
+    if np.any((o[1:] == o[:-1]) & (x[1:] == x[:-1]) & (y[1:] == y[:-1])):
+        return None
+    return order
+
+
 def _canonical_order(d: Detections) -> NDArray[np.intp]:
     """Deterministic order: objectness descending, centre x, centre y, then all columns."""
-    c = d.centers
-    neg = -d.objectness.astype(np.float64)
-    order = np.lexsort((c[:, 1], c[:, 0], neg))
-    o, x, y = neg[order], c[order, 0], c[order, 1]
-    if not np.any((o[1:] == o[:-1]) & (x[1:] == x[:-1]) & (y[1:] == y[:-1])):
+    order = _order_by_score_and_centre(d.boxes, d.objectness)
+    if order is not None:
         return order            # the first three keys decide every place
+    c = d.centers
     keys: list[NDArray[np.generic]] = []
     for k in range(d.params.shape[1] - 1, -1, -1):
         keys.append(d.params[:, k])
@@ -374,11 +385,11 @@ def _canonical_order(d: Detections) -> NDArray[np.intp]:
 def merge(*parts: Detections, iou_threshold: float, kind: NMSKind = "diou") -> Detections:
     """Merge the owned detections of neighbouring chunks (one tree-reduction step).
 
-    Concatenates the parts, sorts them canonically (objectness descending, then
-    centre x, centre y, then the other columns) and runs greedy NMS on the union
-    (only overlapping boxes interact); boxes of the same chunk (``Detections.chunk``)
-    never suppress each other, since each chunk was already NMS'd on its own. See the
-    module docstring for when the result is exactly associative.
+    Sorts the union of the parts canonically (objectness descending, then centre x,
+    centre y, then the other columns) and runs greedy NMS on it (only overlapping
+    boxes interact); boxes of the same chunk (``Detections.chunk``) never suppress
+    each other, since each chunk was already NMS'd on its own. See the module
+    docstring for when the result is exactly associative.
 
     Parameters
     ----------
@@ -398,18 +409,27 @@ def merge(*parts: Detections, iou_threshold: float, kind: NMSKind = "diou") -> D
     _check_threshold(iou_threshold, kind)
     if not parts:
         return Detections.empty()
-    d = Detections.concat(list(parts))
-    d = d.take(_canonical_order(d))
+    # The sort and the NMS need only boxes, scores and chunks: the union of the other
+    # columns is gathered once, for the rows kept (the root merge of a large image
+    # joins ~10^5 rows per part, so no full copy of the union is made on the way).
+    boxes = np.concatenate([p.boxes for p in parts])
+    objectness = np.concatenate([p.objectness for p in parts])
+    order = _order_by_score_and_centre(boxes, objectness)
+    if order is None:           # ties on the first keys: sort on every column
+        order = _canonical_order(Detections.concat(list(parts)))
+    boxes = boxes[order]
+    objectness = objectness[order]
+    chunk = np.concatenate([p.chunk for p in parts])[order]
     # Only boxes that reach into another chunk's extent can suppress or be suppressed
     # (same-chunk pairs never interact, and an overlap above a threshold >= 0 needs
     # intersecting boxes): NMS runs on those; all the others are kept.
-    sub = np.flatnonzero(_near_other_groups(d.boxes, d.chunk))
-    keep_sub = nms(d.boxes[sub], d.objectness[sub], iou_threshold=iou_threshold, kind=kind,
-                   groups=d.chunk[sub])
-    kept = np.ones(len(d), np.bool_)
+    sub = np.flatnonzero(_near_other_groups(boxes, chunk))
+    keep_sub = nms(boxes[sub], objectness[sub], iou_threshold=iou_threshold, kind=kind,
+                   groups=chunk[sub])
+    kept = np.ones(len(boxes), np.bool_)
     kept[sub] = False
     kept[sub[keep_sub]] = True
-    return d.take(kept)
+    return Detections.gather(parts, order[kept])
 
 
 def _near_other_groups(boxes: NDArray[np.float64], groups: NDArray[np.integer]

@@ -113,7 +113,7 @@ def to_table(dets: Detections, *, wcs: WCS | None = None,
              pb: PrimaryBeam | str | os.PathLike[str] | None = None,
              param_units: Mapping[str, str] | None = None, flux_param: str = "flux",
              pb_outside: Literal["nan", "nearest", "radial"] = "radial",
-             meta: Mapping[str, Any] | None = None) -> Table:
+             meta: Mapping[str, Any] | None = None, copy: bool = True) -> Table:
     """Turn detections into a catalogue table.
 
     Parameters
@@ -143,6 +143,10 @@ def to_table(dets: Detections, *, wcs: WCS | None = None,
         extrapolated sources in ``pb_extrapolated``.
     meta : mapping, optional
         Extra provenance merged into ``table.meta``.
+    copy : bool
+        ``False`` lets the box, parameter and score columns share memory with
+        ``dets`` (which must then not be modified): no second copy of a large
+        catalogue.
 
     Returns
     -------
@@ -169,37 +173,35 @@ def to_table(dets: Detections, *, wcs: WCS | None = None,
     units = dict(DEFAULT_PARAM_UNITS)
     if param_units is not None:
         units.update(param_units)
-    boxes = dets.boxes.astype(np.float64)
-    centres = dets.centers
-    x, y = centres[:, 0].copy(), centres[:, 1].copy()
+    boxes = dets.boxes.astype(np.float64, copy=False)
+    x = 0.5 * (boxes[:, 0] + boxes[:, 2])
+    y = 0.5 * (boxes[:, 1] + boxes[:, 3])
     width = boxes[:, 2] - boxes[:, 0]
     height = boxes[:, 3] - boxes[:, 1]
 
-    t = Table()
-    t["x"] = x
-    t["x"].unit = u.pix
-    t["y"] = y
-    t["y"].unit = u.pix
+    # Columns are gathered first and handed over without another copy (a 16384^2
+    # field gives ~350k rows); with copy=False the box, parameter and score columns
+    # are views of the detections' own arrays.
+    cols: dict[str, NDArray[Any]] = {"x": x, "y": y}
+    col_units: dict[str, u.UnitBase] = {"x": u.pix, "y": u.pix}
     ra = dec = None
     if cel is not None:
         ra, dec = _pixel_to_icrs(cel, x, y)
-        t["ra"] = ra
-        t["ra"].unit = u.deg
-        t["dec"] = dec
-        t["dec"].unit = u.deg
-    t["width"] = width
-    t["width"].unit = u.pix
-    t["height"] = height
-    t["height"].unit = u.pix
+        cols["ra"], cols["dec"] = ra, dec
+        col_units["ra"] = col_units["dec"] = u.deg
+    cols["width"], cols["height"] = width, height
+    col_units["width"] = col_units["height"] = u.pix
     if scale is not None:
-        t["width_arcsec"] = width * scale
-        t["width_arcsec"].unit = u.arcsec
-        t["height_arcsec"] = height * scale
-        t["height_arcsec"].unit = u.arcsec
+        cols["width_arcsec"], cols["height_arcsec"] = width * scale, height * scale
+        col_units["width_arcsec"] = col_units["height_arcsec"] = u.arcsec
+    params = dets.params.astype(np.float64, copy=False)
     for k, name in enumerate(dets.param_names):
-        t[name] = dets.params[:, k].astype(np.float64)
+        cols[name] = params[:, k] if not copy else params[:, k].copy()
         if units.get(name):
-            t[name].unit = u.Unit(units[name])
+            col_units[name] = u.Unit(units[name])
+    t = Table(cols, copy=False)
+    for name, unit in col_units.items():
+        t[name].unit = unit
 
     prov: dict[str, Any] = {
         "creator": f"streamdet {__version__}",
@@ -241,12 +243,16 @@ def to_table(dets: Detections, *, wcs: WCS | None = None,
         t["pb"].unit = u.dimensionless_unscaled
         prov["pb_source"] = beam.source
         prov["pb_corrected"] = flux_param
-    t["objectness"] = dets.objectness.astype(np.float32)
-    t["probability"] = dets.probability.astype(np.float32)
-    t["prior"] = dets.prior.astype(np.int16)
-    t["chunk"] = dets.chunk.astype(np.int32)
+    tail: dict[str, NDArray[Any]] = {
+        "objectness": dets.objectness.astype(np.float32, copy=copy),
+        "probability": dets.probability.astype(np.float32, copy=copy),
+        "prior": dets.prior.astype(np.int16, copy=copy),
+        "chunk": dets.chunk.astype(np.int32, copy=copy),
+    }
     for k, name in enumerate(("x0", "y0", "x1", "y1")):
-        t[name] = boxes[:, k].copy()
+        tail[name] = boxes[:, k] if not copy else boxes[:, k].copy()
+    t.add_columns(list(tail.values()), names=list(tail), copy=False)
+    for name in ("x0", "y0", "x1", "y1"):
         t[name].unit = u.pix
     prov.update(meta or {})
     t.meta.update(prov)

@@ -165,6 +165,31 @@ def test_tree_fan_in_and_tile_do_not_matter(image: np.ndarray, model: Model) -> 
     assert_same(a, b)
 
 
+def test_halo_strips_wait_only_along_the_walk(model: Model) -> None:
+    """Each halo strip is its own task result, cut just before its first consumer runs:
+    on a 16 x 16 grid of windows only the strips along the walk's frontier are held."""
+    import dask
+    import dask.array as da
+
+    held: list[int] = []
+    seen: set[str] = set()
+
+    class Count(dask.callbacks.Callback):
+        def _posttask(self, key: object, result: object, dsk: object, state: dict,
+                      worker_id: object) -> None:
+            strips = [k for k in state["cache"] if str(k).startswith("strip-")]
+            seen.update(strips)
+            held.append(len(strips))
+
+    img = field(2048, 2048, seed=3)
+    with Count():
+        got = detect_pixels(da.from_array(img, chunks=128), model=model, chunk=128,
+                            threshold=THRESHOLD)
+    assert len(seen) > 1500                 # 256 windows, ~8 strips each
+    assert max(held) < 0.15 * len(seen), (max(held), len(seen))
+    assert_same(got, detect_pixels(img, model=model, chunk=1024, threshold=THRESHOLD))
+
+
 def test_store_and_fits_inputs(image: np.ndarray, model: Model, sky_fits: Path,
                                sky_zarr: Path) -> None:
     ref = reference(image, model)

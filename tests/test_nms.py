@@ -301,6 +301,17 @@ def test_merge_tree_equals_global_nms(kind: str, seed: int) -> None:
         assert _same(rev, flat)
 
 
+@pytest.mark.parametrize("sizes", [(0,), (5, 0, 7), (40, 1, 23)])
+def test_gather_equals_concat_then_take(sizes: tuple[int, ...]) -> None:
+    rng = np.random.default_rng(sum(sizes))
+    parts = [_dets(_boxes(rng, n), rng.random(n), rng, chunk=k) for k, n in enumerate(sizes)]
+    total = sum(sizes)
+    for index in (np.arange(0), rng.permutation(total)[: total // 2], np.arange(total)[::-1]):
+        assert _same(Detections.gather(parts, index), Detections.concat(parts).take(index))
+    with pytest.raises(StreamdetValueError, match="params"):
+        Detections.gather([parts[0], Detections.empty(("flux",))], np.arange(0))
+
+
 def test_merge_is_order_independent() -> None:
     rng = np.random.default_rng(4)
     parts = [nms_detections(_dets(_boxes(rng, 60, 50.0), rng.random(60), rng, chunk=k),

@@ -115,6 +115,20 @@ def test_params_units_and_columns() -> None:
     assert t2["flux"].unit == u.mJy and t2.meta["model"] == "m.onnx"
 
 
+@pytest.mark.parametrize("pb", [None, pytest.param(PB_FILE, marks=needs_pb)])
+def test_table_without_copies_equals_the_copied_one(pb: Path | None) -> None:
+    d = _dets(200, size=12000.0, seed=5)
+    wcs = _sdc1_wcs(n=12000)
+    a, b = to_table(d, wcs=wcs, pb=pb), to_table(d, wcs=wcs, pb=pb, copy=False)
+    assert a.colnames == b.colnames
+    for name in a.colnames:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+        assert a[name].unit == b[name].unit and a[name].dtype == b[name].dtype
+    assert np.shares_memory(b["x0"], d.boxes) and np.shares_memory(b["bmaj"], d.params)
+    assert not any(np.shares_memory(a[n], arr) for n in a.colnames
+                   for arr in (d.boxes, d.params, d.objectness, d.chunk))
+
+
 def test_empty_detections_give_empty_table_with_columns() -> None:
     full = to_table(_dets(3), wcs=_sdc1_wcs())
     empty = to_table(Detections.empty(NAMES), wcs=_sdc1_wcs())
