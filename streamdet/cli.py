@@ -110,6 +110,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         threshold=_parse_threshold(args.threshold),
         pb=args.pb,
         refine=not args.no_refine,
+        measure=not args.no_measure,
         quiet=args.quiet or None,
     )
     write_catalogue(table, args.output, format=fmt,  # type: ignore[arg-type]
@@ -203,6 +204,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-refine", action="store_true",
                    help="keep the network's positions (default: move each detection onto the "
                    "sub-pixel image peak)")
+    p.add_argument("--no-measure", action="store_true",
+                   help="keep the network's flux and shape (default: fit an elliptical "
+                   "Gaussian at each detection on the image, deconvolved by the beam)")
     p.add_argument("--threshold", default=None, metavar="T",
                    help="objectness threshold: a number, one per prior (comma-separated), or a "
                    "preset of the model (default, best, purity)")

@@ -13,11 +13,12 @@ from astropy.wcs import WCS
 
 import streamdet
 from streamdet._infer import shift_to
+from streamdet._measure import measure_sources
 from streamdet._refine import refine_centres
 from streamdet.cli import main
 from streamdet.contract import Model, load_model, normalise
 from streamdet.decode import decode
-from streamdet.detect import detect, detect_pixels
+from streamdet.detect import _measurement, detect, detect_pixels
 from streamdet.detections import Detections
 from streamdet.errors import (
     InvalidModelError,
@@ -40,8 +41,9 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Model:
 
 
 def reference(image: np.ndarray, model: Model, threshold: float = THRESHOLD,
-              refine: bool = True) -> Detections:
-    """Whole-image forward pass (one ONNX call), decode, one global NMS, peak refinement."""
+              refine: bool = True, measure: bool = True) -> Detections:
+    """Whole-image forward pass (one ONNX call), decode, one global NMS, peak refinement,
+    Gaussian fits on the whole image."""
     c = model.contract
     s = c.stride[-1]
     ny, nx = image.shape
@@ -51,6 +53,10 @@ def reference(image: np.ndarray, model: Model, threshold: float = THRESHOLD,
     dets = nms_detections(dets, iou_threshold=c.nms["iou_threshold"], kind=c.nms["kind"])
     if refine:
         dets = shift_to(dets, refine_centres(image, dets.centers, origin=(0, 0)))
+    beam = _measurement(c, None)
+    if measure and beam is not None:
+        dets = measure_sources(dets, image, origin=(0, 0), beam_px=beam[:3],
+                               pixel_scale_arcsec=beam[3])
     return dets
 
 
@@ -59,9 +65,14 @@ def _sorted_boxes(d: Detections) -> np.ndarray:
     return d.boxes[order]
 
 
+def _sorted_params(d: Detections) -> np.ndarray:
+    return d.params[np.lexsort((d.boxes[:, 1], d.boxes[:, 0]))]
+
+
 def assert_same(a: Detections, b: Detections) -> None:
     assert len(a) == len(b), (len(a), len(b))
     np.testing.assert_allclose(_sorted_boxes(a), _sorted_boxes(b), atol=1e-3)
+    np.testing.assert_allclose(_sorted_params(a), _sorted_params(b), rtol=1e-6, atol=1e-12)
     np.testing.assert_allclose(np.sort(a.objectness), np.sort(b.objectness), atol=1e-5)
 
 
@@ -129,8 +140,9 @@ def test_chunk_invariance(image: np.ndarray, model: Model, chunk: int, extra_hal
 
 
 def test_unrefined_positions_match_the_network(image: np.ndarray, model: Model) -> None:
-    got = detect_pixels(image, model=model, chunk=512, threshold=THRESHOLD, refine=False)
-    assert_same(got, reference(image, model, refine=False))
+    got = detect_pixels(image, model=model, chunk=512, threshold=THRESHOLD, refine=False,
+                        measure=False)
+    assert_same(got, reference(image, model, refine=False, measure=False))
 
 
 def test_refinement_finds_subpixel_peaks() -> None:
