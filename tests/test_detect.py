@@ -292,6 +292,28 @@ def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str,
     return code, out, err
 
 
+def test_cli_no_measure_keeps_the_network_values(sky_zarr: Path, model: Model,
+                                                 tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from astropy.table import Table
+
+    tables = {}
+    for flag in ([], ["--no-measure"]):
+        out = tmp_path / f"cat{len(flag)}.ecsv"
+        code, _, err = _run(["detect", str(sky_zarr), "-o", str(out), "--model",
+                             str(model.path), "--threshold", "0.5", "--quiet", *flag], capsys)
+        assert code == 0, err
+        tables[bool(flag)] = Table.read(out, format="ascii.ecsv")
+    for measure in (True, False):
+        api = detect(sky_zarr, model=model, threshold=THRESHOLD, measure=measure)
+        got = tables[not measure]
+        for name in ("flux", "bmaj", "pa"):
+            np.testing.assert_allclose(np.sort(np.asarray(got[name])),
+                                       np.sort(np.asarray(api[name])), rtol=1e-6)
+    assert not np.allclose(np.sort(np.asarray(tables[False]["flux"])),
+                           np.sort(np.asarray(tables[True]["flux"])), rtol=1e-3)
+
+
 @pytest.mark.parametrize("fmt", ["ecsv", "fits", "parquet"])
 def test_cli_table_formats(fmt: str, sky_zarr: Path, model: Model, tmp_path: Path,
                            capsys: pytest.CaptureFixture[str]) -> None:
