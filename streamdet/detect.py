@@ -187,11 +187,13 @@ class _BlockReader:
         return np.asarray(dask.local.get_sync(self.graph, self.key))
 
 
-def _block_readers(arr: da.Array) -> dict[tuple[int, int], _BlockReader]:
-    """One reader per block of a 2D Dask array, keyed by block index."""
+def _block_readers(arr: da.Array, y_edges: NDArray[np.integer], x_edges: NDArray[np.integer]
+                   ) -> dict[tuple[int, int], _BlockReader]:
+    """One reader per block of a 2D Dask array, keyed by block index.
+
+    ``y_edges``, ``x_edges``: cumulative block boundaries (``numblocks + 1`` each).
+    """
     graph = dict(arr.__dask_graph__())
-    y_edges = np.cumsum((0, *arr.chunks[0]))
-    x_edges = np.cumsum((0, *arr.chunks[1]))
     readers = {}
     for i in range(arr.numblocks[0]):
         for j in range(arr.numblocks[1]):
@@ -270,9 +272,9 @@ def _build_graph(arr: da.Array, model: Model, cfg: DetectConfig, *, lag: int = 2
     # on the window `lag` places before the first consumer in the walk (Z-order), so
     # it runs just in time, and each cut strip is its own key, freed by its consumer:
     # the strips waiting are those along the walk's frontier, whatever the image size.
-    readers = _block_readers(arr)
     y_edges = np.cumsum((0, *arr.chunks[0]))
     x_edges = np.cumsum((0, *arr.chunks[1]))
+    readers = _block_readers(arr, y_edges, x_edges)
     bounds_of: dict[int, tuple[int, int, int, int]] = {}
     own: dict[int, list[_BlockReader]] = defaultdict(list)
     wanted: dict[tuple[int, int], dict[int, tuple[int, int, int, int]]] = defaultdict(dict)

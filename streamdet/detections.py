@@ -78,26 +78,11 @@ class Detections:
     @classmethod
     def concat(cls, parts: Sequence[Detections]) -> Detections:
         """Concatenate detections that share the same parameter columns."""
-        if not parts:
-            return cls.empty()
-        names = parts[0].param_names
-        for p in parts[1:]:
-            if p.param_names != names:
-                raise StreamdetValueError(
-                    f"cannot concatenate detections with params {p.param_names} and {names}")
-        return cls(
-            boxes=np.concatenate([p.boxes for p in parts]),
-            objectness=np.concatenate([p.objectness for p in parts]),
-            probability=np.concatenate([p.probability for p in parts]),
-            prior=np.concatenate([p.prior for p in parts]),
-            params=np.concatenate([p.params for p in parts]),
-            param_names=names,
-            chunk=np.concatenate([p.chunk for p in parts]),
-        )
+        return cls.gather(parts, slice(None))
 
     @classmethod
     def gather(cls, parts: Sequence[Detections],
-               index: NDArray[np.intp]) -> Detections:
+               index: NDArray[np.intp] | slice) -> Detections:
         """Rows ``index`` of the concatenation of ``parts``, without building it whole.
 
         Equal to ``Detections.concat(parts).take(index)``; the union is materialised
@@ -110,7 +95,6 @@ class Detections:
             if p.param_names != names:
                 raise StreamdetValueError(
                     f"cannot concatenate detections with params {p.param_names} and {names}")
-        index = np.asarray(index, np.intp)
         return cls(
             boxes=np.concatenate([p.boxes for p in parts])[index],
             objectness=np.concatenate([p.objectness for p in parts])[index],

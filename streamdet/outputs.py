@@ -174,8 +174,8 @@ def to_table(dets: Detections, *, wcs: WCS | None = None,
     if param_units is not None:
         units.update(param_units)
     boxes = dets.boxes.astype(np.float64, copy=False)
-    x = 0.5 * (boxes[:, 0] + boxes[:, 2])
-    y = 0.5 * (boxes[:, 1] + boxes[:, 3])
+    centres = dets.centers
+    x, y = centres[:, 0], centres[:, 1]
     width = boxes[:, 2] - boxes[:, 0]
     height = boxes[:, 3] - boxes[:, 1]
 
