@@ -125,60 +125,75 @@ def fit_gaussians(data: NDArray[np.floating], centres: NDArray[np.float64],
     pix = img[np.clip(yy, 0, ny - 1), np.clip(xx, 0, nx - 1)].astype(np.float64)
     valid = inside & np.isfinite(pix)
     pix = np.where(valid, pix, 0.0)
-    gx = xx + float(origin[1])                               # image coordinates
-    gy = yy + float(origin[0])
+    # Coordinates relative to each stamp's central pixel keep the numbers small.
+    cx = (ix + origin[1]).astype(np.float64)
+    cy = (iy + origin[0]).astype(np.float64)
+    gx = (xx - ix[:, None]).astype(np.float64)
+    gy = (yy - iy[:, None]).astype(np.float64)
 
     inv0 = np.linalg.inv(cov0)
-    p = np.column_stack([np.zeros(n), centres[:, 0], centres[:, 1],
+    p = np.column_stack([np.zeros(n), centres[:, 0] - cx, centres[:, 1] - cy,
                          inv0[:, 0, 0], inv0[:, 0, 1], inv0[:, 1, 1]])
     dx, dy = gx - p[:, 1:2], gy - p[:, 2:3]
     q0 = p[:, 3:4] * dx * dx + 2.0 * p[:, 4:5] * dx * dy + p[:, 5:6] * dy * dy
-    weight = (valid & (q0 <= aperture ** 2)).astype(np.float64)
-    e0 = np.exp(-0.5 * q0)
-    p[:, 0] = (np.einsum("np,np->n", weight * e0, pix)
-               / np.maximum(np.einsum("np,np->n", weight * e0, e0), 1e-300))
+    fitted = valid & (q0 <= aperture ** 2)
+    # Fitted pixels first, the stamp cut to the largest fitted count: the square
+    # corners outside the aperture cost nothing.
+    order = np.argsort(~fitted, axis=1, kind="stable")[:, :max(int(fitted.sum(axis=1).max()), 1)]
+    gx, gy, q0 = (np.take_along_axis(a, order, axis=1) for a in (gx, gy, q0))
+    weight = np.take_along_axis(fitted, order, axis=1).astype(np.float64)
+    pix = np.take_along_axis(pix, order, axis=1) * weight
+    e0 = np.exp(-0.5 * q0) * weight
+    p[:, 0] = np.einsum("np,np->n", e0, pix) / np.maximum(np.einsum("np,np->n", e0, e0), 1e-300)
 
-    def model(p: NDArray[np.float64]) -> tuple[NDArray[np.float64], ...]:
+    def evaluate(p: NDArray[np.float64]) -> tuple[NDArray[np.float64], ...]:
+        """Residuals and the terms of the Jacobian; every term outside the fitted region
+        is zero through the masked exponential ``e``."""
         dx, dy = gx - p[:, 1:2], gy - p[:, 2:3]
-        q = p[:, 3:4] * dx * dx + 2.0 * p[:, 4:5] * dx * dy + p[:, 5:6] * dy * dy
-        e = np.exp(-0.5 * q)
+        u = p[:, 3:4] * dx + p[:, 4:5] * dy           # (C^-1 d)_x
+        v = p[:, 4:5] * dx + p[:, 5:6] * dy           # (C^-1 d)_y
+        e = np.exp(-0.5 * (dx * u + dy * v)) * weight
         resid = pix - p[:, 0:1] * e
-        return resid, e, dx, dy, np.einsum("np,np->n", weight * resid, resid)
+        return resid, e, dx, dy, u, v, np.einsum("np,np->n", resid, resid)
 
-    resid, e, dx, dy, chi2 = model(p)
+    resid, e, dx, dy, u, v, chi2 = evaluate(p)
     damping = np.full(n, 1e-3)
     eye = np.eye(6)
+    jac = np.empty((n, 6, gx.shape[1]))
     for _ in range(iterations):
         ae = p[:, 0:1] * e
-        a, b, c = p[:, 3:4], p[:, 4:5], p[:, 5:6]
-        jac = (e, ae * (a * dx + b * dy), ae * (b * dx + c * dy),
-               -0.5 * ae * dx * dx, -ae * dx * dy, -0.5 * ae * dy * dy)
-        wj = [weight * j for j in jac]
-        hess = np.empty((n, 6, 6))
-        for i in range(6):
-            for k in range(i, 6):
-                hess[:, i, k] = hess[:, k, i] = np.einsum("np,np->n", wj[i], jac[k])
-        grad = np.stack([np.einsum("np,np->n", w, resid) for w in wj], axis=1)
+        jac[:, 0] = e
+        np.multiply(ae, u, out=jac[:, 1])
+        np.multiply(ae, v, out=jac[:, 2])
+        np.multiply(-0.5 * ae * dx, dx, out=jac[:, 3])
+        np.multiply(-ae * dx, dy, out=jac[:, 4])
+        np.multiply(-0.5 * ae * dy, dy, out=jac[:, 5])
+        hess = np.matmul(jac, jac.transpose(0, 2, 1))
+        grad = np.matmul(jac, resid[:, :, None])
         diag = np.diagonal(hess, axis1=1, axis2=2)
-        lhs = hess + damping[:, None, None] * diag[:, :, None] * eye + 1e-300 * eye
-        good = np.all(np.isfinite(lhs), axis=(1, 2)) & (np.linalg.det(lhs) != 0)
+        # J J^T is positive semi-definite; with every diagonal term positive, the
+        # damped matrix is positive definite and the step exists.
+        good = np.all(diag > 0, axis=1) & np.all(np.isfinite(hess), axis=(1, 2))
+        lhs = hess + damping[:, None, None] * diag[:, :, None] * eye
         step = np.zeros((n, 6))
         if good.any():
-            step[good] = np.linalg.solve(lhs[good], grad[good][:, :, None])[:, :, 0]
+            step[good] = np.linalg.solve(lhs[good], grad[good])[:, :, 0]
         trial = p + step
         legal = ((trial[:, 3] > 0) & (trial[:, 5] > 0)
                  & (trial[:, 3] * trial[:, 5] > trial[:, 4] ** 2)
                  & np.all(np.isfinite(trial), axis=1) & good)
         trial = np.where(legal[:, None], trial, p)
-        t_resid, t_e, t_dx, t_dy, t_chi2 = model(trial)
+        t_resid, t_e, t_dx, t_dy, t_u, t_v, t_chi2 = evaluate(trial)
         better = legal & (t_chi2 < chi2)
         p = np.where(better[:, None], trial, p)
-        resid = np.where(better[:, None], t_resid, resid)
-        e = np.where(better[:, None], t_e, e)
-        dx = np.where(better[:, None], t_dx, dx)
-        dy = np.where(better[:, None], t_dy, dy)
+        keep = better[:, None]
+        resid, e = np.where(keep, t_resid, resid), np.where(keep, t_e, e)
+        dx, dy = np.where(keep, t_dx, dx), np.where(keep, t_dy, dy)
+        u, v = np.where(keep, t_u, u), np.where(keep, t_v, v)
         chi2 = np.where(better, t_chi2, chi2)
         damping = np.where(better, damping * 0.3, damping * 10.0)
+    p[:, 1] += cx
+    p[:, 2] += cy
     inv = np.empty((n, 2, 2))
     inv[:, 0, 0], inv[:, 1, 1] = p[:, 3], p[:, 5]
     inv[:, 0, 1] = inv[:, 1, 0] = p[:, 4]
