@@ -76,19 +76,26 @@ def _celestial(wcs: WCS | None) -> WCS | None:
     return wcs.celestial
 
 
+_WCS_BLOCK = 1 << 15  # rows per pixel -> world call
+
+
 def _pixel_to_icrs(cel: WCS, x: NDArray[np.float64], y: NDArray[np.float64]
                    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """0-based pixel centres -> ICRS (ra in [0, 360), dec), degrees."""
     if len(x) == 0:
         return np.zeros(0), np.zeros(0)
     lng_type = str(cel.wcs.ctype[cel.wcs.lng]).upper()
-    if lng_type.startswith("RA"):
-        world = cel.pixel_to_world_values(x, y)
-        ra = np.asarray(world[cel.wcs.lng], np.float64)
-        dec = np.asarray(world[cel.wcs.lat], np.float64)
-    else:  # galactic, ecliptic, ...: through astropy's frame transforms
-        sc = cel.pixel_to_world(x, y).icrs
-        ra, dec = np.asarray(sc.ra.deg, np.float64), np.asarray(sc.dec.deg, np.float64)
+    ra, dec = np.empty(len(x)), np.empty(len(x))
+    # In blocks: wcslib's and astropy's temporaries (several arrays per row) stay a
+    # few MB however large the catalogue.
+    for i in range(0, len(x), _WCS_BLOCK):
+        part = slice(i, i + _WCS_BLOCK)
+        if lng_type.startswith("RA"):
+            world = cel.pixel_to_world_values(x[part], y[part])
+            ra[part], dec[part] = world[cel.wcs.lng], world[cel.wcs.lat]
+        else:  # galactic, ecliptic, ...: through astropy's frame transforms
+            sc = cel.pixel_to_world(x[part], y[part]).icrs
+            ra[part], dec[part] = sc.ra.deg, sc.dec.deg
     ra = np.mod(ra, 360.0)
     ra[ra >= 360.0] = 0.0
     return ra, dec

@@ -16,6 +16,7 @@ from astropy.table import Table
 from astropy.wcs import WCS, FITSFixedWarning
 from scipy.ndimage import map_coordinates
 
+from streamdet import outputs
 from streamdet._pb import PrimaryBeam
 from streamdet.detections import Detections
 from streamdet.errors import (
@@ -80,7 +81,10 @@ def _sdc1_table(n: int = 30, seed: int = 0) -> Table:
 # ----------------------------------------------------------------- to_table
 
 
-def test_pixel_to_world_against_astropy() -> None:
+@pytest.mark.parametrize("block", [1 << 15, 7])
+def test_pixel_to_world_against_astropy(block: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # block 7: the conversion runs in many blocks, the last one partial
+    monkeypatch.setattr(outputs, "_WCS_BLOCK", block)
     wcs = _sdc1_wcs()
     d = _dets(200)
     t = to_table(d, wcs=wcs)
@@ -98,6 +102,20 @@ def test_pixel_to_world_against_astropy() -> None:
     assert t["x"].unit == u.pix
     assert t.meta["pixel_scale_arcsec"] == pytest.approx(0.6, rel=1e-9)
     np.testing.assert_allclose(t["width_arcsec"], t["width"] * 0.6, rtol=1e-9)
+
+
+def test_galactic_image_gives_icrs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(outputs, "_WCS_BLOCK", 16)
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["GLON-CAR", "GLAT-CAR"]
+    w.wcs.crval = [30.0, 1.0]
+    w.wcs.crpix = [2001.0, 2001.0]
+    w.wcs.cdelt = [-0.6 / 3600, 0.6 / 3600]
+    d = _dets(100)
+    t = to_table(d, wcs=w)
+    sc = w.pixel_to_world(d.centers[:, 0], d.centers[:, 1]).icrs
+    np.testing.assert_allclose(t["ra"], sc.ra.deg, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(t["dec"], sc.dec.deg, rtol=0, atol=1e-10)
 
 
 def test_params_units_and_columns() -> None:
