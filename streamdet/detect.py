@@ -231,23 +231,35 @@ def _read_cut(reader: _BlockReader, wanted: dict[int, tuple[int, int, int, int]]
 
 def _detect_from_blocks(own: list[_BlockReader], shared: list[Piece],
                         bounds: tuple[int, int, int, int], window: Window, model: Model,
-                        **options: Any) -> Detections:
+                        emit: dict[str, tuple[int, int, int, int]], **options: Any
+                        ) -> tuple[Detections, dict[str, Piece]]:
+    """Detect in one window; also hand on, as copies, the parts of its own chunks that
+    windows later in the walk need as halo (``emit``: strip name -> image bounds)."""
     pieces = [(*r.origin, r()) for r in own] + shared
-    return detect_window(_assemble(pieces, bounds), window, model, **options)
+    data = _assemble(pieces, bounds)
+    del pieces
+    handed = {name: (y0, x0, np.array(data[y0 - bounds[0]:y1 - bounds[0],
+                                           x0 - bounds[2]:x1 - bounds[2]]))
+              for name, (y0, y1, x0, x1) in emit.items()}
+    return detect_window(data, window, model, **options), handed
 
 
-def _z_order(window: Window) -> int:
-    """Morton (Z-order) code of a window's core origin.
+def _handed(result: tuple[Detections, dict[str, Piece]], name: str) -> Piece:
+    return result[1][name]
 
-    The tree reduction merges windows in this order, so every merge joins a compact
-    block of the image and the scheduler, finishing one subtree before the next, walks
-    the image block by block: the halos waiting for a neighbour stay few.
+
+def _walk(windows: list[Window], shape: tuple[int, int]) -> list[Window]:
+    """The order in which windows are built, run and merged: row by row along the
+    image's shorter side.
+
+    Halo strips wait from their owner (or their read) to their consumer, so those held
+    at once are about one row of windows' worth: the frontier of the walk, as long as
+    the shorter side, whatever the image's length. The tree reduction merges windows in
+    this order, so every merge joins neighbours.
     """
-    y, x = window.core[0], window.core[2]
-    code = 0
-    for bit in range(32):
-        code |= ((x >> bit) & 1) << (2 * bit) | ((y >> bit) & 1) << (2 * bit + 1)
-    return code
+    if shape[1] <= shape[0]:
+        return sorted(windows, key=lambda w: (w.core[0], w.core[2]))
+    return sorted(windows, key=lambda w: (w.core[2], w.core[0]))
 
 
 def _build_graph(arr: da.Array, model: Model, cfg: DetectConfig, *, lag: int = 2
@@ -261,22 +273,23 @@ def _build_graph(arr: da.Array, model: Model, cfg: DetectConfig, *, lag: int = 2
     ny, nx = arr.shape
     stride = model.contract.stride[-1]
     limit = (0, padded_size(ny, stride), 0, padded_size(nx, stride))
-    windows = sorted(plan_windows(limit, core=cfg.chunk, halo=cfg.halo + cfg.margin,
-                                  stride=stride, limit=limit), key=_z_order)
+    windows = _walk(plan_windows(limit, core=cfg.chunk, halo=cfg.halo + cfg.margin,
+                                 stride=stride, limit=limit), (ny, nx))
     position = {w.index: p for p, w in enumerate(windows)}
     token = dask.base.tokenize(arr.name, model.path, cfg)
     # Reads happen inside the tasks that use the data, so none waits in memory for a
     # consumer that the scheduler has not reached. A storage chunk inside a window's
-    # core is read by that window alone. The parts of a chunk that other windows need
-    # as halo are read and cut, as copies, by one task per chunk; that task is gated
-    # on the window `lag` places before the first consumer in the walk (Z-order), so
-    # it runs just in time, and each cut strip is its own key, freed by its consumer:
-    # the strips waiting are those along the walk's frontier, whatever the image size.
+    # core is read by that window alone, which hands the parts that windows after it
+    # in the walk need as halo on to them. The parts that windows before it need are
+    # read and cut by one task per chunk, gated on the window `lag` places before the
+    # first of them in the walk, so it runs just in time. Each strip is its own key,
+    # freed by its consumer: those waiting lie along the walk's frontier.
     y_edges = np.cumsum((0, *arr.chunks[0]))
     x_edges = np.cumsum((0, *arr.chunks[1]))
     readers = _block_readers(arr, y_edges, x_edges)
     bounds_of: dict[int, tuple[int, int, int, int]] = {}
     own: dict[int, list[_BlockReader]] = defaultdict(list)
+    owner: dict[tuple[int, int], int] = {}
     wanted: dict[tuple[int, int], dict[int, tuple[int, int, int, int]]] = defaultdict(dict)
     for w in windows:
         y0, y1, x0, x1 = w.region
@@ -292,13 +305,25 @@ def _build_graph(arr: da.Array, model: Model, cfg: DetectConfig, *, lag: int = 2
                 bx0, bx1 = int(x_edges[j]), int(x_edges[j + 1])
                 if cy0 <= by0 and by1 <= cy1 and cx0 <= bx0 and bx1 <= cx1:
                     own[w.index].append(readers[(i, j)])
+                    owner[(i, j)] = w.index
                 else:
                     wanted[(i, j)][w.index] = (max(by0, bounds[0]), min(by1, bounds[1]),
                                                max(bx0, bounds[2]), min(bx1, bounds[3]))
+    # A window that owns a chunk hands its parts on to the windows after it in the walk
+    # (no second read, and a strip waits only from its owner to its consumer); the
+    # windows before the owner get theirs from a read-and-cut task.
     cuts_for: dict[int, list[tuple[tuple[int, int], dict[int, tuple[int, int, int, int]]]]]
     cuts_for = defaultdict(list)  # position of the first consumer -> its chunks to cut
+    emit: dict[int, dict[str, tuple[int, int, int, int]]] = defaultdict(dict)
     for ij, need in wanted.items():
-        cuts_for[min(position[w] for w in need)].append((ij, need))
+        early = need
+        if ij in owner:
+            o = owner[ij]
+            early = {w: b for w, b in need.items() if position[w] < position[o]}
+            emit[o].update({f"{ij[0]}-{ij[1]}-{w}": b for w, b in need.items()
+                            if position[w] > position[o]})
+        if early:
+            cuts_for[min(position[w] for w in early)].append((ij, early))
     model_key = f"model-{token}"
     run = partial(_detect_from_blocks, tile=cfg.tile, halo=cfg.halo, margin=cfg.margin,
                   limit=limit, batch=cfg.batch,
@@ -319,8 +344,14 @@ def _build_graph(arr: da.Array, model: Model, cfg: DetectConfig, *, lag: int = 2
                 dsk[strip] = (operator.getitem, cut, w_index)
                 strips[w_index].append(strip)
         key = f"window-{token}-{w.index}"
-        dsk[key] = (run, own[w.index], strips[w.index], bounds_of[w.index], w, model_key)
-        results.append(key)
+        dsk[key] = (run, own[w.index], strips[w.index], bounds_of[w.index], w, model_key,
+                    emit[w.index])
+        for name in emit[w.index]:
+            strip = f"strip-{token}-{name}"
+            dsk[strip] = (_handed, key, name)
+            strips[int(name.rsplit("-", 1)[1])].append(strip)
+        dsk[f"dets-{token}-{w.index}"] = (operator.getitem, key, 0)
+        results.append(f"dets-{token}-{w.index}")
     if not results:
         return delayed(Detections.empty)(model.contract.param_names), windows, limit
     # Tree reduction, in walk order: every merge joins neighbouring windows.
