@@ -279,11 +279,11 @@ def _build_graph(arr: da.Array, model: Model, cfg: DetectConfig, *, lag: int = 2
     token = dask.base.tokenize(arr.name, model.path, cfg)
     # Reads happen inside the tasks that use the data, so none waits in memory for a
     # consumer that the scheduler has not reached. A storage chunk inside a window's
-    # core is read by that window alone, which hands the parts that windows after it
-    # in the walk need as halo on to them. The parts that windows before it need are
-    # read and cut by one task per chunk, gated on the window `lag` places before the
-    # first of them in the walk, so it runs just in time. Each strip is its own key,
-    # freed by its consumer: those waiting lie along the walk's frontier.
+    # core is read by that window alone, which hands the parts that windows further on
+    # in the walk (the next row) need as halo on to them. The parts that the others
+    # need are read and cut by one task per chunk, gated on the window `lag` places
+    # before the first of them in the walk, so it runs just in time. Each strip is its
+    # own key, freed by its consumer: those waiting lie along the walk's frontier.
     y_edges = np.cumsum((0, *arr.chunks[0]))
     x_edges = np.cumsum((0, *arr.chunks[1]))
     readers = _block_readers(arr, y_edges, x_edges)
@@ -318,10 +318,12 @@ def _build_graph(arr: da.Array, model: Model, cfg: DetectConfig, *, lag: int = 2
     for ij, need in wanted.items():
         early = need
         if ij in owner:
+            # Only to windows more than `lag` places on: a window never waits for the
+            # one just before it, so `lag` windows can always run at once.
             o = owner[ij]
-            early = {w: b for w, b in need.items() if position[w] < position[o]}
+            early = {w: b for w, b in need.items() if position[w] - position[o] <= lag}
             emit[o].update({f"{ij[0]}-{ij[1]}-{w}": b for w, b in need.items()
-                            if position[w] > position[o]})
+                            if w not in early})
         if early:
             cuts_for[min(position[w] for w in early)].append((ij, early))
     model_key = f"model-{token}"
