@@ -429,7 +429,10 @@ def merge(*parts: Detections, iou_threshold: float, kind: NMSKind = "diou") -> D
     kept = np.ones(len(boxes), np.bool_)
     kept[sub] = False
     kept[sub[keep_sub]] = True
-    return Detections.gather(parts, order[kept])
+    rows = order[kept]
+    # The sorted copies go before the gather, which allocates the result.
+    del boxes, objectness, chunk, order, kept, sub, keep_sub
+    return Detections.gather(parts, rows)
 
 
 def _near_other_groups(boxes: NDArray[np.float64], groups: NDArray[np.integer]

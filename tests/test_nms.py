@@ -306,7 +306,8 @@ def test_gather_equals_concat_then_take(sizes: tuple[int, ...]) -> None:
     rng = np.random.default_rng(sum(sizes))
     parts = [_dets(_boxes(rng, n), rng.random(n), rng, chunk=k) for k, n in enumerate(sizes)]
     total = sum(sizes)
-    for index in (np.arange(0), rng.permutation(total)[: total // 2], np.arange(total)[::-1]):
+    for index in (np.arange(0), rng.permutation(total)[: total // 2], np.arange(total)[::-1],
+                  rng.integers(0, max(total, 1), total)):  # repeats too
         assert _same(Detections.gather(parts, index), Detections.concat(parts).take(index))
     with pytest.raises(StreamdetValueError, match="params"):
         Detections.gather([parts[0], Detections.empty(("flux",))], np.arange(0))
