@@ -16,7 +16,8 @@ The ratio raw_time / end_to_end_time says how well loading, decoding, NMS and me
 hide behind compute (target >= 0.9). Peak RSS of the largest image should stay within
 1.2x that of the smallest and under 1.5 GB.
 
-    python benchmarks/bench_detect.py --sizes 4096 16384 [--model M.onnx] [--workdir DIR]
+    python benchmarks/bench_detect.py --sizes 4096 16384 [--model M.onnx] [--no-measure]
+        [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -67,8 +68,10 @@ import json, resource, sys, time, warnings
 import streamdet
 store, model = sys.argv[1], sys.argv[2]
 batch, threads = int(sys.argv[3]) or None, int(sys.argv[4]) or None
+measure = sys.argv[5] == "1"
 t0 = time.perf_counter()
-table = streamdet.detect(store, model=model, batch=batch, threads=threads, quiet=True)
+table = streamdet.detect(store, model=model, batch=batch, threads=threads, measure=measure,
+                         quiet=True)
 dt = time.perf_counter() - t0
 # VmHWM, not getrusage: Linux carries the parent's pre-exec peak into ru_maxrss.
 rss = next(float(line.split()[1]) / 1024 for line in open("/proc/self/status")
@@ -77,10 +80,12 @@ print(json.dumps({"seconds": dt, "rss_mb": rss, "n": len(table)}))
 """
 
 
-def _end_to_end(store: Path, model: Path, batch: int, threads: int) -> dict[str, float]:
+def _end_to_end(store: Path, model: Path, batch: int, threads: int, *, measure: bool
+                ) -> dict[str, float]:
     """Seconds, peak RSS and source count of ``detect`` in a fresh process (batch 0: auto)."""
     out = subprocess.run([sys.executable, "-c", _CHILD, str(store), str(model), str(batch),
-                          str(threads)], check=True, capture_output=True, text=True)
+                          str(threads), "1" if measure else "0"],
+                         check=True, capture_output=True, text=True)
     result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
 
@@ -133,11 +138,14 @@ def main() -> None:
     ap.add_argument("--engine-threads", type=int, default=0,
                     help="detect's threads option (default 0: the engine's default)")
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--no-measure", action="store_true",
+                    help="detect(measure=False): keep the network's fluxes and sizes")
     args = ap.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench_detect_"))
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"batch {args.batch or 'default'}, best of {args.repeat}, raw threads {args.threads}, "
-          f"engine threads {args.engine_threads or 'default'}, workdir {workdir}")
+          f"engine threads {args.engine_threads or 'default'}, "
+          f"measurement {'off' if args.no_measure else 'on'}, workdir {workdir}")
     print(f"{'size':>7} {'Mpix':>8} {'e2e s':>8} {'e2e Mpix/s':>11} {'raw s':>8} "
           f"{'raw Mpix/s':>11} {'e2e/raw':>8} {'peak RSS MB':>12} {'sources':>8}")
     rows = []
@@ -147,7 +155,8 @@ def main() -> None:
         print(f"model {model}")
         runs, raws = [], []
         for _ in range(args.repeat):
-            runs.append(_end_to_end(store, model, args.batch, args.engine_threads))
+            runs.append(_end_to_end(store, model, args.batch, args.engine_threads,
+                                    measure=not args.no_measure))
             raws.append(_raw(store, model, args.batch, args.threads))
         e2e = min(runs, key=lambda r: r["seconds"])
         e2e["rss_mb"] = max(r["rss_mb"] for r in runs)
