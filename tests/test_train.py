@@ -280,10 +280,19 @@ def test_config_round_trip_and_errors(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name,freq", [("sdc1_560.json", 560), ("sdc1_1400.json", 1400)])
 def test_shipped_configs_are_valid(name: str, freq: int) -> None:
+    """Each shipped config describes the network of the model bundled for its band."""
+    from streamdet.contract import load_model
+    from streamdet.models import default_model
+
     config = TrainConfig.from_json(CONFIGS / name)
     assert config.freq == freq
     assert config.cutout == 256
-    assert config.network().stride == 16
+    bundled = load_model(default_model(freq_hz=freq * 1e6,
+                                       pixel_scale_arcsec={560: 0.6, 1400: 0.24}[freq]))
+    assert config.network().stride == bundled.contract.stride[-1]
+    net = bundled.contract.training["network"]
+    assert (config.width, config.depth, config.stages) == (net["width"], net["depth"],
+                                                           net["stages"])
 
 
 def test_cli_image_truth_pairs(tmp_path: Path) -> None:
