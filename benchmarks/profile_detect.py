@@ -128,7 +128,8 @@ def main() -> None:
         if measure is not None and len(dets):
             with stage("measure"):
                 dets = measure_sources(dets, data, origin=(y0, x0), beam_px=measure[:3],
-                                       pixel_scale_arcsec=measure[3])
+                                       pixel_scale_arcsec=measure[3],
+                                       bmin_resolved=measure[4])
         n += len(dets)
 
     total = sum(cpu.values())

@@ -25,7 +25,7 @@ import onnx
 
 from streamdet._atomic import atomic_path, check_output
 from streamdet.catalog import read_sdc1
-from streamdet.contract import load_model
+from streamdet.contract import Model, ModelContract, load_model
 from streamdet.errors import StreamdetValueError
 
 from ._data import simulated_field
@@ -110,18 +110,67 @@ def retune_purity(model: str | os.PathLike[str], out: str | os.PathLike[str], *,
     t_pur = float(grid[hi])
 
     previous = mdl.contract.thresholds.get("purity")
-    tuned = dataclasses.replace(mdl.contract,
-                                thresholds={**mdl.contract.thresholds, "purity": t_pur})
+    _write_contract(model, out, dataclasses.replace(
+        mdl.contract, thresholds={**mdl.contract.thresholds, "purity": t_pur}),
+        overwrite=overwrite)
+    return {"purity_threshold": t_pur, "purity": purity, "kept": kept,
+            "previous": float(previous) if isinstance(previous, int | float) else float("nan")}
+
+
+def retune_bmin(model: str | os.PathLike[str], out: str | os.PathLike[str], *, freq: int,
+                seeds: Sequence[int], size: int, offset: tuple[float, float],
+                workdir: str | os.PathLike[str],
+                grid: Sequence[float] = (0.0, 0.25, 0.5, 1.0),
+                overwrite: bool = False) -> dict[float, float]:
+    """Choose the contract's ``measure.bmin_resolved`` on pooled simulated fields.
+
+    For each value of ``grid``, the fields are detected with it at the ``best`` preset
+    and scored as whole catalogues; the value with the highest pooled score is written
+    to a copy of the model at ``out``. Parameters as :func:`retune_purity`.
+
+    Returns
+    -------
+    dict
+        Pooled official score for each value of ``grid``.
+    """
+    if not seeds or not grid or any(not 0 <= g < float("inf") for g in grid):
+        raise StreamdetValueError(f"need seeds and a grid of values >= 0, got {seeds}, {grid}")
+    check_output(out, overwrite=overwrite)
+    mdl = load_model(model)
+    best = np.asarray(mdl.contract.thresholds.get("best", mdl.contract.thresholds["default"]))
+    scores: dict[float, float] = {}
+    for value in grid:
+        trial = Model(mdl.path, dataclasses.replace(mdl.contract, measure={
+            **mdl.contract.measure, "bmin_resolved": float(value)}), threads=mdl.threads)
+        total = 0.0
+        for seed in seeds:
+            image, truth_path = simulated_field(workdir, size=size, freq=freq, seed=int(seed),
+                                                offset=offset)
+            truth = read_sdc1(truth_path)
+            table, sub, _, _ = score_candidates(trial, image, truth, freq=freq,
+                                                threshold_min=float(best.min()))
+            cut = np.asarray(table["objectness"]) >= (
+                best[np.asarray(table["prior"])] if best.ndim else best)
+            total += _score_subset(sub, truth, freq, cut)[0]
+        scores[float(value)] = total
+    chosen = max(scores, key=lambda v: scores[v])
+    _write_contract(model, out, dataclasses.replace(
+        mdl.contract, measure={**mdl.contract.measure, "bmin_resolved": chosen}),
+        overwrite=overwrite)
+    return scores
+
+
+def _write_contract(model: str | os.PathLike[str], out: str | os.PathLike[str],
+                    contract: ModelContract, *, overwrite: bool) -> None:
+    """Write a copy of ``model`` whose metadata carries ``contract`` (atomically)."""
     proto = onnx.load(str(model))
-    entries = tuned.to_metadata()
+    entries = contract.to_metadata()
     for prop in proto.metadata_props:
         if prop.key in entries:
             prop.value = entries[prop.key]
     with atomic_path(out, overwrite=overwrite) as tmp:
         onnx.save(proto, str(tmp))
         load_model(tmp)                       # the copy still carries a valid contract
-    return {"purity_threshold": t_pur, "purity": purity, "kept": kept,
-            "previous": float(previous) if isinstance(previous, int | float) else float("nan")}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -135,7 +184,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--offset", type=float, nargs=2, default=(0.0, -0.8), metavar=("DRA", "DDEC"))
     ap.add_argument("--workdir", type=Path, default=Path("retune_fields"))
     ap.add_argument("--overwrite", action="store_true")
+    ap.add_argument("--bmin", action="store_true",
+                    help="choose measure.bmin_resolved (at the best preset) instead of the "
+                         "purity preset")
     args = ap.parse_args(argv)
+    if args.bmin:
+        scores = retune_bmin(args.model, args.output, freq=args.freq, seeds=args.seeds,
+                             size=args.size, offset=(args.offset[0], args.offset[1]),
+                             workdir=args.workdir, overwrite=args.overwrite)
+        print("bmin_resolved: " + ", ".join(f"{v:g} -> {sc:.1f}" for v, sc in scores.items())
+              + f"; chosen {max(scores, key=lambda v: scores[v]):g}")
+        return
     res = retune_purity(args.model, args.output, freq=args.freq, seeds=args.seeds,
                         size=args.size, offset=(args.offset[0], args.offset[1]),
                         purity_target=args.purity, workdir=args.workdir,

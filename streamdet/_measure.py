@@ -30,7 +30,6 @@ _APERTURE = 2.5                                   # fitted region, sigma of the 
 _RADII = np.array([3, 4, 5, 7, 10, 14, 20])       # stamp half sides, px
 _MAX_RADIUS = int(_RADII[-1])
 _ITERATIONS = 6
-_RESOLVED = 0.5                                   # measurable axis, fraction of the beam
 
 
 def shape_covariance(fwhm_major: NDArray[np.float64], fwhm_minor: NDArray[np.float64],
@@ -206,10 +205,11 @@ def fit_gaussians(data: NDArray[np.floating], centres: NDArray[np.float64],
 
 def measure_sources(dets: Detections, data: NDArray[np.floating], *, origin: tuple[int, int],
                     beam_px: tuple[float, float, float], pixel_scale_arcsec: float,
-                    max_shift: float = 1.5) -> Detections:
+                    bmin_resolved: float = 0.5, max_shift: float = 1.5) -> Detections:
     """Replace the network's flux, bmaj, bmin and PA by a Gaussian fit on the image.
 
-    The minor axis is replaced only where it is resolved (at least half the beam's).
+    The minor axis is replaced only where it is resolved (at least ``bmin_resolved``
+    times the beam's).
 
     Parameters
     ----------
@@ -225,6 +225,9 @@ def measure_sources(dets: Detections, data: NDArray[np.floating], *, origin: tup
         Restoring beam FWHM major, minor (px) and PA (deg).
     pixel_scale_arcsec : float
         Pixel size, arcsec.
+    bmin_resolved : float
+        Smallest deconvolved minor axis, as a fraction of the beam's minor axis, that
+        replaces the network's (0: always); a model's contract says which suits it.
     max_shift : float
         A fit whose centre moved farther than this (px) from the detection is taken to
         have locked onto a neighbour: the network's values are kept.
@@ -263,9 +266,9 @@ def measure_sources(dets: Detections, data: NDArray[np.floating], *, origin: tup
     flux = peak * np.sqrt(np.linalg.det(cov) / np.linalg.det(beam))
     params[ok, col["flux"]] = flux[ok]
     params[ok, col["bmaj"]] = intrinsic_major[ok] * scale
-    # A minor axis under half the beam's is not measurable against the noise: there
-    # the network's estimate (which has learnt the population) is kept.
-    resolved = ok & (intrinsic_minor >= _RESOLVED * beam_px[1])
+    # A minor axis well under the beam's is hard to measure against the noise: there
+    # the network's estimate (which has learnt the population) may be the better one.
+    resolved = ok & (intrinsic_minor >= bmin_resolved * beam_px[1])
     params[resolved, col["bmin"]] = intrinsic_minor[resolved] * scale
     params[ok, col["pa"]] = pa[ok]
     return Detections(boxes=dets.boxes, objectness=dets.objectness,

@@ -53,6 +53,7 @@ DECODE_KINDS: dict[str, int] = {
 
 _NORMALISATION_KINDS = ("clip_tanh", "none")
 _NMS_KINDS = ("diou", "iou")
+_MEASURE = {"bmin_resolved": 0.5}  # measurement defaults of a contract without them
 _REQUIRED_CHANNELS = {2: ("x", "y", "w", "h", "obj"), 3: ("x", "y", "z", "w", "h", "d", "obj")}
 _LAYOUTS = {2: ("NCHW", "NKHW"), 3: ("NCDHW", "NKDHW")}
 _BOX_ENCODING = {"xy": "cell_offset", "wh": "prior_exp"}
@@ -277,6 +278,11 @@ class ModelContract:
         Observing frequency the model was trained for.
     nms : dict
         ``{"kind": "diou" | "iou", "iou_threshold": float}``.
+    measure : dict
+        ``{"bmin_resolved": float}``: the image measurement replaces the network's minor
+        axis where the deconvolved one is at least this fraction of the beam's minor axis
+        (0: always; chosen per model on validation fields, as the network's own minor
+        axis is better or worse than a fit on barely resolved sources).
     thresholds : dict
         Objectness threshold presets (``"default"`` always present): a float, or a
         tuple with one float per prior.
@@ -306,6 +312,7 @@ class ModelContract:
     freq_mhz: float | None = None
     nms: dict[str, Any] = field(default_factory=lambda: {"kind": "diou", "iou_threshold": 0.5},
                                 hash=False)
+    measure: dict[str, Any] = field(default_factory=lambda: dict(_MEASURE), hash=False)
     thresholds: dict[str, Threshold] = field(default_factory=lambda: {"default": 0.5},
                                              hash=False)
     training: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
@@ -445,6 +452,7 @@ class ModelContract:
         pix = d.get("pixel_scale_arcsec")
         freq = d.get("freq_mhz")
         nms = {"kind": "diou", "iou_threshold": 0.5, **_dict(d.get("nms", {}), "nms")}
+        measure = {**_MEASURE, **_dict(d.get("measure", {}), "measure")}
         thresholds_doc = _dict(d.get("thresholds", {"default": 0.5}), "thresholds")
         thresholds: dict[str, Threshold] = {}
         for key, value in thresholds_doc.items():
@@ -463,7 +471,7 @@ class ModelContract:
                                                                 positive=True),
             beam_arcsec=beam_t,  # type: ignore[arg-type]
             freq_mhz=None if freq is None else _number(freq, "freq_mhz", positive=True),
-            nms=dict(nms), thresholds=thresholds,
+            nms=dict(nms), measure=measure, thresholds=thresholds,
             training=_dict(d.get("training", {}), "training"))
 
     def to_dict(self) -> dict[str, Any]:
@@ -489,6 +497,7 @@ class ModelContract:
             "beam_arcsec": None if self.beam_arcsec is None else list(self.beam_arcsec),
             "freq_mhz": self.freq_mhz,
             "nms": dict(self.nms),
+            "measure": dict(self.measure),
             "thresholds": {k: list(v) if isinstance(v, tuple) else v
                            for k, v in self.thresholds.items()},
             "training": dict(self.training),
@@ -574,6 +583,10 @@ def _validate(c: ModelContract) -> None:
     iou = c.nms.get("iou_threshold")
     if not isinstance(iou, int | float) or isinstance(iou, bool) or not 0 < float(iou) <= 1:
         raise _fail(f"nms.iou_threshold {iou!r} must be a number in (0, 1]")
+    resolved = c.measure.get("bmin_resolved")
+    if (not isinstance(resolved, int | float) or isinstance(resolved, bool)
+            or not 0 <= float(resolved) < math.inf):
+        raise _fail(f"measure.bmin_resolved {resolved!r} must be a finite number >= 0")
     if "default" not in c.thresholds:
         raise _fail(f"thresholds {sorted(c.thresholds)} must contain a 'default' preset")
     for key, value in c.thresholds.items():

@@ -68,10 +68,10 @@ class DetectConfig:
         Fan-in of the tree reduction that merges neighbouring windows.
     refine : bool
         Move detections onto the sub-pixel peak of the image.
-    measure : (float, float, float, float) or None
-        Beam FWHM major, minor (px), beam PA (deg) and pixel scale (arcsec) with which
-        flux and shape are measured on the image (see ``detect``); None: the
-        network's values are kept.
+    measure : (float, float, float, float, float) or None
+        Beam FWHM major, minor (px), beam PA (deg), pixel scale (arcsec) and the
+        model's ``bmin_resolved`` with which flux and shape are measured on the image
+        (see ``detect``); None: the network's values are kept.
     """
 
     chunk: int
@@ -84,7 +84,7 @@ class DetectConfig:
     nms_kind: NMSKind
     split_every: int
     refine: bool = True
-    measure: tuple[float, float, float, float] | None = None
+    measure: tuple[float, float, float, float, float] | None = None
 
 
 def resolve_threshold(contract: ModelContract,
@@ -439,8 +439,9 @@ def detect_pixels(image: ImageLike, *, model: str | os.PathLike[str] | Model | N
 
 
 def _measurement(contract: ModelContract, img: Image | None
-                 ) -> tuple[float, float, float, float] | None:
-    """Beam (px, px, deg) and pixel scale (arcsec) for the image measurement, or None.
+                 ) -> tuple[float, float, float, float, float] | None:
+    """Beam (px, px, deg), pixel scale (arcsec) and the model's ``bmin_resolved`` for the
+    image measurement, or None.
 
     The image's own restoring beam and pixel scale when its header has them, else those
     the model was trained for; None when neither is known.
@@ -452,7 +453,8 @@ def _measurement(contract: ModelContract, img: Image | None
         beam = (contract.beam_arcsec[0], contract.beam_arcsec[1], 0.0)
     if beam is None or not scale:
         return None
-    return (beam[0] / scale, beam[1] / scale, float(beam[2]), float(scale))
+    return (beam[0] / scale, beam[1] / scale, float(beam[2]), float(scale),
+            float(contract.measure["bmin_resolved"]))
 
 
 def _load(model: str | os.PathLike[str] | Model | None, img: Image | None, *,

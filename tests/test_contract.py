@@ -203,6 +203,9 @@ def _mutate(path: str, value: Any) -> dict[str, Any]:
     ("overlap", [512, 32], "overlap"),
     ("nms.kind", "soft", "unknown nms.kind 'soft'"),
     ("nms.iou_threshold", 1.5, "iou_threshold"),
+    ("measure", {"bmin_resolved": -0.1}, "bmin_resolved"),
+    ("measure", {"bmin_resolved": "half"}, "bmin_resolved"),
+    ("measure", [0.5], "measure must be"),
     ("thresholds.best", [0.2, 0.3], "one per prior"),
     ("thresholds.purity", 1.5, r"\[0, 1\]"),
     ("thresholds.default", KeyError, "'default' preset"),
@@ -212,6 +215,17 @@ def _mutate(path: str, value: Any) -> dict[str, Any]:
 def test_refuses_bad_field(path: str, value: Any, message: str) -> None:
     with pytest.raises(InvalidModelError, match=message):
         ModelContract.from_metadata(meta(_mutate(path, value)), source="model 'x.onnx'")
+
+
+def test_measurement_settings_default_and_round_trip() -> None:
+    doc = sdc1_doc()
+    doc.pop("measure", None)
+    c = ModelContract.from_dict(doc)            # a contract written before the field
+    assert c.measure == {"bmin_resolved": 0.5}
+    doc["measure"] = {"bmin_resolved": 0.0}
+    d = ModelContract.from_dict(doc)
+    assert d.measure["bmin_resolved"] == 0.0
+    assert ModelContract.from_dict(d.to_dict()).measure == {"bmin_resolved": 0.0}
 
 
 def test_refuses_non_object() -> None:

@@ -118,6 +118,16 @@ def test_measure_recovers_flux_and_deconvolved_shape() -> None:
     sub = measure_sources(dets, img[20:, 10:], origin=(20, 10), beam_px=BEAM_PX,
                           pixel_scale_arcsec=SCALE)
     np.testing.assert_allclose(sub.params[5:], got.params[5:], rtol=1e-9)
+    # bmin_resolved 0: every fitted minor axis replaces the network's (the unresolved ones
+    # measure well under the beam); a large one keeps all of the network's
+    every = measure_sources(dets, img, origin=(0, 0), beam_px=BEAM_PX,
+                            pixel_scale_arcsec=SCALE, bmin_resolved=0.0)
+    np.testing.assert_array_equal(every.param("bmin")[5:], got.param("bmin")[5:])
+    assert np.all(every.param("bmin")[:5] < 0.5 * BEAM_PX[1] * SCALE)
+    none = measure_sources(dets, img, origin=(0, 0), beam_px=BEAM_PX,
+                           pixel_scale_arcsec=SCALE, bmin_resolved=100.0)
+    np.testing.assert_array_equal(none.param("bmin"), 0.77)
+    np.testing.assert_array_equal(none.param("flux"), got.param("flux"))
 
 
 def test_failed_fits_keep_the_network_values() -> None:
