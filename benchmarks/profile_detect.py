@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 import streamdet
-from streamdet._infer import shift_to, window_tiles
+from streamdet._infer import owned_region, shift_to, window_tiles
 from streamdet._measure import measure_sources
 from streamdet._plan import padded_size, plan_windows
 from streamdet._refine import refine_centres
@@ -76,11 +76,7 @@ def main() -> None:
 
     def chunks_of(w: Any) -> list[tuple[int, int]]:
         y0, y1, x0, x1 = w.region
-        iy = range(int(np.searchsorted(y_edges, y0, side="right")) - 1,
-                   int(np.searchsorted(y_edges, min(y1, ny), side="left")))
-        ix = range(int(np.searchsorted(x_edges, x0, side="right")) - 1,
-                   int(np.searchsorted(x_edges, min(x1, nx), side="left")))
-        return [(i, j) for i in iy for j in ix]
+        return _detect._blocks_of((y0, min(y1, ny), x0, min(x1, nx)), y_edges, x_edges)
 
     last_use = {ij: p for p, w in enumerate(windows) for ij in chunks_of(w)}
     held: dict[tuple[int, int], tuple[int, int, np.ndarray]] = {}
@@ -91,7 +87,7 @@ def main() -> None:
         with stage("read"):
             for ij in needed:
                 if ij not in held:
-                    readers[ij]()
+                    readers[ij]()                 # the engine's other read of this chunk
                     held[ij] = (*readers[ij].origin, readers[ij]())
         with stage("cut tiles"):
             data = _detect._assemble([held[ij] for ij in needed],
@@ -118,11 +114,7 @@ def main() -> None:
         with stage("NMS"):
             dets = nms_detections(Detections.concat(parts), iou_threshold=cfg.iou_threshold,
                                   kind=cfg.nms_kind)
-        cy0, cy1, cx0, cx1 = w.core
-        inf = np.inf
-        region = (-inf if cx0 == limit[2] else cx0 - 0.5, -inf if cy0 == limit[0] else cy0 - 0.5,
-                  inf if cx1 == limit[3] else cx1 - 0.5, inf if cy1 == limit[1] else cy1 - 0.5)
-        dets = owned(dets, region)
+        dets = owned(dets, owned_region(w, limit))
         with stage("refine"):
             dets = shift_to(dets, refine_centres(data, dets.centers, origin=(y0, x0)))
         if measure is not None and len(dets):

@@ -1,4 +1,5 @@
-"""Re-tune the ``purity`` objectness preset of a detector on fresh validation fields.
+"""Re-tune the ``purity`` preset (or the ``measure.bmin_resolved`` setting) of a detector on
+fresh validation fields.
 
 Training picks its presets on one validation field. The ``purity`` preset (the lowest
 objectness threshold whose catalogue reaches a purity target) rests on the few false
@@ -6,10 +7,11 @@ detections left at high thresholds, so one field gives a noisy estimate; this to
 several simulated fields (seeds of its own, never used for training or benchmarks), picks
 the threshold again (bisecting the threshold grid, each cut catalogue scored as a whole by the
 official scorer) and writes a copy of the model with the new preset. The ``best`` and
-``default`` presets are left as they are.
+``default`` presets are left as they are. With ``--bmin`` it instead picks, from a small
+grid, the ``measure.bmin_resolved`` whose catalogues at ``best`` score highest.
 
     python -m export.retune MODEL.onnx -o OUT.onnx --freq 560 --purity 0.993 \\
-        --seeds 3000001 3000002 3000003 --size 4096 --offset 0 -0.8 --workdir DIR
+        --seeds 3000001 3000002 3000003 --size 4096 --offset 0 -0.8 --workdir DIR [--bmin]
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from astropy.table import Table
 
 from streamdet._atomic import atomic_path, check_output
 from streamdet.catalog import read_sdc1
@@ -29,9 +32,20 @@ from streamdet.contract import Model, ModelContract, load_model
 from streamdet.errors import StreamdetValueError
 
 from ._data import simulated_field
-from .train import _grid, _score_subset, score_candidates
+from .train import _grid, _score_subset, candidate_submission
 
-__all__ = ["retune_purity"]
+__all__ = ["retune_bmin", "retune_purity"]
+
+
+def _fields(workdir: str | os.PathLike[str], *, freq: int, seeds: Sequence[int], size: int,
+            offset: tuple[float, float]) -> list[tuple[Path, Table]]:
+    """The simulated validation fields (cached in ``workdir``) and their truth tables."""
+    out = []
+    for seed in seeds:
+        image, truth_path = simulated_field(workdir, size=size, freq=freq, seed=int(seed),
+                                            offset=offset)
+        out.append((Path(image), read_sdc1(truth_path)))
+    return out
 
 
 def retune_purity(model: str | os.PathLike[str], out: str | os.PathLike[str], *, freq: int,
@@ -73,12 +87,8 @@ def retune_purity(model: str | os.PathLike[str], out: str | os.PathLike[str], *,
     check_output(out, overwrite=overwrite)
     mdl = load_model(model)
     fields = []
-    for seed in seeds:
-        image, truth_path = simulated_field(workdir, size=size, freq=freq, seed=int(seed),
-                                            offset=offset)
-        truth = read_sdc1(truth_path)
-        table, sub, _, _ = score_candidates(mdl, image, truth, freq=freq,
-                                            threshold_min=threshold_min)
+    for image, truth in _fields(workdir, freq=freq, seeds=seeds, size=size, offset=offset):
+        table, sub = candidate_submission(mdl, image, freq=freq, threshold_min=threshold_min)
         fields.append((np.asarray(table["objectness"], np.float64), sub, truth))
 
     def pooled(t: float) -> tuple[float, int]:
@@ -138,17 +148,15 @@ def retune_bmin(model: str | os.PathLike[str], out: str | os.PathLike[str], *, f
     check_output(out, overwrite=overwrite)
     mdl = load_model(model)
     best = np.asarray(mdl.contract.thresholds.get("best", mdl.contract.thresholds["default"]))
+    fields = _fields(workdir, freq=freq, seeds=seeds, size=size, offset=offset)
     scores: dict[float, float] = {}
     for value in grid:
         trial = Model(mdl.path, dataclasses.replace(mdl.contract, measure={
             **mdl.contract.measure, "bmin_resolved": float(value)}), threads=mdl.threads)
         total = 0.0
-        for seed in seeds:
-            image, truth_path = simulated_field(workdir, size=size, freq=freq, seed=int(seed),
-                                                offset=offset)
-            truth = read_sdc1(truth_path)
-            table, sub, _, _ = score_candidates(trial, image, truth, freq=freq,
-                                                threshold_min=float(best.min()))
+        for image, truth in fields:
+            table, sub = candidate_submission(trial, image, freq=freq,
+                                              threshold_min=float(best.min()))
             cut = np.asarray(table["objectness"]) >= (
                 best[np.asarray(table["prior"])] if best.ndim else best)
             total += _score_subset(sub, truth, freq, cut)[0]

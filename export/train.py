@@ -72,7 +72,8 @@ from ._targets import (
 from .model import DetectorConfig, YoloCianna
 from .onnx_export import build_contract, export_onnx, save_checkpoint
 
-__all__ = ["TrainConfig", "ValidationResult", "score_catalogue", "train", "validate"]
+__all__ = ["TrainConfig", "ValidationResult", "candidate_submission", "score_candidates",
+           "score_catalogue", "train", "validate"]
 
 _STATE_FORMAT = "streamdet-train-state-1"
 _LOG = "log.jsonl"
@@ -596,6 +597,19 @@ def score_candidates(model: str | os.PathLike[str] | Model, image: str | os.Path
     scorer : str
         Which scorer ran.
     """
+    table, sub = candidate_submission(model, image, freq=freq, threshold_min=threshold_min,
+                                      max_det=max_det)
+    _, contrib, scorer = score_catalogue(sub, truth, freq)
+    return table, sub, contrib, scorer
+
+
+def candidate_submission(model: str | os.PathLike[str] | Model, image: str | os.PathLike[str],
+                         *, freq: int, threshold_min: float, max_det: int | None = None
+                         ) -> tuple[Table, Table]:
+    """Detect at a low threshold; the candidates and their SDC1 submission (same rows).
+
+    Parameters and returns as :func:`score_candidates`, without the scoring.
+    """
     table = detect(image, model=model, threshold=float(threshold_min), quiet=True)
     if max_det is not None and len(table) > max_det:
         order = np.argsort(-np.asarray(table["objectness"], np.float64), kind="stable")
@@ -610,8 +624,7 @@ def score_candidates(model: str | os.PathLike[str] | Model, image: str | os.Path
         table = table[finite]
     else:
         sub = Table()
-    _, contrib, scorer = score_catalogue(sub, truth, freq)
-    return table, sub, contrib, scorer
+    return table, sub
 
 
 def _score_subset(sub: Table, truth: Table, freq: int, keep: NDArray[np.bool_]

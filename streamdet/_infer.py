@@ -16,7 +16,8 @@ from .decode import decode
 from .detections import Detections
 from .nms import NMSKind, nms_detections, owned
 
-__all__ = ["detect_window", "even_tile", "shift_to", "skip_window", "window_tiles"]
+__all__ = ["detect_window", "even_tile", "owned_region", "shift_to", "skip_window",
+           "window_tiles"]
 
 # A model whose session spreads one forward pass over several intra-op threads runs
 # one pass at a time per process (no oversubscription); single-threaded sessions run
@@ -116,7 +117,6 @@ def detect_window(data: NDArray[np.floating], window: Window, model: Model, *, t
     normalise(np.asarray(data), contract, out=buf[:data.shape[0], :data.shape[1]])
 
     stride = contract.stride[-1]
-    ly0, ly1, lx0, lx1 = limit
     tiles = window_tiles(window, tile=tile, halo=halo, margin=margin, limit=limit, stride=stride)
     groups: dict[tuple[int, int], list[Window]] = defaultdict(list)
     for t in tiles:
@@ -145,11 +145,8 @@ def detect_window(data: NDArray[np.floating], window: Window, model: Model, *, t
                                     origins=np.array([[t.core[2], t.core[0]]], np.float64)))
     dets = Detections.concat(parts) if parts else Detections.empty(names)
     dets = nms_detections(dets, iou_threshold=iou_threshold, kind=nms_kind)
-    # Ownership by box centre; pixel i spans [i - 0.5, i + 0.5); image sides unbounded.
-    inf = np.inf
-    region = (-inf if cx0 == lx0 else cx0 - 0.5, -inf if cy0 == ly0 else cy0 - 0.5,
-              inf if cx1 == lx1 else cx1 - 0.5, inf if cy1 == ly1 else cy1 - 0.5)
-    dets = owned(dets, region).with_chunk(window.index)
+    # Ownership by box centre (see owned_region).
+    dets = owned(dets, owned_region(window, limit)).with_chunk(window.index)
     if refine and len(dets):
         dets = shift_to(dets, refine_centres(np.asarray(data), dets.centers, origin=(ry0, rx0)))
     if measure is not None and len(dets):
@@ -157,6 +154,18 @@ def detect_window(data: NDArray[np.floating], window: Window, model: Model, *, t
                                beam_px=measure[:3], pixel_scale_arcsec=measure[3],
                                bmin_resolved=measure[4])
     return dets
+
+
+def owned_region(window: Window, limit: tuple[int, int, int, int]
+                 ) -> tuple[float, float, float, float]:
+    """``(x0, y0, x1, y1)`` px of the box centres ``window`` owns: pixel ``i`` spans
+    ``[i - 0.5, i + 0.5)``, and a core side on the edge of ``limit`` (the stride-padded
+    image) is unbounded."""
+    cy0, cy1, cx0, cx1 = window.core
+    ly0, ly1, lx0, lx1 = limit
+    inf = np.inf
+    return (-inf if cx0 == lx0 else cx0 - 0.5, -inf if cy0 == ly0 else cy0 - 0.5,
+            inf if cx1 == lx1 else cx1 - 0.5, inf if cy1 == ly1 else cy1 - 0.5)
 
 
 def shift_to(dets: Detections, centres: NDArray[np.float64]) -> Detections:

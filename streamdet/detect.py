@@ -167,6 +167,7 @@ def _as_array(image: ImageLike) -> tuple[da.Array, Image | None]:
 
 
 Piece = tuple[int, int, NDArray[np.floating]]
+Strip = tuple[int, int, int]  # block (i, j) and the window that needs a part of it
 
 
 class _BlockReader:
@@ -203,6 +204,17 @@ def _block_readers(arr: da.Array, y_edges: NDArray[np.integer], x_edges: NDArray
     return readers
 
 
+def _blocks_of(bounds: tuple[int, int, int, int], y_edges: NDArray[np.integer],
+               x_edges: NDArray[np.integer]) -> list[tuple[int, int]]:
+    """Block indices ``(i, j)`` of the blocks that the region ``bounds`` (y0, y1, x0, x1)
+    overlaps, row by row."""
+    iy = range(int(np.searchsorted(y_edges, bounds[0], side="right")) - 1,
+               int(np.searchsorted(y_edges, bounds[1], side="left")))
+    ix = range(int(np.searchsorted(x_edges, bounds[2], side="right")) - 1,
+               int(np.searchsorted(x_edges, bounds[3], side="left")))
+    return [(i, j) for i in iy for j in ix]
+
+
 def _assemble(pieces: list[Piece], bounds: tuple[int, int, int, int]) -> NDArray[np.float32]:
     """Cut the region ``bounds`` (y0, y1, x0, x1) out of array pieces at their origins."""
     y0, y1, x0, x1 = bounds
@@ -231,21 +243,21 @@ def _read_cut(reader: _BlockReader, wanted: dict[int, tuple[int, int, int, int]]
 
 def _detect_from_blocks(own: list[_BlockReader], shared: list[Piece],
                         bounds: tuple[int, int, int, int], window: Window, model: Model,
-                        emit: dict[str, tuple[int, int, int, int]], **options: Any
-                        ) -> tuple[Detections, dict[str, Piece]]:
+                        emit: dict[Strip, tuple[int, int, int, int]], **options: Any
+                        ) -> tuple[Detections, dict[Strip, Piece]]:
     """Detect in one window; also hand on, as copies, the parts of its own chunks that
-    windows later in the walk need as halo (``emit``: strip name -> image bounds)."""
+    windows later in the walk need as halo (``emit``: (i, j, consumer) -> image bounds)."""
     pieces = [(*r.origin, r()) for r in own] + shared
     data = _assemble(pieces, bounds)
     del pieces
-    handed = {name: (y0, x0, np.array(data[y0 - bounds[0]:y1 - bounds[0],
-                                           x0 - bounds[2]:x1 - bounds[2]]))
-              for name, (y0, y1, x0, x1) in emit.items()}
+    handed = {strip: (y0, x0, np.array(data[y0 - bounds[0]:y1 - bounds[0],
+                                            x0 - bounds[2]:x1 - bounds[2]]))
+              for strip, (y0, y1, x0, x1) in emit.items()}
     return detect_window(data, window, model, **options), handed
 
 
-def _handed(result: tuple[Detections, dict[str, Piece]], name: str) -> Piece:
-    return result[1][name]
+def _handed(result: tuple[Detections, dict[Strip, Piece]], i: int, j: int, w: int) -> Piece:
+    return result[1][(i, j, w)]
 
 
 def _walk(windows: list[Window], shape: tuple[int, int]) -> list[Window]:
@@ -295,26 +307,21 @@ def _build_graph(arr: da.Array, model: Model, cfg: DetectConfig, *, lag: int = 2
         y0, y1, x0, x1 = w.region
         bounds = bounds_of[w.index] = (y0, min(y1, ny), x0, min(x1, nx))
         cy0, cy1, cx0, cx1 = w.core
-        iy = range(int(np.searchsorted(y_edges, bounds[0], side="right")) - 1,
-                   int(np.searchsorted(y_edges, bounds[1], side="left")))
-        ix = range(int(np.searchsorted(x_edges, bounds[2], side="right")) - 1,
-                   int(np.searchsorted(x_edges, bounds[3], side="left")))
-        for i in iy:
-            for j in ix:
-                by0, by1 = int(y_edges[i]), int(y_edges[i + 1])
-                bx0, bx1 = int(x_edges[j]), int(x_edges[j + 1])
-                if cy0 <= by0 and by1 <= cy1 and cx0 <= bx0 and bx1 <= cx1:
-                    own[w.index].append(readers[(i, j)])
-                    owner[(i, j)] = w.index
-                else:
-                    wanted[(i, j)][w.index] = (max(by0, bounds[0]), min(by1, bounds[1]),
-                                               max(bx0, bounds[2]), min(bx1, bounds[3]))
-    # A window that owns a chunk hands its parts on to the windows after it in the walk
-    # (no second read, and a strip waits only from its owner to its consumer); the
-    # windows before the owner get theirs from a read-and-cut task.
+        for i, j in _blocks_of(bounds, y_edges, x_edges):
+            by0, by1 = int(y_edges[i]), int(y_edges[i + 1])
+            bx0, bx1 = int(x_edges[j]), int(x_edges[j + 1])
+            if cy0 <= by0 and by1 <= cy1 and cx0 <= bx0 and bx1 <= cx1:
+                own[w.index].append(readers[(i, j)])
+                owner[(i, j)] = w.index
+            else:
+                wanted[(i, j)][w.index] = (max(by0, bounds[0]), min(by1, bounds[1]),
+                                           max(bx0, bounds[2]), min(bx1, bounds[3]))
+    # A window that owns a chunk hands its parts on to the windows more than `lag`
+    # places after it in the walk (a strip then waits only from its owner to its
+    # consumer); the others get theirs from the chunk's read-and-cut task.
     cuts_for: dict[int, list[tuple[tuple[int, int], dict[int, tuple[int, int, int, int]]]]]
     cuts_for = defaultdict(list)  # position of the first consumer -> its chunks to cut
-    emit: dict[int, dict[str, tuple[int, int, int, int]]] = defaultdict(dict)
+    emit: dict[int, dict[Strip, tuple[int, int, int, int]]] = defaultdict(dict)
     for ij, need in wanted.items():
         early = need
         if ij in owner:
@@ -322,8 +329,7 @@ def _build_graph(arr: da.Array, model: Model, cfg: DetectConfig, *, lag: int = 2
             # one just before it, so `lag` windows can always run at once.
             o = owner[ij]
             early = {w: b for w, b in need.items() if position[w] - position[o] <= lag}
-            emit[o].update({f"{ij[0]}-{ij[1]}-{w}": b for w, b in need.items()
-                            if w not in early})
+            emit[o].update({(*ij, w): b for w, b in need.items() if w not in early})
         if early:
             cuts_for[min(position[w] for w in early)].append((ij, early))
     model_key = f"model-{token}"
@@ -348,10 +354,10 @@ def _build_graph(arr: da.Array, model: Model, cfg: DetectConfig, *, lag: int = 2
         key = f"window-{token}-{w.index}"
         dsk[key] = (run, own[w.index], strips[w.index], bounds_of[w.index], w, model_key,
                     emit[w.index])
-        for name in emit[w.index]:
-            strip = f"strip-{token}-{name}"
-            dsk[strip] = (_handed, key, name)
-            strips[int(name.rsplit("-", 1)[1])].append(strip)
+        for i, j, consumer in emit[w.index]:
+            strip = f"strip-{token}-{i}-{j}-{consumer}"
+            dsk[strip] = (_handed, key, i, j, consumer)
+            strips[consumer].append(strip)
         dsk[f"dets-{token}-{w.index}"] = (operator.getitem, key, 0)
         results.append(f"dets-{token}-{w.index}")
     if not results:

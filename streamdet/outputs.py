@@ -96,7 +96,7 @@ def _pixel_to_icrs(cel: WCS, x: NDArray[np.float64], y: NDArray[np.float64]
         else:  # galactic, ecliptic, ...: through astropy's frame transforms
             sc = cel.pixel_to_world(x[part], y[part]).icrs
             ra[part], dec[part] = sc.ra.deg, sc.dec.deg
-    ra = np.mod(ra, 360.0)
+    np.mod(ra, 360.0, out=ra)
     ra[ra >= 360.0] = 0.0
     return ra, dec
 
@@ -347,7 +347,7 @@ def to_sdc1(table: Table, *, core_frac: float = 0.0375, size: int = 2,
     dec = _column(table, ("dec",), u.deg)
     flux = _column(table, ("flux",), u.Jy)
     bmaj, bmin, pa = _ellipse(table)
-    ra = np.mod(ra, 360.0)
+    np.mod(ra, 360.0, out=ra)
     ra[ra >= 360.0] = 0.0
     good = np.isfinite(ra) & np.isfinite(dec) & np.isfinite(flux) & np.isfinite(bmaj) \
         & np.isfinite(bmin) & np.isfinite(pa)
