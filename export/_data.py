@@ -325,23 +325,27 @@ def load_field(image: str | os.PathLike[str], truth: str | os.PathLike[str], *,
 
 
 def simulated_field(directory: str | os.PathLike[str], *, size: int, freq: int, seed: int,
-                    offset: tuple[float, float] = (0.0, 0.0),
+                    offset: tuple[float, float] = (0.0, 0.0), faint: bool = True,
                     quiet: bool | None = True) -> tuple[Path, Path]:
     """Simulate an SDC1-like field (image and truth) once, cached in ``directory``.
+
+    ``faint`` is :func:`streamdet.simulate`'s (the faint population, on by default).
 
     Returns
     -------
     (image, truth) : tuple of Path
-        ``sim_{freq}_{size}_s{seed}_{dra}_{ddec}.fits`` and ``.truth.txt``; reused when
-        both exist.
+        ``sim_{freq}_{size}_s{seed}_{dra}_{ddec}[_faint].fits`` and ``.truth.txt``;
+        reused when both exist.
     """
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    stem = f"sim_{freq}_{size}_s{seed}_{offset[0]:+.3f}_{offset[1]:+.3f}"
+    stem = (f"sim_{freq}_{size}_s{seed}_{offset[0]:+.3f}_{offset[1]:+.3f}"
+            + ("_faint" if faint else ""))
     image, truth = d / f"{stem}.fits", d / f"{stem}.truth.txt"
     if not (image.is_file() and truth.is_file()):
         simulate(image, truth=truth, size=size, freq=freq, seed=seed,
-                 offset=(float(offset[0]), float(offset[1])), overwrite=True, quiet=quiet)
+                 offset=(float(offset[0]), float(offset[1])), faint=faint, overwrite=True,
+                 quiet=quiet)
     return image, truth
 
 
@@ -390,6 +394,11 @@ class SelectionConfig:
     ----------
     snr_min : float
         Peak SNR a source needs to be a target (the others are ignored).
+    ignore_snr_min : float
+        Peak SNR a source needs to define an ignore region at all; fainter ones (the
+        faint population is mostly below the noise) are background, as noise peaks
+        are. It also bounds the cost of the targets: the IoU of every prediction
+        with every such source of a cutout.
     box_factor : float
         Truth box = bounding box of the beam-convolved ellipse at this many FWHM.
     box_min_px : float
@@ -399,6 +408,7 @@ class SelectionConfig:
     """
 
     snr_min: float = 5.0
+    ignore_snr_min: float = 3.0
     box_factor: float = 2.0
     box_min_px: float = 4.0
     snr_ref: float = 20.0
@@ -469,7 +479,8 @@ class CutoutSampler:
         t = field.truth
         lo = int(np.searchsorted(t.y, oy - m, side="left"))
         hi = int(np.searchsorted(t.y, oy + s + m, side="left"))
-        idx = lo + np.flatnonzero((t.x[lo:hi] >= ox - m) & (t.x[lo:hi] < ox + s + m))
+        idx = lo + np.flatnonzero((t.x[lo:hi] >= ox - m) & (t.x[lo:hi] < ox + s + m)
+                                  & (t.snr[lo:hi] >= self.selection.ignore_snr_min))
         src = t.take(idx)
         img, x, y, phi = augment(pix, src.x - ox, src.y - oy, src.phi, flip_x=flip_x,
                                  flip_y=flip_y, rot=rot)

@@ -418,37 +418,55 @@ def prior_shape_iou(truth_wh: FloatArray, priors: FloatArray) -> FloatArray:
     return out
 
 
-def _max_iou(pred: FloatArray, truth: Sequence[FloatArray]) -> FloatArray:
+def _max_iou(pred: FloatArray, truth: Sequence[FloatArray], *, block: int = 8) -> FloatArray:
     """Largest IoU of each prediction with the truth boxes of its cutout.
+
+    The grid is walked in ``block`` x ``block`` cells (all priors together); each
+    block is compared only with the truth boxes that intersect the bounding box of
+    its predictions, since every other truth box has IoU 0 with all of them. The
+    result equals the dense all-pairs computation; its cost grows with the sources
+    near each block rather than with all the sources of the cutout.
 
     Parameters
     ----------
-    pred : (B, M, 4) float
-        Predicted boxes, xyxy.
+    pred : (B, nbox, Gy, Gx, 4) float
+        Predicted boxes on the output grid, xyxy.
     truth : sequence of B (N_b, 4) float arrays
+    block : int
+        Side of a block, in grid cells.
 
     Returns
     -------
-    (B, M) float64
-        0 where a cutout has no truth box.
+    (B, nbox * Gy * Gx) float64
+        In the order of ``pred.reshape(B, -1, 4)``; 0 where a cutout has no truth box.
     """
-    b_n, m, _ = pred.shape
-    n_max = max((t.shape[0] for t in truth), default=0)
-    if n_max == 0:
-        return np.zeros((b_n, m))
-    tb = np.zeros((b_n, n_max, 4), np.float32)  # padding: empty boxes, IoU 0
+    b_n, nbox, gy_n, gx_n, _ = pred.shape
+    out = np.zeros((b_n, nbox, gy_n, gx_n))
     for b, t in enumerate(truth):
-        tb[b, :t.shape[0]] = t
-    p = torch.from_numpy(np.ascontiguousarray(pred, np.float32))[:, :, None, :]
-    q = torch.from_numpy(tb)[:, None, :, :]
-    iw = (torch.minimum(p[..., 2], q[..., 2]) - torch.maximum(p[..., 0], q[..., 0])).clamp_(min=0)
-    ih = (torch.minimum(p[..., 3], q[..., 3]) - torch.maximum(p[..., 1], q[..., 1])).clamp_(min=0)
-    inter = iw * ih
-    area_p = (p[..., 2] - p[..., 0]) * (p[..., 3] - p[..., 1])
-    area_q = (q[..., 2] - q[..., 0]) * (q[..., 3] - q[..., 1])
-    union = (area_p + area_q - inter).clamp_(min=1e-12)
-    out: FloatArray = (inter / union).amax(dim=2).double().numpy()
-    return out
+        if t.shape[0] == 0:
+            continue
+        tb = np.asarray(t, np.float64)
+        area_t = (tb[:, 2] - tb[:, 0]) * (tb[:, 3] - tb[:, 1])
+        for y0 in range(0, gy_n, block):
+            for x0 in range(0, gx_n, block):
+                p = np.asarray(pred[b, :, y0:y0 + block, x0:x0 + block], np.float64)
+                shape = p.shape[:3]
+                p = p.reshape(-1, 4)
+                near = np.flatnonzero((tb[:, 0] < p[:, 2].max()) & (tb[:, 2] > p[:, 0].min())
+                                      & (tb[:, 1] < p[:, 3].max()) & (tb[:, 3] > p[:, 1].min()))
+                if near.size == 0:
+                    continue
+                q = tb[near]
+                iw = np.clip(np.minimum(p[:, None, 2], q[None, :, 2])
+                             - np.maximum(p[:, None, 0], q[None, :, 0]), 0.0, None)
+                ih = np.clip(np.minimum(p[:, None, 3], q[None, :, 3])
+                             - np.maximum(p[:, None, 1], q[None, :, 1]), 0.0, None)
+                inter = iw * ih
+                area_p = (p[:, 2] - p[:, 0]) * (p[:, 3] - p[:, 1])
+                union = np.maximum(area_p[:, None] + area_t[near][None, :] - inter, 1e-12)
+                out[b, :, y0:y0 + block, x0:x0 + block] = (inter / union).max(axis=1).reshape(
+                    shape)
+    return out.reshape(b_n, -1)
 
 
 def build_targets(pred_boxes: FloatArray, truths: Sequence[CutoutTruth], spec: TargetSpec, *,
@@ -497,7 +515,7 @@ def build_targets(pred_boxes: FloatArray, truths: Sequence[CutoutTruth], spec: T
     bound = 0.98 * spec.wh_bound if spec.wh_bound > 0 else np.inf
     n_ignored = n_unassigned = 0
 
-    max_iou = _max_iou(pred_boxes.reshape(b_n, -1, 4), [t.boxes for t in truths])
+    max_iou = _max_iou(pred_boxes, [t.boxes for t in truths])
     for b, truth in enumerate(truths):
         ignored = (max_iou[b] > spec.ignore_iou).reshape(nbox, gy_n, gx_n)
         sel = np.flatnonzero(truth.selected)

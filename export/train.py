@@ -99,6 +99,9 @@ class TrainConfig:
     field_offsets : tuple of (dRA, dDec)
         Field centre offsets from the pointing (deg), used in turn by the training
         fields (different primary-beam attenuation).
+    faint : bool
+        Simulate the training and validation fields with the faint population below
+        the SDC1 catalogue's turnover (:func:`streamdet.simulate`).
     seed : int
         Seed of the simulations, of the network initialisation and of the sampling.
     val_size : int
@@ -114,7 +117,7 @@ class TrainConfig:
         Training cutout side (px, a multiple of the stride) and cutouts per step.
     augment : bool
         Random flips and 90-degree rotations.
-    snr_min, box_factor, box_min_px, snr_ref, snr_power : float
+    snr_min, ignore_snr_min, box_factor, box_min_px, snr_ref, snr_power : float
         Selection and truth boxes (:class:`export._data.SelectionConfig`).
     ignore_iou : float
         IoU above which a non-assigned prediction of a true source is not penalised.
@@ -156,6 +159,7 @@ class TrainConfig:
     field_size: int = 4096
     field_offsets: tuple[tuple[float, float], ...] = (
         (0.0, 0.0), (0.0, -0.7), (0.8, 0.0), (0.0, 1.0))
+    faint: bool = True
     seed: int = 0
     val_size: int = 2048
     val_offset: tuple[float, float] = (0.0, -0.8)
@@ -169,6 +173,7 @@ class TrainConfig:
     box_min_px: float = 4.0
     snr_ref: float = 20.0
     snr_power: float = 0.5
+    ignore_snr_min: float = 3.0
     ignore_iou: float = 0.5
     obj_target: str = "diou"
     shape_assign_steps: int = 200
@@ -206,6 +211,8 @@ class TrainConfig:
             (self.val_size >= 64, f"val_size must be >= 64, got {self.val_size}"),
             (self.batch >= 1 and self.steps >= 1, "batch and steps must be >= 1"),
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (0.0 <= self.ignore_snr_min <= self.snr_min,
+             f"ignore_snr_min must be in [0, snr_min], got {self.ignore_snr_min}"),
             (len(self.field_offsets) >= 1, "field_offsets must not be empty"),
             (0.0 < self.purity_target <= 1.0, "purity_target must be in (0, 1]"),
             (0.0 <= self.val_threshold_min < 1.0, "val_threshold_min must be in [0, 1)"),
@@ -226,7 +233,8 @@ class TrainConfig:
 
     def selection(self) -> SelectionConfig:
         """Selection and truth-box settings."""
-        return SelectionConfig(snr_min=self.snr_min, box_factor=self.box_factor,
+        return SelectionConfig(snr_min=self.snr_min, ignore_snr_min=self.ignore_snr_min,
+                               box_factor=self.box_factor,
                                box_min_px=self.box_min_px, snr_ref=self.snr_ref,
                                snr_power=self.snr_power)
 
@@ -685,7 +693,8 @@ def _load_fields(config: TrainConfig, wd: Path, quiet: bool | None) -> list[Fiel
     for i in range(config.fields):
         offset = config.field_offsets[i % len(config.field_offsets)]
         img, tru = simulated_field(wd / "fields", size=config.field_size, freq=config.freq,
-                                   seed=config.seed + i, offset=offset, quiet=quiet)
+                                   seed=config.seed + i, offset=offset, faint=config.faint,
+                                   quiet=quiet)
         fields.append(load_field(img, tru, name=f"sim{i}"))
     for img_path, truth_path in config.images:
         fields.append(load_field(img_path, truth_path, pb=config.pb))
@@ -752,7 +761,7 @@ def train(config: TrainConfig, workdir: str | os.PathLike[str], *, resume: bool 
     fields = _load_fields(config, wd, quiet)
     val_img, val_tru = simulated_field(wd / "fields", size=config.val_size, freq=config.freq,
                                        seed=config.seed + 1_000_003, offset=config.val_offset,
-                                       quiet=quiet)
+                                       faint=config.faint, quiet=quiet)
     val_truth = read_sdc1(val_tru)
 
     net = YoloCianna(config.network())

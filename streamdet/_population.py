@@ -28,13 +28,16 @@ __all__ = [
     "BANDS",
     "POINTING",
     "SIZE_FLOOR_ARCSEC",
+    "FAINT_DEPTH",
     "AgnTemplates",
     "Band",
+    "FaintCounts",
     "Population",
     "SourceDraw",
     "agn_templates",
     "band",
     "draw_sources",
+    "faint_counts",
     "population",
     "primary_beam",
 ]
@@ -48,6 +51,11 @@ SIZE_FLOOR_ARCSEC = 1e-3
 _GEOMETRY = {560: (0.60, 1.5), 1400: (0.24, 0.60), 9200: (0.037, 0.0913)}
 #: The SDC1 bands, in MHz.
 BANDS: tuple[int, ...] = tuple(_GEOMETRY)
+#: The faint population reaches down to ``flux_min / FAINT_DEPTH`` (a quarter of the
+#: 560 MHz map noise): fainter sources add next to nothing to the image.
+FAINT_DEPTH = 10.0
+_COUNT_BIN = 0.25   # ln-flux bin of the measured counts
+_DRAW_BIN = 0.05    # ln-flux bin of the faint draw
 
 
 @dataclass(frozen=True)
@@ -180,6 +188,54 @@ class AgnTemplates:
         return int(self.las.size)
 
 
+@dataclass(frozen=True)
+class FaintCounts:
+    """The sky's source counts below the catalogue's turnover (the faint population).
+
+    The SDC1 truth catalogues are incomplete at their faint end: their differential
+    counts per ln-flux turn over just above the catalogue's cut, where the real sky's
+    keep rising. Below the turnover ``peak`` the counts are extended by the power law
+    fitted over ``[peak, 8 peak]``::
+
+        dN/dlnS = density x exp(log_amp) x (S / 1 Jy) ** slope      (per deg^2)
+
+    and the faint population fills the gap between that law and the catalogue down
+    to ``flux_lo``. Its sizes follow the catalogue's size-flux relation: a faint
+    source copies a donor of the catalogue's faint end (not a lobed AGN) with its
+    sizes scaled by ``(S / S_donor) ** size_slope``.
+
+    Attributes
+    ----------
+    peak : float
+        Flux (Jy) of the catalogue's highest count per ln-flux bin.
+    slope : float
+        Power-law index of dN/dlnS fitted over ``[peak, 8 peak]``.
+    log_amp : float
+        Natural log of the law's amplitude, as a fraction of the catalogue per ln-flux.
+    size_slope : float
+        Index of median b_maj against flux over the same range.
+    flux_lo : float
+        Faintest flux drawn (Jy): ``flux_min / FAINT_DEPTH``.
+    edges : (K + 1,) float64
+        ln-flux bin edges (Jy) of the draw, ``flux_lo`` to just above ``peak``.
+    fraction : (K,) float64
+        Expected faint sources per bin, as a fraction of the catalogue's count.
+    """
+
+    peak: float
+    slope: float
+    log_amp: float
+    size_slope: float
+    flux_lo: float
+    edges: NDArray[np.float64]
+    fraction: NDArray[np.float64]
+
+    @property
+    def ratio(self) -> float:
+        """Faint sources per catalogue source."""
+        return float(self.fraction.sum())
+
+
 def _check_freq(freq: int) -> int:
     if isinstance(freq, bool) or not isinstance(freq, (int, np.integer)) or int(freq) not in BANDS:
         raise StreamdetValueError(f"freq must be one of {list(BANDS)} (MHz), got {freq!r}")
@@ -240,6 +296,40 @@ def population(freq: int) -> Population:
                       core_frac=f32("core_frac"), size=u8("size"), cls=u8("class"))
 
 
+@functools.lru_cache(maxsize=len(BANDS))
+def faint_counts(freq: int) -> FaintCounts:
+    """The faint population's counts of a band, measured from :func:`population`.
+
+    See :class:`FaintCounts` for the model. The fit uses the ln-flux bins (width
+    0.25) from the catalogue's faintest flux upwards that hold more than 20 sources.
+    """
+    f = _check_freq(freq)
+    pop = population(f)
+    flux = pop.flux.astype(np.float64)
+    bmaj = pop.bmaj.astype(np.float64)
+    lo = float(flux.min())
+    edges = lo * np.exp(_COUNT_BIN * np.arange(int(np.log(flux.max() / lo) / _COUNT_BIN) + 2))
+    counts, _ = np.histogram(flux, edges)
+    centre = np.sqrt(edges[:-1] * edges[1:])
+    k = int(np.argmax(counts))
+    fit = (centre >= centre[k]) & (centre <= 8.0 * centre[k]) & (counts > 20)
+    slope, log_amp = np.polyfit(np.log(centre[fit]), np.log(counts[fit] / _COUNT_BIN), 1)
+    which = np.digitize(flux, edges) - 1
+    med = np.array([np.median(bmaj[which == i]) for i in np.flatnonzero(fit)])
+    size_slope = float(np.polyfit(np.log(centre[fit]), np.log(med), 1)[0])
+    flux_lo = float(band(f).flux_min) / FAINT_DEPTH
+    top = float(edges[k + 1])
+    n_bins = int(np.ceil(np.log(top / flux_lo) / _DRAW_BIN))
+    draw_edges = flux_lo * np.exp(_DRAW_BIN * np.arange(n_bins + 1))
+    mid = np.sqrt(draw_edges[:-1] * draw_edges[1:])
+    law = np.exp(log_amp) * mid ** slope * _DRAW_BIN
+    have, _ = np.histogram(flux, draw_edges)
+    fraction = np.clip(law - have, 0.0, None) / flux.size
+    return FaintCounts(peak=float(centre[k]), slope=float(slope), log_amp=float(log_amp),
+                       size_slope=size_slope, flux_lo=flux_lo, edges=draw_edges,
+                       fraction=fraction)
+
+
 def primary_beam(separation_deg: ArrayLike, freq: int) -> NDArray[np.float64]:
     """Primary-beam gain at an angular distance from the pointing centre.
 
@@ -265,7 +355,8 @@ def primary_beam(separation_deg: ArrayLike, freq: int) -> NDArray[np.float64]:
     return np.asarray(np.interp(r, radius, gain), dtype=np.float64)
 
 
-def draw_sources(rng: np.random.Generator, *, size: int, freq: int) -> SourceDraw:
+def draw_sources(rng: np.random.Generator, *, size: int, freq: int,
+                 faint: bool = True) -> SourceDraw:
     """Draw the sources of a ``size`` x ``size`` field: Poisson count, bootstrap rows.
 
     The count is Poisson with mean ``density x area`` (area = (size x pixel)^2);
@@ -273,7 +364,9 @@ def draw_sources(rng: np.random.Generator, *, size: int, freq: int) -> SourceDra
     are uniform over the image (sub-pixel), position angles uniform in [0, 360).
     Lobed AGN (size 1) get a random real AGN template, randomly mirrored; their
     ``bmin`` becomes the template's minor extent at the drawn LAS (``bmaj``), so
-    the truth describes the image.
+    the truth describes the image. With ``faint``, the faint population
+    (:func:`faint_counts`) is drawn after them from the same generator, so the
+    catalogue sources are the same with or without it.
 
     Parameters
     ----------
@@ -283,6 +376,8 @@ def draw_sources(rng: np.random.Generator, *, size: int, freq: int) -> SourceDra
         Image side (pixels).
     freq : int
         Band (MHz).
+    faint : bool
+        Add the faint population below the catalogue's turnover.
 
     Returns
     -------
@@ -294,6 +389,9 @@ def draw_sources(rng: np.random.Generator, *, size: int, freq: int) -> SourceDra
     side_deg = size * b.pixel_arcsec / 3600.0
     n = int(rng.poisson(b.density * side_deg * side_deg))
     rows = rng.integers(0, pop.flux.size, size=n)
+    flux = pop.flux[rows].astype(np.float64)
+    bmaj = np.maximum(pop.bmaj[rows].astype(np.float64), SIZE_FLOOR_ARCSEC)
+    bmin = pop.bmin[rows].astype(np.float64)
     x = rng.uniform(-0.5, size - 0.5, size=n)
     y = rng.uniform(-0.5, size - 0.5, size=n)
     pa = rng.uniform(0.0, 360.0, size=n)
@@ -304,14 +402,31 @@ def draw_sources(rng: np.random.Generator, *, size: int, freq: int) -> SourceDra
     lobed = size_code == 1
     template[~lobed] = -1
     mirror[~lobed] = 1.0
-    bmaj = np.maximum(pop.bmaj[rows].astype(np.float64), SIZE_FLOOR_ARCSEC)
-    bmin = pop.bmin[rows].astype(np.float64)
     bmin[lobed] = bmaj[lobed] * tpl.minor[template[lobed]] / tpl.las[template[lobed]]
+    if faint:
+        counts = faint_counts(freq)
+        per_bin = rng.poisson(counts.fraction * b.density * side_deg * side_deg)
+        k = np.repeat(np.arange(per_bin.size), per_bin)
+        m = k.size
+        ln_lo = np.log(counts.edges[k])
+        f_flux = np.exp(ln_lo + rng.random(m) * (np.log(counts.edges[k + 1]) - ln_lo))
+        donors = np.flatnonzero((pop.flux < 1.5 * counts.peak) & (pop.size != 1))
+        d = donors[rng.integers(0, donors.size, size=m)]
+        scale = (f_flux / pop.flux[d]) ** counts.size_slope
+        rows = np.concatenate([rows, d])
+        flux = np.concatenate([flux, f_flux])
+        bmaj = np.concatenate([bmaj, np.maximum(pop.bmaj[d] * scale, SIZE_FLOOR_ARCSEC)])
+        bmin = np.concatenate([bmin, pop.bmin[d] * scale])
+        x = np.concatenate([x, rng.uniform(-0.5, size - 0.5, size=m)])
+        y = np.concatenate([y, rng.uniform(-0.5, size - 0.5, size=m)])
+        pa = np.concatenate([pa, rng.uniform(0.0, 360.0, size=m)])
+        template = np.concatenate([template, np.full(m, -1, dtype=template.dtype)])
+        mirror = np.concatenate([mirror, np.ones(m)])
+        size_code = np.concatenate([size_code, pop.size[d].astype(np.int64)])
     bmin = np.clip(bmin, SIZE_FLOOR_ARCSEC, bmaj)
     order = np.lexsort((x, y))
     return SourceDraw(
-        x=x[order], y=y[order], flux=pop.flux[rows].astype(np.float64)[order],
-        bmaj=bmaj[order], bmin=bmin[order], pa=pa[order],
-        core_frac=pop.core_frac[rows].astype(np.float64)[order], size=size_code[order],
-        cls=pop.cls[rows].astype(np.int64)[order], template=template[order].astype(np.int64),
-        mirror=mirror[order])
+        x=x[order], y=y[order], flux=flux[order], bmaj=bmaj[order], bmin=bmin[order],
+        pa=pa[order], core_frac=pop.core_frac[rows].astype(np.float64)[order],
+        size=size_code[order], cls=pop.cls[rows].astype(np.int64)[order],
+        template=template[order].astype(np.int64), mirror=mirror[order])

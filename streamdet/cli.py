@@ -32,6 +32,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         offset=(args.offset[0], args.offset[1]),
         noise=not args.no_noise,
         sidelobes=args.sidelobes,
+        faint=not args.no_faint,
         overwrite=args.overwrite,
         quiet=args.quiet or None,
     )
@@ -155,6 +156,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-noise", action="store_true", help="leave out the noise")
     p.add_argument("--sidelobes", action="store_true",
                    help="add sidelobes/negative bowls around the brightest sources")
+    p.add_argument("--no-faint", action="store_true",
+                   help="leave out the faint population below the SDC1 catalogue's turnover "
+                        "(about 90%% of the sources, most of them undetectable)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=_cmd_simulate)
