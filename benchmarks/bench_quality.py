@@ -28,7 +28,7 @@ Usage::
     python benchmarks/bench_quality.py [--freq 560|1400] [--size 4096] [--seed S]
         [--model M.onnx] [--workdir DIR] [--skip-peers] [--skip-streamdet]
         [--offset DRA DDEC] [--threads 2] [--presets best purity]
-        [--sep-thresh 3 5] [--bdsf-thresh 5]
+        [--sep-thresh 3 5] [--bdsf-thresh 5] [--no-faint]
 
 Prints a Markdown table (finder, threshold, score, N_det, N_match, purity, acc_pc,
 time, peak RSS), the per-term accuracies, and streamdet's score / best peer score;
@@ -106,12 +106,13 @@ class Row:
 
 
 def _field(workdir: Path, *, size: int, freq: int, seed: int,
-           offset: tuple[float, float]) -> tuple[Path, Path, int, int]:
-    stem = f"field_{freq}_{size}_s{seed}_{offset[0]:+g}_{offset[1]:+g}"
+           offset: tuple[float, float], faint: bool) -> tuple[Path, Path, int, int]:
+    stem = (f"field_{freq}_{size}_s{seed}_{offset[0]:+g}_{offset[1]:+g}"
+            + ("_faint" if faint else ""))
     image, truth = workdir / f"{stem}.fits", workdir / f"{stem}.truth.txt"
     if not (image.exists() and truth.exists()):
         table = streamdet.simulate(image, truth=truth, size=size, freq=freq, seed=seed,
-                                   offset=offset, overwrite=True, quiet=True)
+                                   offset=offset, faint=faint, overwrite=True, quiet=True)
     else:
         table = read_sdc1(truth)
     return image, truth, len(table), in_training_box(table["ra_core"], table["dec_core"], freq)
@@ -206,6 +207,8 @@ def main(argv: list[str] | None = None) -> list[Row]:
     ap.add_argument("--presets", nargs="+", default=["best", "purity"])
     ap.add_argument("--sep-thresh", type=float, nargs="+", default=[3.0, 5.0])
     ap.add_argument("--bdsf-thresh", type=float, nargs="+", default=[5.0])
+    ap.add_argument("--no-faint", action="store_true",
+                    help="simulate the field without the faint population")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--skip-peers", action="store_true")
     ap.add_argument("--skip-streamdet", action="store_true")
@@ -216,8 +219,9 @@ def main(argv: list[str] | None = None) -> list[Row]:
     offset = ((float(args.offset[0]), float(args.offset[1])) if args.offset is not None
               else default_offset(args.size, args.freq))
     image, truth, n_true, n_box = _field(workdir, size=args.size, freq=args.freq, seed=args.seed,
-                                  offset=offset)
+                                         offset=offset, faint=not args.no_faint)
     print(f"field: {args.size}^2 px at {args.freq} MHz, seed {args.seed}, offset {offset} deg, "
+          f"{'without' if args.no_faint else 'with'} the faint population, "
           f"{n_true} true sources ({n_box} in the SDC1 training box, not scored); {image}",
           flush=True)
 
@@ -253,6 +257,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     print()
     with open(workdir / "results.json", "w", encoding="utf-8") as fh:
         json.dump({"freq": args.freq, "size": args.size, "seed": args.seed,
+                   "faint": not args.no_faint,
                    "offset": offset, "n_true": n_true, "model": str(model),
                    "cpus": os.cpu_count(), "rows": [asdict(r) for r in rows]}, fh, indent=1)
     return rows

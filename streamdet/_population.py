@@ -26,9 +26,9 @@ from .errors import StreamdetValueError
 
 __all__ = [
     "BANDS",
+    "FAINT_DEPTH",
     "POINTING",
     "SIZE_FLOOR_ARCSEC",
-    "FAINT_DEPTH",
     "AgnTemplates",
     "Band",
     "FaintCounts",
@@ -197,7 +197,7 @@ class FaintCounts:
     keep rising. Below the turnover ``peak`` the counts are extended by the power law
     fitted over ``[peak, 8 peak]``::
 
-        dN/dlnS = density x exp(log_amp) x (S / 1 Jy) ** slope      (per deg^2)
+        dN/dlnS = exp(log_amp) x (S / 1 Jy) ** slope      (catalogue sources)
 
     and the faint population fills the gap between that law and the catalogue down
     to ``flux_lo``. Its sizes follow the catalogue's size-flux relation: a faint
@@ -211,7 +211,8 @@ class FaintCounts:
     slope : float
         Power-law index of dN/dlnS fitted over ``[peak, 8 peak]``.
     log_amp : float
-        Natural log of the law's amplitude, as a fraction of the catalogue per ln-flux.
+        Natural log of the law's amplitude: catalogue sources per unit ln-flux at 1 Jy
+        (the catalogue's density converts it to the sky).
     size_slope : float
         Index of median b_maj against flux over the same range.
     flux_lo : float

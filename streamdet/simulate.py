@@ -190,7 +190,8 @@ def _simulate(path: str | os.PathLike[str], *, truth: str | os.PathLike[str] | N
     table = _truth_table(draw, ra, dec, ra_c, dec_c, gain)
     table.meta.update({"freq_mhz": b.freq, "size": n, "seed": s, "offset_deg": centre,
                        "pixel_arcsec": b.pixel_arcsec, "beam_fwhm_arcsec": b.beam_fwhm_arcsec,
-                       "noise_jy_beam": b.noise if noise else 0.0, "density_deg2": b.density, "faint": bool(faint)})
+                       "noise_jy_beam": b.noise if noise else 0.0, "density_deg2": b.density,
+                       "faint": bool(faint)})
 
     renderer = StripRenderer(comps.gaussians, width=n, stamps=comps.stamps,
                              patterns=sidelobe_patterns(draw, gain=gain, band=b)

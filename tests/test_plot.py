@@ -52,7 +52,8 @@ REGION = (40, 60, 200, 180)  # x0, y0, x1, y1: not square, so a transposition sh
 def field(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Table]:
     """A 256^2 simulated 560 MHz field, its truth file and truth table."""
     d = tmp_path_factory.mktemp("field")
-    truth = streamdet.simulate(d / "f.fits", truth=d / "t.txt", size=256, seed=11, quiet=True)
+    truth = streamdet.simulate(d / "f.fits", truth=d / "t.txt", size=256, seed=11, faint=False,
+                               quiet=True)
     return d / "f.fits", d / "t.txt", truth
 
 

@@ -18,11 +18,13 @@ from astropy.wcs import WCS
 
 from streamdet import simulate
 from streamdet._population import (
+    FAINT_DEPTH,
     SIZE_FLOOR_ARCSEC,
     SourceDraw,
     agn_templates,
     band,
     draw_sources,
+    faint_counts,
     population,
     primary_beam,
 )
@@ -242,7 +244,7 @@ def _peak_fit(img: np.ndarray, x0: int, y0: int) -> tuple[float, float, float]:
 
 def test_truth_positions_and_fluxes_match_image_peaks(tmp_path: Path) -> None:
     out = tmp_path / "f.fits"
-    truth = simulate(out, size=512, freq=560, seed=1, noise=False, quiet=True)
+    truth = simulate(out, size=512, freq=560, seed=1, noise=False, faint=False, quiet=True)
     data, h = _image(out)
     img = data[0, 0]
     w = WCS(h).celestial
@@ -284,7 +286,8 @@ def test_seeded_determinism(tmp_path: Path) -> None:
 
 def test_strip_height_does_not_change_the_image(tmp_path: Path) -> None:
     kw: dict[str, Any] = dict(truth=None, size=300, freq=560, seed=4, offset=(0.0, 0.0),
-                              noise=True, sidelobes=True, overwrite=False, quiet=True)
+                              noise=True, sidelobes=True, faint=True, overwrite=False,
+                              quiet=True)
     _simulate(tmp_path / "a.fits", strip_rows=7, **kw)
     _simulate(tmp_path / "b.fits", strip_rows=1000, **kw)
     a, _ = _image(tmp_path / "a.fits")
@@ -426,11 +429,92 @@ def test_source_count_is_poisson_density_times_area() -> None:
         b = band(freq)
         n = 6000
         expect = b.density * (n * b.pixel_arcsec / 3600) ** 2
-        counts = [len(draw_sources(np.random.default_rng(s), size=n, freq=freq))
+        counts = [len(draw_sources(np.random.default_rng(s), size=n, freq=freq, faint=False))
                   for s in range(3)]
         for c in counts:
             assert abs(c - expect) < 5 * math.sqrt(expect)
         assert len(set(counts)) == 3
+
+
+def test_faint_counts_continue_the_catalogue_law() -> None:
+    for freq in (560, 1400, 9200):
+        c = faint_counts(freq)
+        flux = population(freq).flux.astype(np.float64)
+        assert c.flux_lo == pytest.approx(band(freq).flux_min / FAINT_DEPTH)
+        assert c.edges[0] == pytest.approx(c.flux_lo) and c.edges[-1] > c.peak
+        assert -1.5 < c.slope < 0.0 and 0.3 < c.size_slope < 1.0
+        assert c.ratio > 3.0
+        # the law reproduces the catalogue's counts over [peak, 8 peak] (20% per ln-bin of 0.5)
+        for lo in np.arange(np.log(c.peak), np.log(8 * c.peak) - 0.5, 0.5):
+            n = np.count_nonzero((np.log(flux) >= lo) & (np.log(flux) < lo + 0.5))
+            law = np.exp(c.log_amp) * (
+                np.exp((lo + 0.5) * c.slope) - np.exp(lo * c.slope)) / c.slope
+            assert n == pytest.approx(law, rel=0.2), (freq, lo)
+        # catalogue + faint population = the law below the peak, where the catalogue is short
+        mid = np.sqrt(c.edges[:-1] * c.edges[1:])
+        law = np.exp(c.log_amp) * mid ** c.slope * np.diff(np.log(c.edges)) / flux.size
+        have = np.histogram(flux, c.edges)[0] / flux.size
+        short = have < law
+        np.testing.assert_allclose((have + c.fraction)[short], law[short], rtol=1e-9)
+        assert np.all(c.fraction[~short] == 0.0)
+
+
+def test_faint_population_draw() -> None:
+    n, freq = 3000, 560
+    b, c = band(freq), faint_counts(freq)
+    bright = draw_sources(np.random.default_rng(4), size=n, freq=freq, faint=False)
+    every = draw_sources(np.random.default_rng(4), size=n, freq=freq)
+    # the catalogue sources are the same with or without the faint population
+    key = {(round(float(x), 9), round(float(y), 9)): i for i, (x, y) in
+           enumerate(zip(every.x, every.y, strict=True))}
+    idx = np.array([key[(round(float(x), 9), round(float(y), 9))]
+                    for x, y in zip(bright.x, bright.y, strict=True)])
+    for name in ("flux", "bmaj", "bmin", "pa", "core_frac", "size", "cls", "template"):
+        np.testing.assert_array_equal(getattr(every, name)[idx], getattr(bright, name))
+    faint = np.ones(len(every), bool)
+    faint[idx] = False
+    expect = c.ratio * b.density * (n * b.pixel_arcsec / 3600) ** 2
+    assert abs(faint.sum() - expect) < 5 * math.sqrt(expect)
+    f = every.flux[faint]
+    assert f.min() >= c.flux_lo and f.max() <= c.edges[-1]
+    assert np.all(every.size[faint] != 1) and np.all(every.template[faint] == -1)
+    assert np.all(every.bmin <= every.bmaj) and np.all(every.bmin >= SIZE_FLOOR_ARCSEC)
+    assert np.all(np.diff(every.y) >= 0)
+    # sizes follow the size-flux relation: median b_maj per flux decade ~ S ** size_slope
+    lf = np.log10(f)
+    centres, medians = [], []
+    for lo in np.arange(lf.min(), lf.max() - 0.5, 0.25):
+        m = (lf >= lo) & (lf < lo + 0.25)
+        if m.sum() > 200:
+            centres.append(lo + 0.125)
+            medians.append(np.log10(np.median(every.bmaj[faint][m])))
+    slope = np.polyfit(centres, medians, 1)[0]
+    assert slope == pytest.approx(c.size_slope, abs=0.1)
+
+
+def test_simulate_faint_population(tmp_path: Path) -> None:
+    kw: dict[str, Any] = dict(size=256, freq=560, seed=21, offset=(0.0, -0.5), quiet=True)
+    with_f = simulate(tmp_path / "a.fits", truth=tmp_path / "a.txt", **kw)
+    without = simulate(tmp_path / "b.fits", truth=tmp_path / "b.txt", faint=False, **kw)
+    assert fits.getheader(tmp_path / "a.fits")["SIMFAINT"] is True
+    assert fits.getheader(tmp_path / "b.fits")["SIMFAINT"] is False
+    assert with_f.meta["faint"] and not without.meta["faint"]
+    assert len(with_f) > 4 * len(without)
+    assert len(read_sdc1(tmp_path / "a.txt")) == len(with_f)
+    # every source of the faint-free field is in the full one, with the same values
+    pos = {(round(float(r), 9), round(float(d), 9)) for r, d in
+           zip(with_f["ra_core"], with_f["dec_core"], strict=True)}
+    assert all((round(float(r), 9), round(float(d), 9)) in pos for r, d in
+               zip(without["ra_core"], without["dec_core"], strict=True))
+    # the faint sources add their flux to the noise-free image
+    kw["noise"] = False
+    simulate(tmp_path / "c.fits", faint=False, **kw)
+    simulate(tmp_path / "d.fits", **kw)
+    extra = _image(tmp_path / "d.fits")[0].sum() - _image(tmp_path / "c.fits")[0].sum()
+    only = np.setdiff1d(np.arange(len(with_f)), np.flatnonzero(np.isin(
+        np.asarray(with_f["ra_core"]), np.asarray(without["ra_core"]))))
+    expect = float(np.sum(np.asarray(with_f["flux"])[only] * np.asarray(with_f["pb"])[only]))
+    assert extra / band(560).beam_area_px == pytest.approx(expect, rel=0.03)
 
 
 def _training(name: str) -> np.ndarray:
@@ -526,8 +610,8 @@ def test_failure_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setattr(StripRenderer, "render", failing)
     with pytest.raises(RuntimeError, match="disk on fire"):
         _simulate(tmp_path / "f.fits", truth=tmp_path / "t.txt", size=128, freq=560, seed=0,
-                  offset=(0.0, 0.0), noise=True, sidelobes=False, overwrite=False, quiet=True,
-                  strip_rows=16)
+                  offset=(0.0, 0.0), noise=True, sidelobes=False, faint=True, overwrite=False,
+                  quiet=True, strip_rows=16)
     assert os.listdir(tmp_path) == []
 
 
@@ -535,11 +619,14 @@ def test_memory_stays_bounded_by_the_strip(tmp_path: Path) -> None:
     n = 2048
     band(560), population(560)  # packaged data loaded once, outside the measurement
     _simulate(tmp_path / "w.fits", truth=None, size=64, freq=560, seed=0, offset=(0.0, 0.0),
-              noise=True, sidelobes=False, overwrite=False, quiet=True)
+              noise=True, sidelobes=False, faint=True, overwrite=False, quiet=True)
     tracemalloc.start()
     try:
+        # without the faint population: the source list (O(sources), ~170k rows with it
+        # at 2048^2) would dominate what this test bounds, the pixels held at once
         _simulate(tmp_path / "f.fits", truth=None, size=n, freq=560, seed=0, offset=(0.0, 0.0),
-                  noise=True, sidelobes=False, overwrite=False, quiet=True, strip_rows=32)
+                  noise=True, sidelobes=False, faint=False, overwrite=False, quiet=True,
+                  strip_rows=32)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

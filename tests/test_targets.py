@@ -363,5 +363,12 @@ def test_selection_by_peak_snr() -> None:
     sampler = CutoutSampler([field], size=64, contract=contract,
                             selection=SelectionConfig(snr_min=5.0))
     _, ct = sampler.cutout(field, 0, 0)
+    # SNR 2 is below ignore_snr_min (3): background; SNR 4.9 defines an ignore region
+    assert ct.selected.tolist() == [False, True]
+    assert ct.boxes.shape == (2, 4)
+    np.testing.assert_allclose(ct.snr, [4.9, 8.0])
+    every = CutoutSampler([field], size=64, contract=contract,
+                          selection=SelectionConfig(snr_min=5.0, ignore_snr_min=0.0))
+    _, ct = every.cutout(field, 0, 0)
     assert ct.selected.tolist() == [False, False, True]
-    assert ct.boxes.shape == (3, 4)  # the unselected ones still define ignore regions
+    assert ct.boxes.shape == (3, 4)
