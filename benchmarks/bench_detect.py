@@ -17,7 +17,7 @@ hide behind compute (target >= 0.9). Peak RSS of the largest image should stay w
 1.2x that of the smallest and under 1.5 GB.
 
     python benchmarks/bench_detect.py --sizes 4096 16384 [--model M.onnx] [--no-measure]
-        [--workdir DIR]
+        [--no-faint] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -52,12 +52,14 @@ def _model_for(store: Path, model: Path | None) -> Path:
     return default_model(freq_hz=img.freq_hz, pixel_scale_arcsec=img.pixel_scale_arcsec)
 
 
-def _prepare(size: int, workdir: Path) -> Path:
-    fits_path = workdir / f"field_{size}.fits"
-    store = workdir / f"field_{size}.zarr"
+def _prepare(size: int, workdir: Path, *, faint: bool) -> Path:
+    stem = f"field_{size}" + ("_faint" if faint else "")
+    fits_path = workdir / f"{stem}.fits"
+    store = workdir / f"{stem}.zarr"
     if not store.exists():
         if not fits_path.exists():
-            streamdet.simulate(fits_path, size=size, freq=560, seed=size, quiet=True)
+            streamdet.simulate(fits_path, size=size, freq=560, seed=size, faint=faint,
+                               quiet=True)
         streamdet.convert(fits_path, store, chunks=1024, quiet=True)
         fits_path.unlink()
     return store
@@ -138,6 +140,8 @@ def main() -> None:
     ap.add_argument("--engine-threads", type=int, default=0,
                     help="detect's threads option (default 0: the engine's default)")
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--no-faint", action="store_true",
+                    help="simulate the fields without the faint population (fewer detections)")
     ap.add_argument("--no-measure", action="store_true",
                     help="detect(measure=False): keep the network's fluxes and sizes")
     args = ap.parse_args()
@@ -150,7 +154,7 @@ def main() -> None:
           f"{'raw Mpix/s':>11} {'e2e/raw':>8} {'peak RSS MB':>12} {'sources':>8}")
     rows = []
     for size in args.sizes:
-        store = _prepare(size, workdir)
+        store = _prepare(size, workdir, faint=not args.no_faint)
         model = _model_for(store, args.model)
         print(f"model {model}")
         runs, raws = [], []
