@@ -61,3 +61,22 @@ def test_export_from_cianna_then_detect(tmp_path: Path,
 
     table = Table.read(out, format="ascii.ecsv")
     assert np.all(np.isfinite(np.asarray(table["ra"])))
+
+
+def test_simulate_no_faint_equals_the_api(tmp_path: Path) -> None:
+    from astropy.io import fits
+
+    from streamdet.catalog import read_sdc1
+
+    for flag, faint in (([], True), (["--no-faint"], False)):
+        stem = "f" if faint else "n"
+        assert main(["simulate", str(tmp_path / f"{stem}.fits"), "--truth",
+                     str(tmp_path / f"{stem}.txt"), "--size", "128", "--seed", "5", "--quiet",
+                     *flag]) == 0
+        api = streamdet.simulate(tmp_path / f"{stem}_api.fits", size=128, seed=5, faint=faint,
+                                 quiet=True)
+        assert fits.getheader(tmp_path / f"{stem}.fits")["SIMFAINT"] is faint
+        assert len(read_sdc1(tmp_path / f"{stem}.txt")) == len(api)
+        assert np.array_equal(fits.getdata(tmp_path / f"{stem}.fits"),
+                              fits.getdata(tmp_path / f"{stem}_api.fits"))
+    assert len(read_sdc1(tmp_path / "f.txt")) > 4 * len(read_sdc1(tmp_path / "n.txt"))
