@@ -51,8 +51,8 @@ SIZE_FLOOR_ARCSEC = 1e-3
 _GEOMETRY = {560: (0.60, 1.5), 1400: (0.24, 0.60), 9200: (0.037, 0.0913)}
 #: The SDC1 bands, in MHz.
 BANDS: tuple[int, ...] = tuple(_GEOMETRY)
-#: The faint population reaches down to ``flux_min / FAINT_DEPTH`` (a quarter of the
-#: 560 MHz map noise): fainter sources add next to nothing to the image.
+#: The faint population reaches down to ``flux_min / FAINT_DEPTH`` (0.8x the noise of the
+#: 560 MHz map): fainter sources add next to nothing to the image.
 FAINT_DEPTH = 10.0
 _COUNT_BIN = 0.25   # ln-flux bin of the measured counts
 _DRAW_BIN = 0.05    # ln-flux bin of the faint draw

@@ -27,15 +27,16 @@ What is simulated
   ``ra_cent``/``dec_cent`` is the flux centroid). Any source with ``core_frac > 0``
   gets a point core. PA is east of north.
 * **Faint population** (``faint=True``, the default): the SDC1 training catalogues
-  are incomplete at their faint end (their counts per ln-flux turn over at ~2.4x
+  are incomplete at their faint end (their counts per ln-flux turn over at 2.4-3x
   their faintest flux, where the real sky's keep rising), and the real maps hold
   the sources below that as confusion: about 90 % of the labelled SDC1 sky is
   fainter than what can be detected. Below the turnover the counts continue as
   the power law fitted over the factor of 8 above it (dN/dlnS ~ S^-0.84 at
   560 MHz, S^-0.60 at 1400 MHz) down to a tenth of the catalogue's faintest flux
   (0.3 uJy at 560 MHz); sizes follow the catalogue's size-flux relation
-  (b ~ S^0.6). That adds 9.6 (560 MHz) / 6.0 (1400 MHz) faint sources per
-  catalogue source (``streamdet._population.faint_counts``). They are in the
+  (b ~ S^0.61 at 560 MHz, S^0.67 at 1400 MHz). That adds 9.6 (560 MHz) / 6.0
+  (1400 MHz) faint sources per catalogue source
+  (``streamdet._population.faint_counts``). They are in the
   truth like every other source, as in the SDC1 truth catalogues (the sky model
   the image was made from), so finding a real faint source is a match and a
   noise peak or a blend is a false detection.
