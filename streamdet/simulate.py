@@ -194,12 +194,15 @@ def _simulate(path: str | os.PathLike[str], *, truth: str | os.PathLike[str] | N
                        "noise_jy_beam": b.noise if noise else 0.0, "density_deg2": b.density,
                        "faint": bool(faint)})
 
-    renderer = StripRenderer(comps.gaussians, width=n, stamps=comps.stamps,
-                             patterns=sidelobe_patterns(draw, gain=gain, band=b)
-                             if sidelobes else None)
+    patterns = sidelobe_patterns(draw, gain=gain, band=b) if sidelobes else None
+    # Free the draw and its sky positions before the renderer makes its sorted copies of
+    # the components, and the components after: with the faint population a 16384^2
+    # field holds 4.6 million sources.
+    del draw, ra, dec, ra_c, dec_c, north, gain
+    renderer = StripRenderer(comps.gaussians, width=n, stamps=comps.stamps, patterns=patterns)
+    del comps, patterns
     noise_gen = (CorrelatedNoise(seed=s, tag=b.freq, width=n, rms=b.noise,
                                  beam_sigma_px=b.beam_sigma_px) if noise else None)
-    del draw, comps, ra, dec, ra_c, dec_c, north, gain  # the renderer holds its copies
     with atomic_path(out, overwrite=overwrite) as tmp:
         with open(tmp, "wb") as fh, progress_bar(total=n, desc="simulate", unit="row",
                                                  quiet=quiet) as bar:
