@@ -16,6 +16,7 @@ from export._targets import (  # noqa: E402
     CutoutTruth,
     LossWeights,
     TargetSpec,
+    _max_iou,
     build_targets,
     ellipse_boxes,
     gaussian_sizes,
@@ -372,3 +373,33 @@ def test_selection_by_peak_snr() -> None:
     _, ct = every.cutout(field, 0, 0)
     assert ct.selected.tolist() == [False, False, True]
     assert ct.boxes.shape == (3, 4)
+
+
+@pytest.mark.parametrize("block", [1, 3, 8, 64])
+def test_blocked_max_iou_equals_the_dense_one(block: int) -> None:
+    """Blocks compare predictions only with the truth boxes near them; the result is exact."""
+    rng = np.random.default_rng(block)
+    b_n, nbox, g = 4, 3, 12
+    centre = rng.uniform(0, 8 * g, (b_n, nbox, g, g, 2))
+    half = rng.uniform(1, 20, (b_n, nbox, g, g, 2))
+    pred = np.concatenate([centre - half, centre + half], axis=-1).astype(np.float32)
+    truths = []
+    for n in (300, 0, 1, 40):
+        c = rng.uniform(-10, 8 * g + 10, (n, 2))
+        h = rng.uniform(0.5, 15, (n, 2))
+        truths.append(np.concatenate([c - h, c + h], axis=1).astype(np.float32))
+    truths[2] = pred[2, 0, 5, 5][None, :].copy()          # one box equal to a prediction
+    got = _max_iou(pred, truths, block=block)
+    flat = pred.reshape(b_n, -1, 4).astype(np.float64)
+    for b, t in enumerate(truths):
+        want = np.zeros(flat.shape[1])
+        for i, p in enumerate(flat[b]):
+            for q in t.astype(np.float64):
+                iw = max(0.0, min(p[2], q[2]) - max(p[0], q[0]))
+                ih = max(0.0, min(p[3], q[3]) - max(p[1], q[1]))
+                inter = iw * ih
+                union = (p[2] - p[0]) * (p[3] - p[1]) + (q[2] - q[0]) * (q[3] - q[1]) - inter
+                want[i] = max(want[i], inter / union)
+        np.testing.assert_allclose(got[b], want, rtol=1e-12, atol=1e-15)
+    assert got[1].max() == 0.0
+    assert got[2].reshape(nbox, g, g)[0, 5, 5] == pytest.approx(1.0)
