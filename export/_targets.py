@@ -240,6 +240,12 @@ class TargetSpec:
         ``(1 + DIoU) / 2 * obj ** assign_obj_power``: 0 is pure DIoU (YOLO-CIANNA);
         > 0 favours the prior that is already confident, which breaks the symmetry
         between identical priors (as task-aligned assignment does).
+    reinject_obj : float
+        Re-injection (YOLO-CIANNA's self-learning): a true source inside the cutout that
+        the selection left out becomes a target when a prediction of its own cell
+        overlaps it by more than ``ignore_iou`` with objectness >= ``reinject_obj``
+        (0: off). The network is then taught the faint sources it can already find,
+        rather than left unsupervised on them.
     weights : LossWeights
     """
 
@@ -251,6 +257,7 @@ class TargetSpec:
     ignore_iou: float = 0.5
     obj_target: str = "diou"
     assign_obj_power: float = 0.0
+    reinject_obj: float = 0.0
     weights: LossWeights = LossWeights()
 
     def __post_init__(self) -> None:
@@ -266,6 +273,9 @@ class TargetSpec:
                 f"assign_obj_power must be >= 0, got {self.assign_obj_power}")
         if not 0.0 < self.ignore_iou <= 1.0:
             raise StreamdetValueError(f"ignore_iou must be in (0, 1], got {self.ignore_iou}")
+        if not 0.0 <= self.reinject_obj <= 1.0:
+            raise StreamdetValueError(
+                f"reinject_obj must be in [0, 1] (0: off), got {self.reinject_obj}")
 
     @property
     def nbox(self) -> int:
@@ -357,6 +367,8 @@ class Targets:
     n_pos, n_ignored, n_unassigned : int
         Assigned priors; priors whose objectness is ignored; selected sources left
         without a free prior.
+    n_reinjected : int
+        Unselected sources made targets by re-injection (:attr:`TargetSpec.reinject_obj`).
     """
 
     pos: NDArray[np.bool_]
@@ -370,6 +382,7 @@ class Targets:
     n_pos: int
     n_ignored: int
     n_unassigned: int
+    n_reinjected: int = 0
 
 
 # --------------------------------------------------------------------------- association
@@ -516,9 +529,14 @@ def build_targets(pred_boxes: FloatArray, truths: Sequence[CutoutTruth], spec: T
     n_ignored = n_unassigned = 0
 
     max_iou = _max_iou(pred_boxes, [t.boxes for t in truths])
+    n_reinjected = 0
     for b, truth in enumerate(truths):
         ignored = (max_iou[b] > spec.ignore_iou).reshape(nbox, gy_n, gx_n)
         sel = np.flatnonzero(truth.selected)
+        if spec.reinject_obj > 0 and pred_obj is not None:
+            extra = _reinjected(pred_boxes[b], pred_obj[b], truth, spec)
+            n_reinjected += extra.size
+            sel = np.union1d(sel, extra)
         tb = truth.boxes[sel]
         cx = 0.5 * (tb[:, 0] + tb[:, 2])
         cy = 0.5 * (tb[:, 1] + tb[:, 3])
@@ -569,7 +587,50 @@ def build_targets(pred_boxes: FloatArray, truths: Sequence[CutoutTruth], spec: T
         n_ignored += int(ign.sum())
     return Targets(pos=pos, obj=obj, obj_weight=obj_w, xy=xy, wh=wh, box_weight=box_w,
                    params=params, param_weight=param_w, n_pos=int(pos.sum()),
-                   n_ignored=n_ignored, n_unassigned=n_unassigned)
+                   n_ignored=n_ignored, n_unassigned=n_unassigned, n_reinjected=n_reinjected)
+
+
+def _reinjected(pred: FloatArray, obj: FloatArray, truth: CutoutTruth, spec: TargetSpec
+                ) -> NDArray[np.int64]:
+    """Indices of the unselected sources of one cutout that re-injection makes targets.
+
+    Parameters
+    ----------
+    pred : (nbox, Gy, Gx, 4) float
+        Predicted boxes, xyxy px.
+    obj : (nbox, Gy, Gx) float
+        Predicted objectness.
+    truth : CutoutTruth
+    spec : TargetSpec
+
+    Returns
+    -------
+    (K,) int64
+        Sources outside the selection, whose centre lies in the grid, for which a prior
+        of their cell predicts an overlapping box (IoU > ``ignore_iou``) with objectness
+        >= ``reinject_obj``.
+    """
+    gy_n, gx_n = pred.shape[1:3]
+    s = spec.stride
+    tb = truth.boxes
+    cx = 0.5 * (tb[:, 0] + tb[:, 2])
+    cy = 0.5 * (tb[:, 1] + tb[:, 3])
+    gx = np.floor((cx + 0.5) / s).astype(np.int64)
+    gy = np.floor((cy + 0.5) / s).astype(np.int64)
+    cand = np.flatnonzero(~truth.selected & (gx >= 0) & (gx < gx_n) & (gy >= 0) & (gy < gy_n))
+    if cand.size == 0:
+        return cand
+    p = np.asarray(pred[:, gy[cand], gx[cand]], np.float64).transpose(1, 0, 2)  # (K, nbox, 4)
+    q = np.asarray(tb[cand], np.float64)[:, None, :]
+    iw = np.clip(np.minimum(p[..., 2], q[..., 2]) - np.maximum(p[..., 0], q[..., 0]), 0.0, None)
+    ih = np.clip(np.minimum(p[..., 3], q[..., 3]) - np.maximum(p[..., 1], q[..., 1]), 0.0, None)
+    inter = iw * ih
+    union = ((p[..., 2] - p[..., 0]) * (p[..., 3] - p[..., 1])
+             + (q[..., 2] - q[..., 0]) * (q[..., 3] - q[..., 1]) - inter)
+    iou = inter / np.maximum(union, 1e-12)
+    conf = np.asarray(obj[:, gy[cand], gx[cand]], np.float64).T  # (K, nbox)
+    found = np.any((iou > spec.ignore_iou) & (conf >= spec.reinject_obj), axis=1)
+    return cand[found]
 
 
 # --------------------------------------------------------------------------- loss

@@ -127,6 +127,10 @@ class TrainConfig:
         Steps during which sources are assigned by prior shape (then by prediction).
     assign_obj_power : float
         Objectness power in the prediction-aware association (0: pure DIoU).
+    reinject_obj, reinject_after : float, int
+        Re-injection (:attr:`export._targets.TargetSpec.reinject_obj`): from step
+        ``reinject_after`` on, an unselected true source that the network already
+        predicts with objectness >= ``reinject_obj`` becomes a target (0: never).
     w_xy, w_wh, w_obj, w_noobj, w_param, w_prob : float
         Loss weights (:class:`export._targets.LossWeights`).
     obj_bias : float
@@ -178,6 +182,8 @@ class TrainConfig:
     obj_target: str = "diou"
     shape_assign_steps: int = 200
     assign_obj_power: float = 1.0
+    reinject_obj: float = 0.5
+    reinject_after: int = 1000
     w_xy: float = 5.0
     w_wh: float = 1.0
     w_obj: float = 1.0
@@ -211,6 +217,8 @@ class TrainConfig:
             (self.val_size >= 64, f"val_size must be >= 64, got {self.val_size}"),
             (self.batch >= 1 and self.steps >= 1, "batch and steps must be >= 1"),
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (0.0 <= self.reinject_obj <= 1.0 and self.reinject_after >= 0,
+             "reinject_obj must be in [0, 1] and reinject_after >= 0"),
             (0.0 <= self.ignore_snr_min <= self.snr_min,
              f"ignore_snr_min must be in [0, snr_min], got {self.ignore_snr_min}"),
             (len(self.field_offsets) >= 1, "field_offsets must not be empty"),
@@ -772,7 +780,9 @@ def train(config: TrainConfig, workdir: str | os.PathLike[str], *, resume: bool 
                       stride=net.config.stride, box_channels=net.config.box_channels,
                       param_channels=contract.param_channels, wh_bound=net.config.wh_bound,
                       ignore_iou=config.ignore_iou, obj_target=config.obj_target,
-                      assign_obj_power=config.assign_obj_power, weights=config.loss_weights())
+                      assign_obj_power=config.assign_obj_power,
+                      reinject_obj=config.reinject_obj, weights=config.loss_weights())
+    spec_before = dataclasses.replace(spec, reinject_obj=0.0)  # no re-injection yet
     sampler = CutoutSampler(fields, size=config.cutout, contract=contract,
                             selection=config.selection(), augment=config.augment)
     net.to(device)
@@ -814,7 +824,8 @@ def train(config: TrainConfig, workdir: str | os.PathLike[str], *, resume: bool 
                 act = net.activate(raw).float().cpu().numpy()
             obj = act.reshape(act.shape[0], spec.nbox, spec.nch, *act.shape[2:])[
                 :, :, spec.index("obj")]
-            targets = build_targets(predicted_boxes(act, spec), truths, spec,
+            targets = build_targets(predicted_boxes(act, spec), truths,
+                                    spec if step >= config.reinject_after else spec_before,
                                     prediction_aware=step >= config.shape_assign_steps,
                                     pred_obj=obj, rng=rng)
             loss, parts = yolo_loss(raw, targets, spec)
@@ -829,7 +840,8 @@ def train(config: TrainConfig, workdir: str | os.PathLike[str], *, resume: bool 
             bar.update(1)
             for k, v in {"loss": float(loss.detach()), **parts, "n_pos": targets.n_pos,
                          "n_ignored": targets.n_ignored,
-                         "n_unassigned": targets.n_unassigned}.items():
+                         "n_unassigned": targets.n_unassigned,
+                         "n_reinjected": targets.n_reinjected}.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
             n_sum += 1
             if step % config.log_every == 0 or step == config.steps:

@@ -15,6 +15,7 @@ from export._data import CutoutSampler, Field, FieldTruth, SelectionConfig, augm
 from export._targets import (  # noqa: E402
     CutoutTruth,
     LossWeights,
+    Targets,
     TargetSpec,
     _max_iou,
     build_targets,
@@ -207,6 +208,37 @@ def test_ignore_regions_and_unselected_sources() -> None:
     assert t.obj_weight[0, 0, 0, 0] == 0 and t.obj_weight[0, 2, 0, 2] == 0
     assert t.obj_weight[0, 1, 3, 3] == spec.weights.noobj
     assert t.n_ignored == 2
+
+
+def test_reinjection_of_confidently_found_unselected_sources() -> None:
+    sel_box = [14.8, 33.65, 25.8, 42.15]
+    unsel_box = [40.0, 2.0, 46.0, 8.0]          # centre (43, 5): cell (gy 0, gx 2)
+    outside = [70.0, 20.0, 76.0, 26.0]          # centre x 73 > 64: outside the 4x4 grid
+    truth = _truth([sel_box, unsel_box, outside], selected=[True, False, False],
+                   snr=[10.0, 4.0, 4.0])
+    pred = _far_predictions()
+    pred[0, 2, 0, 2] = [40.5, 2.0, 46.5, 8.0]   # IoU 0.85 with the unselected source
+    pred[0, 0, 1, 3] = [70.0, 20.0, 76.0, 26.0]  # the outside one, found exactly
+    obj = np.full((1, len(PRIORS), 4, 4), 0.01)
+    obj[0, 0, 1, 3] = 0.99
+
+    def run(conf: float, reinject: float) -> Targets:
+        o = obj.copy()
+        o[0, 2, 0, 2] = conf
+        return build_targets(pred, [truth], _spec(ignore_iou=0.5, reinject_obj=reinject),
+                             prediction_aware=True, pred_obj=o)
+
+    on = run(0.9, 0.5)
+    assert on.n_reinjected == 1 and on.n_pos == 2
+    assert on.pos[0, :, 0, 2].sum() == 1        # the re-injected source has its target
+    k = int(np.flatnonzero(on.pos[0, :, 0, 2])[0])
+    assert on.xy[0, k, 0, 0, 2] == pytest.approx((43.0 + 0.5) / 16 - 2)
+    assert on.params[0, k, 0, 0, 2] == pytest.approx(0.25)
+    for t in (run(0.3, 0.5), run(0.9, 0.0)):     # not confident enough, or switched off
+        assert t.n_reinjected == 0 and t.n_pos == 1
+        assert not t.pos[0, :, 0, 2].any() and t.obj_weight[0, 2, 0, 2] == 0  # ignored
+    with pytest.raises(StreamdetValueError, match="reinject_obj"):
+        _spec(reinject_obj=1.5)
 
 
 def test_build_targets_rejects_mismatched_batches() -> None:

@@ -44,7 +44,7 @@ TINY: dict[str, Any] = {
     "name": "tiny", "width": 4, "depth": 0, "fields": 1, "field_size": 256, "val_size": 256,
     "cutout": 128, "batch": 4, "steps": 30, "lr": 5e-3, "warmup_steps": 5,
     "shape_assign_steps": 10, "val_every": 1000, "checkpoint_every": 10, "log_every": 5,
-    "threads": 1, "seed": 7,
+    "threads": 1, "seed": 7, "reinject_after": 15,
 }
 
 
@@ -81,6 +81,8 @@ def test_training_reduces_the_loss(tiny_run: Path) -> None:
     last = np.mean([r["loss"] for r in recs[-2:]])
     assert last < 0.75 * first
     assert all(r["n_pos"] > 0 for r in recs)  # sources were assigned
+    # re-injection is logged, and off before reinject_after (15)
+    assert all(r["n_reinjected"] == 0 for r in recs if r["step"] <= 15)
     assert all(np.isfinite(r["loss"]) and r["steps_per_s"] > 0 for r in recs)
 
 
@@ -285,6 +287,10 @@ def test_config_round_trip_and_errors(tmp_path: Path) -> None:
         dataclasses.replace(config, cutout=100)
     with pytest.raises(StreamdetValueError, match="no training data"):
         dataclasses.replace(config, fields=0)
+    with pytest.raises(StreamdetValueError, match="reinject"):
+        dataclasses.replace(config, reinject_obj=2.0)
+    with pytest.raises(StreamdetValueError, match="ignore_snr_min"):
+        dataclasses.replace(config, ignore_snr_min=config.snr_min + 1)
     bad = tmp_path / "bad.json"
     bad.write_text("[1, 2]", encoding="utf-8")
     with pytest.raises(StreamdetValueError):
