@@ -8,10 +8,15 @@ several simulated fields (seeds of its own, never used for training or benchmark
 the threshold again (bisecting the threshold grid, each cut catalogue scored as a whole by the
 official scorer) and writes a copy of the model with the new preset. The ``best`` and
 ``default`` presets are left as they are. With ``--bmin`` it instead picks, from a small
-grid, the ``measure.bmin_resolved`` whose catalogues at ``best`` score highest.
+grid, the ``measure.bmin_resolved`` whose catalogues at ``best`` score highest. With
+``--best`` it picks the ``best`` preset again: the model's own and every global threshold
+of a grid (steps of 0.05) are scored on the pooled fields, and the highest score whose
+pooled purity reaches ``--min-purity`` (0.95) wins (``default`` follows ``best`` when it was
+equal to it).
 
     python -m export.retune MODEL.onnx -o OUT.onnx --freq 560 --purity 0.993 \\
-        --seeds 3000001 3000002 3000003 --size 4096 --offset 0 -0.8 --workdir DIR [--bmin]
+        --seeds 3000001 3000002 3000003 --size 4096 --offset 0 -0.8 --workdir DIR
+        [--bmin | --best [--min-purity 0.95]]
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from streamdet.errors import StreamdetValueError
 from ._data import simulated_field
 from .train import _grid, _score_subset, candidate_submission
 
-__all__ = ["retune_bmin", "retune_purity"]
+__all__ = ["retune_best", "retune_bmin", "retune_purity"]
 
 
 def _fields(workdir: str | os.PathLike[str], *, freq: int, seeds: Sequence[int], size: int,
@@ -168,6 +173,83 @@ def retune_bmin(model: str | os.PathLike[str], out: str | os.PathLike[str], *, f
     return scores
 
 
+def retune_best(model: str | os.PathLike[str], out: str | os.PathLike[str], *, freq: int,
+                seeds: Sequence[int], size: int, offset: tuple[float, float],
+                workdir: str | os.PathLike[str], min_purity: float = 0.95,
+                grid: Sequence[float] = tuple(np.round(np.arange(0.05, 0.951, 0.05), 2)),
+                overwrite: bool = False) -> dict[str, float | tuple[float, ...]]:
+    """Choose the ``best`` preset on pooled simulated fields; write the model to ``out``.
+
+    The candidates are the model's own ``best`` (a number or one per prior) and each
+    global threshold of ``grid``; each cut catalogue is scored as a whole by the official
+    scorer on every field. The highest pooled score among the candidates whose pooled
+    purity is at least ``min_purity`` is written as ``best`` (and as ``default`` where
+    ``default`` was ``best``); the other presets are kept.
+
+    Parameters
+    ----------
+    model, out : path-like
+        The ONNX detector and where its re-tuned copy goes (atomically).
+    freq, seeds, size, offset, workdir
+        The simulated validation fields, as :func:`retune_purity`.
+    min_purity : float
+        Pooled purity the preset must keep, in (0, 1].
+    grid : sequence of float
+        Global objectness thresholds tried, in (0, 1).
+    overwrite : bool
+        Replace an existing ``out``.
+
+    Returns
+    -------
+    dict
+        ``best`` (the chosen preset), ``score`` and ``purity`` (pooled, at it), and
+        ``previous_score`` and ``previous_purity`` (at the model's own preset).
+
+    Raises
+    ------
+    StreamdetValueError
+        Bad ``min_purity``, ``grid`` or ``seeds``, or no candidate reaches ``min_purity``.
+    """
+    if not 0.0 < min_purity <= 1.0:
+        raise StreamdetValueError(f"min_purity {min_purity} must be in (0, 1]")
+    values = [float(v) for v in grid]
+    if not values or not all(0.0 < v < 1.0 for v in values):
+        raise StreamdetValueError(f"grid thresholds must lie in (0, 1), got {list(grid)}")
+    if not seeds:
+        raise StreamdetValueError("give at least one validation seed")
+    check_output(out, overwrite=overwrite)
+    mdl = load_model(model)
+    th = mdl.contract.thresholds
+    own = np.asarray(th.get("best", th["default"]), np.float64)
+    candidates: list[np.ndarray] = [own, *(np.asarray(v) for v in values)]
+    lowest = min(float(own.min()), min(values))
+    totals = np.zeros((len(candidates), 3))  # score, detections, matches
+    for image, truth in _fields(workdir, freq=freq, seeds=seeds, size=size, offset=offset):
+        table, sub = candidate_submission(mdl, image, freq=freq, threshold_min=lowest)
+        obj = np.asarray(table["objectness"], np.float64)
+        prior = np.asarray(table["prior"])
+        for i, cand in enumerate(candidates):
+            cut = obj >= (cand[prior] if cand.ndim else float(cand))
+            totals[i] += _score_subset(sub, truth, freq, cut)
+    purity = np.divide(totals[:, 2], totals[:, 1], out=np.zeros(len(candidates)),
+                       where=totals[:, 1] > 0)
+    ok = np.flatnonzero(purity >= min_purity)
+    if ok.size == 0:
+        raise StreamdetValueError(f"no candidate preset reaches purity {min_purity} on the "
+                                  f"fields (best {purity.max():.4f})")
+    k = int(ok[np.argmax(totals[ok, 0])])
+    chosen = candidates[k]
+    preset: float | tuple[float, ...] = (tuple(float(v) for v in chosen) if chosen.ndim
+                                         else float(chosen))
+    new = {**th, "best": preset}
+    if "default" in th and np.array_equal(np.asarray(th["default"]), own):
+        new["default"] = preset
+    _write_contract(model, out, dataclasses.replace(mdl.contract, thresholds=new),
+                    overwrite=overwrite)
+    return {"best": preset, "score": float(totals[k, 0]), "purity": float(purity[k]),
+            "previous_score": float(totals[0, 0]), "previous_purity": float(purity[0])}
+
+
 def _write_contract(model: str | os.PathLike[str], out: str | os.PathLike[str],
                     contract: ModelContract, *, overwrite: bool) -> None:
     """Write a copy of ``model`` whose metadata carries ``contract`` (atomically)."""
@@ -192,10 +274,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--offset", type=float, nargs=2, default=(0.0, -0.8), metavar=("DRA", "DDEC"))
     ap.add_argument("--workdir", type=Path, default=Path("retune_fields"))
     ap.add_argument("--overwrite", action="store_true")
-    ap.add_argument("--bmin", action="store_true",
-                    help="choose measure.bmin_resolved (at the best preset) instead of the "
-                         "purity preset")
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--bmin", action="store_true",
+                      help="choose measure.bmin_resolved (at the best preset) instead of the "
+                           "purity preset")
+    mode.add_argument("--best", action="store_true",
+                      help="choose the best preset (highest pooled score at --min-purity) "
+                           "instead of the purity preset")
+    ap.add_argument("--min-purity", type=float, default=0.95,
+                    help="pooled purity the best preset must keep (with --best)")
     args = ap.parse_args(argv)
+    if args.best:
+        best = retune_best(args.model, args.output, freq=args.freq, seeds=args.seeds,
+                          size=args.size, offset=(args.offset[0], args.offset[1]),
+                          workdir=args.workdir, min_purity=args.min_purity,
+                          overwrite=args.overwrite)
+        print(f"best preset -> {best['best']}: score {best['score']:.1f}, purity "
+              f"{best['purity']:.4f} (the model's own: {best['previous_score']:.1f}, "
+              f"{best['previous_purity']:.4f})")
+        return
     if args.bmin:
         scores = retune_bmin(args.model, args.output, freq=args.freq, seeds=args.seeds,
                              size=args.size, offset=(args.offset[0], args.offset[1]),

@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from export.retune import main, retune_bmin, retune_purity
+from export.retune import main, retune_best, retune_bmin, retune_purity
 from streamdet.contract import load_model
 from streamdet.errors import OutputExistsError, StreamdetValueError
 from streamdet.models import default_model
@@ -59,3 +59,27 @@ def test_retune_bmin_writes_the_best_scoring_value(tmp_path: Path) -> None:
     with pytest.raises(StreamdetValueError, match="grid"):
         retune_bmin(src, tmp_path / "n.onnx", freq=560, seeds=[77], size=768,
                     offset=(0.0, -0.8), workdir=tmp_path / "fields", grid=(-1.0,))
+
+
+def test_retune_best_keeps_the_highest_score_at_the_purity_floor(tmp_path: Path) -> None:
+    src = default_model(freq_hz=560e6, pixel_scale_arcsec=0.6)
+    kw = dict(freq=560, seeds=[77], size=768, offset=(0.0, -0.8), workdir=tmp_path / "f")
+    before = load_model(src).contract
+    res = retune_best(src, tmp_path / "a.onnx", min_purity=0.01, grid=(0.3, 0.9), **kw)
+    after = load_model(tmp_path / "a.onnx").contract
+    # the model's own preset is a candidate: the choice never scores lower
+    assert res["score"] >= res["previous_score"]
+    assert np.allclose(after.thresholds["best"], res["best"])
+    assert np.allclose(after.thresholds["default"], res["best"])  # default was best
+    assert after.thresholds["purity"] == before.thresholds["purity"]
+    assert after.measure == before.measure
+    # a floor no candidate's purity reaches is refused, and nothing is written
+    with pytest.raises(StreamdetValueError, match="no candidate"):
+        retune_best(src, tmp_path / "b.onnx", min_purity=1.0, grid=(0.05,), **kw)
+    assert not (tmp_path / "b.onnx").exists()
+    # a higher floor can only keep the purity at or above it
+    res2 = retune_best(src, tmp_path / "c.onnx", min_purity=0.97, grid=(0.3, 0.5, 0.7, 0.9),
+                       **kw)
+    assert res2["purity"] >= 0.97
+    with pytest.raises(StreamdetValueError, match="grid"):
+        retune_best(src, tmp_path / "d.onnx", grid=(1.5,), **kw)
