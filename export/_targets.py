@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
 
-from streamdet.boxes import box_diou_paired
+from streamdet.boxes import box_diou_paired, box_iou, box_iou_paired
 from streamdet.errors import StreamdetValueError
 
 __all__ = [
@@ -459,7 +459,6 @@ def _max_iou(pred: FloatArray, truth: Sequence[FloatArray], *, block: int = 8) -
         if t.shape[0] == 0:
             continue
         tb = np.asarray(t, np.float64)
-        area_t = (tb[:, 2] - tb[:, 0]) * (tb[:, 3] - tb[:, 1])
         for y0 in range(0, gy_n, block):
             for x0 in range(0, gx_n, block):
                 p = np.asarray(pred[b, :, y0:y0 + block, x0:x0 + block], np.float64)
@@ -469,16 +468,8 @@ def _max_iou(pred: FloatArray, truth: Sequence[FloatArray], *, block: int = 8) -
                                       & (tb[:, 1] < p[:, 3].max()) & (tb[:, 3] > p[:, 1].min()))
                 if near.size == 0:
                     continue
-                q = tb[near]
-                iw = np.clip(np.minimum(p[:, None, 2], q[None, :, 2])
-                             - np.maximum(p[:, None, 0], q[None, :, 0]), 0.0, None)
-                ih = np.clip(np.minimum(p[:, None, 3], q[None, :, 3])
-                             - np.maximum(p[:, None, 1], q[None, :, 1]), 0.0, None)
-                inter = iw * ih
-                area_p = (p[:, 2] - p[:, 0]) * (p[:, 3] - p[:, 1])
-                union = np.maximum(area_p[:, None] + area_t[near][None, :] - inter, 1e-12)
-                out[b, :, y0:y0 + block, x0:x0 + block] = (inter / union).max(axis=1).reshape(
-                    shape)
+                out[b, :, y0:y0 + block, x0:x0 + block] = box_iou(p, tb[near]).max(
+                    axis=1).reshape(shape)
     return out.reshape(b_n, -1)
 
 
@@ -620,14 +611,10 @@ def _reinjected(pred: FloatArray, obj: FloatArray, truth: CutoutTruth, spec: Tar
     cand = np.flatnonzero(~truth.selected & (gx >= 0) & (gx < gx_n) & (gy >= 0) & (gy < gy_n))
     if cand.size == 0:
         return cand
-    p = np.asarray(pred[:, gy[cand], gx[cand]], np.float64).transpose(1, 0, 2)  # (K, nbox, 4)
-    q = np.asarray(tb[cand], np.float64)[:, None, :]
-    iw = np.clip(np.minimum(p[..., 2], q[..., 2]) - np.maximum(p[..., 0], q[..., 0]), 0.0, None)
-    ih = np.clip(np.minimum(p[..., 3], q[..., 3]) - np.maximum(p[..., 1], q[..., 1]), 0.0, None)
-    inter = iw * ih
-    union = ((p[..., 2] - p[..., 0]) * (p[..., 3] - p[..., 1])
-             + (q[..., 2] - q[..., 0]) * (q[..., 3] - q[..., 1]) - inter)
-    iou = inter / np.maximum(union, 1e-12)
+    nbox = pred.shape[0]
+    p = pred[:, gy[cand], gx[cand]].transpose(1, 0, 2)  # (K, nbox, 4)
+    iou = box_iou_paired(p.reshape(-1, 4), np.repeat(tb[cand], nbox, axis=0)).reshape(
+        cand.size, nbox)
     conf = np.asarray(obj[:, gy[cand], gx[cand]], np.float64).T  # (K, nbox)
     found = np.any((iou > spec.ignore_iou) & (conf >= spec.reinject_obj), axis=1)
     return cand[found]

@@ -162,8 +162,7 @@ def retune_bmin(model: str | os.PathLike[str], out: str | os.PathLike[str], *, f
         for image, truth in fields:
             table, sub = candidate_submission(trial, image, freq=freq,
                                               threshold_min=float(best.min()))
-            cut = np.asarray(table["objectness"]) >= (
-                best[np.asarray(table["prior"])] if best.ndim else best)
+            cut = _cut(table, best)
             total += _score_subset(sub, truth, freq, cut)[0]
         scores[float(value)] = total
     chosen = max(scores, key=lambda v: scores[v])
@@ -226,11 +225,8 @@ def retune_best(model: str | os.PathLike[str], out: str | os.PathLike[str], *, f
     totals = np.zeros((len(candidates), 3))  # score, detections, matches
     for image, truth in _fields(workdir, freq=freq, seeds=seeds, size=size, offset=offset):
         table, sub = candidate_submission(mdl, image, freq=freq, threshold_min=lowest)
-        obj = np.asarray(table["objectness"], np.float64)
-        prior = np.asarray(table["prior"])
         for i, cand in enumerate(candidates):
-            cut = obj >= (cand[prior] if cand.ndim else float(cand))
-            totals[i] += _score_subset(sub, truth, freq, cut)
+            totals[i] += _score_subset(sub, truth, freq, _cut(table, cand))
     purity = np.divide(totals[:, 2], totals[:, 1], out=np.zeros(len(candidates)),
                        where=totals[:, 1] > 0)
     ok = np.flatnonzero(purity >= min_purity)
@@ -248,6 +244,12 @@ def retune_best(model: str | os.PathLike[str], out: str | os.PathLike[str], *, f
                     overwrite=overwrite)
     return {"best": preset, "score": float(totals[k, 0]), "purity": float(purity[k]),
             "previous_score": float(totals[0, 0]), "previous_purity": float(purity[0])}
+
+
+def _cut(table: Table, threshold: np.ndarray) -> np.ndarray:
+    """Rows of a candidate table at or above an objectness threshold (global or per prior)."""
+    obj = np.asarray(table["objectness"], np.float64)
+    return obj >= (threshold[np.asarray(table["prior"])] if threshold.ndim else float(threshold))
 
 
 def _write_contract(model: str | os.PathLike[str], out: str | os.PathLike[str],
