@@ -13,6 +13,7 @@ forward pass on two input sizes before renaming the file into place.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -62,6 +63,53 @@ SDC1_PARAMS: tuple[dict[str, Any], ...] = (
 
 SDC1_NORMALISATION: dict[str, Any] = {
     "kind": "clip_tanh", "clip_min": 4e-7, "clip_max": 4e-5, "tanh_scale": 3.0}
+
+SDC1_NOISE = 3.8e-7
+"""Map noise (Jy/beam) of the 560 MHz SDC1 image that the limits above were set for."""
+
+SDC1_BEAM = 1.5
+"""Restoring beam FWHM (arcsec) of that image."""
+
+
+def band_scaled_fields(noise: float, beam_arcsec: float) -> dict[str, Any]:
+    """Contract ``normalisation`` and ``params`` for an image of given noise and beam.
+
+    YOLO-CIANNA's limits were set for the 560 MHz SDC1 map (noise
+    :data:`SDC1_NOISE`, beam :data:`SDC1_BEAM`): the clip range is 1.05-105 x that
+    noise and the faintest decodable flux 5.2 x it; the smallest decodable major and
+    minor axes are 0.6 and 0.2 beams. Here they scale with ``noise`` and
+    ``beam_arcsec``, so that the network sees the same signal-to-noise range and can
+    state the same sizes relative to the beam in any band (at 1.4 GHz, noise
+    0.10 uJy/beam, the fixed 0.4 uJy/beam floor clips everything below 4 sigma, and the
+    fixed 0.9 arcsec floor on the major axis is 1.5 beams). The largest decodable
+    flux and sizes stay. The SDC1 noise and beam give the SDC1 values exactly.
+
+    Parameters
+    ----------
+    noise : float
+        Map noise rms, Jy/beam (> 0).
+    beam_arcsec : float
+        Restoring beam FWHM, arcsec (> 0).
+
+    Returns
+    -------
+    dict
+        ``{"normalisation": {...}, "params": [...]}``, for :func:`build_contract`.
+    """
+    for name, value in (("noise", noise), ("beam_arcsec", beam_arcsec)):
+        if not (math.isfinite(value) and value > 0):
+            raise StreamdetValueError(f"{name} must be a finite positive number, got {value!r}")
+    r_noise, r_beam = noise / SDC1_NOISE, beam_arcsec / SDC1_BEAM
+    norm = dict(SDC1_NORMALISATION)
+    params = [dict(p) for p in SDC1_PARAMS]
+    if r_noise != 1.0:
+        norm["clip_min"] = SDC1_NORMALISATION["clip_min"] * r_noise
+        norm["clip_max"] = SDC1_NORMALISATION["clip_max"] * r_noise
+    for p in params:
+        r = {"flux": r_noise, "bmaj": r_beam, "bmin": r_beam}.get(p["name"], 1.0)
+        if r != 1.0:
+            p["min"] = min(p["min"] * r, 0.5 * p["max"])
+    return {"normalisation": norm, "params": params}
 
 _DERIVED = ("format_version", "ndim", "input", "output", "stride", "receptive_field", "priors",
             "box_channels", "box_encoding")

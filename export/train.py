@@ -70,7 +70,8 @@ from ._targets import (
     yolo_loss,
 )
 from .model import DetectorConfig, YoloCianna
-from .onnx_export import build_contract, export_onnx, save_checkpoint
+from .onnx_export import (SDC1_BEAM, SDC1_NOISE, build_contract, export_onnx, band_scaled_fields,
+                          save_checkpoint)
 
 __all__ = ["TrainConfig", "ValidationResult", "candidate_submission", "score_candidates",
            "score_catalogue", "train", "validate"]
@@ -102,6 +103,12 @@ class TrainConfig:
     faint : bool
         Simulate the training and validation fields with the faint population below
         the SDC1 catalogue's turnover (:func:`streamdet.simulate`).
+    band_scaled : bool
+        Scale the input clip range and the faintest decodable flux with the training
+        data's map noise, and the smallest decodable sizes with its beam
+        (:func:`export.onnx_export.band_scaled_fields`: the band's noise and beam for
+        simulated fields, the images' otherwise). At 560 MHz this gives YOLO-CIANNA's
+        fixed limits exactly; ``False`` keeps those limits in every band.
     seed : int
         Seed of the simulations, of the network initialisation and of the sampling.
     val_size : int
@@ -164,6 +171,7 @@ class TrainConfig:
     field_offsets: tuple[tuple[float, float], ...] = (
         (0.0, 0.0), (0.0, -0.7), (0.8, 0.0), (0.0, 1.0))
     faint: bool = True
+    band_scaled: bool = True
     seed: int = 0
     val_size: int = 2048
     val_offset: tuple[float, float] = (0.0, -0.8)
@@ -676,10 +684,17 @@ def _contract_fields(config: TrainConfig, fields: Sequence[Field],
                      extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     if config.fields > 0:
         b = band(config.freq)
-        scale, beam = b.pixel_arcsec, b.beam_fwhm_arcsec
+        scale, beam, noise = b.pixel_arcsec, b.beam_fwhm_arcsec, b.noise
     else:
         scale, beam = fields[0].pixel_arcsec, fields[0].beam_arcsec
+        noise = float(np.median([f.noise for f in fields]))
+    scaled = (band_scaled_fields(noise, beam) if config.band_scaled
+              else band_scaled_fields(SDC1_NOISE, SDC1_BEAM))
+    channels = config.network().box_channels
+    scaled["params"] = [p for p in scaled["params"]
+                        if all(c in channels for c in p["channels"])]
     return {
+        **scaled,
         "name": config.name,
         "description": (f"YOLO-CIANNA-style detector for {config.freq} MHz SDC1-like images "
                         f"({scale} arcsec pixels, {beam} arcsec beam), trained by "

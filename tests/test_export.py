@@ -169,6 +169,27 @@ def test_unbounded_sizes_and_no_batchnorm(tmp_path: Path) -> None:
                                atol=1e-5)
 
 
+def test_band_scaled_fields() -> None:
+    """The SDC1 noise and beam give YOLO-CIANNA's limits exactly; bad values are refused."""
+    exact = onnx_export.band_scaled_fields(onnx_export.SDC1_NOISE, onnx_export.SDC1_BEAM)
+    assert exact["normalisation"] == onnx_export.SDC1_NORMALISATION
+    assert exact["params"] == [dict(p) for p in onnx_export.SDC1_PARAMS]
+    half = onnx_export.band_scaled_fields(onnx_export.SDC1_NOISE / 2, onnx_export.SDC1_BEAM * 4)
+    assert half["normalisation"]["clip_min"] == pytest.approx(2e-7)
+    assert half["normalisation"]["tanh_scale"] == 3.0
+    sizes = {p["name"]: p for p in half["params"]}
+    assert sizes["flux"]["min"] == pytest.approx(1.97e-6 / 2)
+    # a floor never climbs above half the ceiling (a 4x beam would put 0.3 x 4 = 1.2 arcsec)
+    assert sizes["bmaj"]["min"] == pytest.approx(3.6)
+    huge = onnx_export.band_scaled_fields(onnx_export.SDC1_NOISE, 1e3)
+    assert {p["name"]: p for p in huge["params"]}["bmin"]["min"] == 15.0
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(StreamdetValueError, match="noise"):
+            onnx_export.band_scaled_fields(bad, 1.5)
+        with pytest.raises(StreamdetValueError, match="beam_arcsec"):
+            onnx_export.band_scaled_fields(3.8e-7, bad)
+
+
 def test_test_model_objectness_fraction(tiny: Path) -> None:
     from tests._models import calibration_image
 

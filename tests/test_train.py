@@ -314,6 +314,38 @@ def test_shipped_configs_are_valid(name: str, freq: int) -> None:
     net = bundled.contract.training["network"]
     assert (config.width, config.depth, config.stages) == (net["width"], net["depth"],
                                                            net["stages"])
+    # The config reproduces the limits the bundled network was trained with.
+    fields = train_mod._contract_fields(config, [])
+    assert fields["normalisation"] == bundled.contract.to_dict()["normalisation"]
+    assert fields["params"] == bundled.contract.to_dict()["params"]
+
+
+def test_band_scaled_limits_follow_the_training_band() -> None:
+    """At 1.4 GHz the clip floor and the smallest decodable flux and sizes scale with the
+    band's noise and beam; ``band_scaled=False`` keeps YOLO-CIANNA's 560 MHz limits."""
+    from streamdet._population import band
+
+    c560 = train_mod._contract_fields(TrainConfig(freq=560), [])
+    c1400 = train_mod._contract_fields(TrainConfig(freq=1400), [])
+    fixed = train_mod._contract_fields(TrainConfig(freq=1400, band_scaled=False), [])
+    assert fixed["normalisation"] == c560["normalisation"]
+    assert fixed["params"] == c560["params"]
+    r_noise = band(1400).noise / band(560).noise
+    r_beam = band(1400).beam_fwhm_arcsec / band(560).beam_fwhm_arcsec
+    n560, n1400 = c560["normalisation"], c1400["normalisation"]
+    assert n1400["clip_min"] == pytest.approx(n560["clip_min"] * r_noise, rel=1e-12)
+    assert n1400["clip_max"] == pytest.approx(n560["clip_max"] * r_noise, rel=1e-12)
+    # the floor sits at the same multiple of each band's noise (about 1 sigma)
+    assert n1400["clip_min"] / band(1400).noise == pytest.approx(
+        n560["clip_min"] / band(560).noise)
+    lim560 = {p["name"]: p for p in c560["params"]}
+    lim1400 = {p["name"]: p for p in c1400["params"]}
+    assert lim1400["flux"]["min"] == pytest.approx(lim560["flux"]["min"] * r_noise)
+    assert lim1400["flux"]["min"] < band(1400).flux_min  # the faintest catalogued source fits
+    for name in ("bmaj", "bmin"):
+        assert lim1400[name]["min"] == pytest.approx(lim560[name]["min"] * r_beam)
+        assert lim1400[name]["max"] == lim560[name]["max"]
+    assert lim1400["pa"] == lim560["pa"]
 
 
 def test_cli_image_truth_pairs(tmp_path: Path) -> None:
