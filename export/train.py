@@ -70,8 +70,14 @@ from ._targets import (
     yolo_loss,
 )
 from .model import DetectorConfig, YoloCianna
-from .onnx_export import (SDC1_BEAM, SDC1_NOISE, build_contract, export_onnx, band_scaled_fields,
-                          save_checkpoint)
+from .onnx_export import (
+    SDC1_BEAM,
+    SDC1_NOISE,
+    band_scaled_fields,
+    build_contract,
+    export_onnx,
+    save_checkpoint,
+)
 
 __all__ = ["TrainConfig", "ValidationResult", "candidate_submission", "score_candidates",
            "score_catalogue", "train", "validate"]
