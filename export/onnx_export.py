@@ -71,7 +71,8 @@ SDC1_BEAM = 1.5
 """Restoring beam FWHM (arcsec) of that image."""
 
 
-def band_scaled_fields(noise: float, beam_arcsec: float) -> dict[str, Any]:
+def band_scaled_fields(noise: float, beam_arcsec: float, *,
+                       size_floor_beams: tuple[float, float] | None = None) -> dict[str, Any]:
     """Contract ``normalisation`` and ``params`` for an image of given noise and beam.
 
     YOLO-CIANNA's limits were set for the 560 MHz SDC1 map (noise
@@ -90,6 +91,11 @@ def band_scaled_fields(noise: float, beam_arcsec: float) -> dict[str, Any]:
         Map noise rms, Jy/beam (> 0).
     beam_arcsec : float
         Restoring beam FWHM, arcsec (> 0).
+    size_floor_beams : (float, float), optional
+        Smallest decodable major and minor axes, in beams, instead of the SDC1
+        (0.6, 0.2): most sources of an SKA sky are far smaller than the beam, and a
+        network can only state an unresolved source's size (learnt from the
+        population) down to its floor.
 
     Returns
     -------
@@ -105,9 +111,18 @@ def band_scaled_fields(noise: float, beam_arcsec: float) -> dict[str, Any]:
     if r_noise != 1.0:
         norm["clip_min"] = SDC1_NORMALISATION["clip_min"] * r_noise
         norm["clip_max"] = SDC1_NORMALISATION["clip_max"] * r_noise
+    floors = {}
+    if size_floor_beams is not None:
+        a, b = (float(v) for v in size_floor_beams)
+        if not (0 < b <= a < 10):
+            raise StreamdetValueError(f"size_floor_beams must be 0 < minor <= major < 10 beams, "
+                                      f"got {size_floor_beams!r}")
+        floors = {"bmaj": a * beam_arcsec, "bmin": b * beam_arcsec}
     for p in params:
         r = {"flux": r_noise, "bmaj": r_beam, "bmin": r_beam}.get(p["name"], 1.0)
-        if r != 1.0:
+        if p["name"] in floors:
+            p["min"] = min(floors[p["name"]], 0.5 * p["max"])
+        elif r != 1.0:
             p["min"] = min(p["min"] * r, 0.5 * p["max"])
     return {"normalisation": norm, "params": params}
 

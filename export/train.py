@@ -115,6 +115,9 @@ class TrainConfig:
         (:func:`export.onnx_export.band_scaled_fields`: the band's noise and beam for
         simulated fields, the images' otherwise). At 560 MHz this gives YOLO-CIANNA's
         fixed limits exactly; ``False`` keeps those limits in every band.
+    size_floor_beams : (float, float) or None
+        Smallest major and minor axes the network can state, in beams (default
+        YOLO-CIANNA's, 0.6 and 0.2 beams; only with ``band_scaled``).
     seed : int
         Seed of the simulations, of the network initialisation and of the sampling.
     val_size : int
@@ -178,6 +181,7 @@ class TrainConfig:
         (0.0, 0.0), (0.0, -0.7), (0.8, 0.0), (0.0, 1.0))
     faint: bool = True
     band_scaled: bool = True
+    size_floor_beams: tuple[float, float] | None = None
     seed: int = 0
     val_size: int = 2048
     val_offset: tuple[float, float] = (0.0, -0.8)
@@ -283,6 +287,9 @@ class TrainConfig:
         if "val_offset" in kw:
             a, b = kw["val_offset"]
             kw["val_offset"] = (float(a), float(b))
+        if kw.get("size_floor_beams") is not None:
+            a, b = kw["size_floor_beams"]
+            kw["size_floor_beams"] = (float(a), float(b))
         if "images" in kw:
             kw["images"] = tuple((str(i), str(t)) for i, t in kw["images"])
         try:
@@ -694,8 +701,8 @@ def _contract_fields(config: TrainConfig, fields: Sequence[Field],
     else:
         scale, beam = fields[0].pixel_arcsec, fields[0].beam_arcsec
         noise = float(np.median([f.noise for f in fields]))
-    scaled = (band_scaled_fields(noise, beam) if config.band_scaled
-              else band_scaled_fields(SDC1_NOISE, SDC1_BEAM))
+    scaled = (band_scaled_fields(noise, beam, size_floor_beams=config.size_floor_beams)
+              if config.band_scaled else band_scaled_fields(SDC1_NOISE, SDC1_BEAM))
     channels = config.network().box_channels
     scaled["params"] = [p for p in scaled["params"]
                         if all(c in channels for c in p["channels"])]

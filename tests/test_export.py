@@ -183,6 +183,11 @@ def test_band_scaled_fields() -> None:
     assert sizes["bmaj"]["min"] == pytest.approx(3.6)
     huge = onnx_export.band_scaled_fields(onnx_export.SDC1_NOISE, 1e3)
     assert {p["name"]: p for p in huge["params"]}["bmin"]["min"] == 15.0
+    floors = onnx_export.band_scaled_fields(3.8e-7, 0.6, size_floor_beams=(0.1, 0.03))
+    limits = {p["name"]: p.get("min") for p in floors["params"]}
+    assert limits["bmaj"] == pytest.approx(0.06) and limits["bmin"] == pytest.approx(0.018)
+    with pytest.raises(StreamdetValueError, match="size_floor_beams"):
+        onnx_export.band_scaled_fields(3.8e-7, 0.6, size_floor_beams=(0.1, 0.2))
     for bad in (0.0, -1.0, float("nan"), float("inf")):
         with pytest.raises(StreamdetValueError, match="noise"):
             onnx_export.band_scaled_fields(bad, 1.5)

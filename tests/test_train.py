@@ -281,6 +281,8 @@ def test_load_field_matches_the_simulator(tmp_path: Path) -> None:
 def test_config_round_trip_and_errors(tmp_path: Path) -> None:
     config = TrainConfig.from_dict(TINY)
     assert TrainConfig.from_dict(config.to_dict()) == config
+    floored = dataclasses.replace(config, size_floor_beams=(0.1, 0.03))
+    assert TrainConfig.from_dict(json.loads(json.dumps(floored.to_dict()))) == floored
     with pytest.raises(StreamdetValueError, match="unknown TrainConfig"):
         TrainConfig.from_dict({"widht": 3})
     with pytest.raises(StreamdetValueError, match="cutout"):
