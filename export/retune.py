@@ -1,5 +1,5 @@
-"""Re-tune the ``purity`` preset (or the ``measure.bmin_resolved`` setting) of a detector on
-fresh validation fields.
+"""Re-tune the ``purity`` preset (or the ``best`` preset, or the ``measure`` settings) of a
+detector on fresh validation fields.
 
 Training picks its presets on one validation field. The ``purity`` preset (the lowest
 objectness threshold whose catalogue reaches a purity target) rests on the few false
@@ -7,8 +7,9 @@ detections left at high thresholds, so one field gives a noisy estimate; this to
 several simulated fields (seeds of its own, never used for training or benchmarks), picks
 the threshold again (bisecting the threshold grid, each cut catalogue scored as a whole by the
 official scorer) and writes a copy of the model with the new preset. The ``best`` and
-``default`` presets are left as they are. With ``--bmin`` it instead picks, from a small
-grid, the ``measure.bmin_resolved`` whose catalogues at ``best`` score highest. With
+``default`` presets are left as they are. With ``--bmin`` (``--bmaj``) it instead picks,
+from a small grid, the ``measure.bmin_resolved`` (``bmaj_resolved``) whose catalogues at
+``best`` score highest. With
 ``--best`` it picks the ``best`` preset again: the model's own and every global threshold
 of a grid (steps of 0.05) are scored on the pooled fields, and the highest score whose
 pooled purity reaches ``--min-purity`` (0.95) wins (``default`` follows ``best`` when it was
@@ -16,7 +17,7 @@ equal to it).
 
     python -m export.retune MODEL.onnx -o OUT.onnx --freq 560 --purity 0.993 \\
         --seeds 3000001 3000002 3000003 --size 4096 --offset 0 -0.8 --workdir DIR
-        [--bmin | --best [--min-purity 0.95]]
+        [--bmin | --bmaj | --best [--min-purity 0.95]]
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from streamdet.errors import StreamdetValueError
 from ._data import simulated_field
 from .train import _grid, _score_subset, candidate_submission
 
-__all__ = ["retune_best", "retune_bmin", "retune_purity"]
+__all__ = ["retune_best", "retune_measure", "retune_purity"]
 
 
 def _fields(workdir: str | os.PathLike[str], *, freq: int, seeds: Sequence[int], size: int,
@@ -132,12 +133,14 @@ def retune_purity(model: str | os.PathLike[str], out: str | os.PathLike[str], *,
             "previous": float(previous) if isinstance(previous, int | float) else float("nan")}
 
 
-def retune_bmin(model: str | os.PathLike[str], out: str | os.PathLike[str], *, freq: int,
-                seeds: Sequence[int], size: int, offset: tuple[float, float],
-                workdir: str | os.PathLike[str],
-                grid: Sequence[float] = (0.0, 0.25, 0.5, 1.0),
-                overwrite: bool = False) -> dict[float, float]:
-    """Choose the contract's ``measure.bmin_resolved`` on pooled simulated fields.
+def retune_measure(model: str | os.PathLike[str], out: str | os.PathLike[str], *, freq: int,
+                   seeds: Sequence[int], size: int, offset: tuple[float, float],
+                   workdir: str | os.PathLike[str], key: str = "bmin_resolved",
+                   grid: Sequence[float] = (0.0, 0.25, 0.5, 1.0),
+                   overwrite: bool = False) -> dict[float, float]:
+    """Choose the contract's ``measure[key]`` on pooled simulated fields.
+
+    ``key`` is ``"bmin_resolved"`` or ``"bmaj_resolved"``.
 
     For each value of ``grid``, the fields are detected with it at the ``best`` preset
     and scored as whole catalogues; the value with the highest pooled score is written
@@ -148,6 +151,8 @@ def retune_bmin(model: str | os.PathLike[str], out: str | os.PathLike[str], *, f
     dict
         Pooled official score for each value of ``grid``.
     """
+    if key not in ("bmin_resolved", "bmaj_resolved"):
+        raise StreamdetValueError(f"key must be bmin_resolved or bmaj_resolved, got {key!r}")
     if not seeds or not grid or any(not 0 <= g < float("inf") for g in grid):
         raise StreamdetValueError(f"need seeds and a grid of values >= 0, got {seeds}, {grid}")
     check_output(out, overwrite=overwrite)
@@ -157,7 +162,7 @@ def retune_bmin(model: str | os.PathLike[str], out: str | os.PathLike[str], *, f
     scores: dict[float, float] = {}
     for value in grid:
         trial = Model(mdl.path, dataclasses.replace(mdl.contract, measure={
-            **mdl.contract.measure, "bmin_resolved": float(value)}), threads=mdl.threads)
+            **mdl.contract.measure, key: float(value)}), threads=mdl.threads)
         total = 0.0
         for image, truth in fields:
             table, sub = candidate_submission(trial, image, freq=freq,
@@ -167,7 +172,7 @@ def retune_bmin(model: str | os.PathLike[str], out: str | os.PathLike[str], *, f
         scores[float(value)] = total
     chosen = max(scores, key=lambda v: scores[v])
     _write_contract(model, out, dataclasses.replace(
-        mdl.contract, measure={**mdl.contract.measure, "bmin_resolved": chosen}),
+        mdl.contract, measure={**mdl.contract.measure, key: chosen}),
         overwrite=overwrite)
     return scores
 
@@ -280,6 +285,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     mode.add_argument("--bmin", action="store_true",
                       help="choose measure.bmin_resolved (at the best preset) instead of the "
                            "purity preset")
+    mode.add_argument("--bmaj", action="store_true",
+                      help="choose measure.bmaj_resolved (at the best preset) instead of the "
+                           "purity preset")
     mode.add_argument("--best", action="store_true",
                       help="choose the best preset (highest pooled score at --min-purity) "
                            "instead of the purity preset")
@@ -295,11 +303,12 @@ def main(argv: Sequence[str] | None = None) -> None:
               f"{best['purity']:.4f} (the model's own: {best['previous_score']:.1f}, "
               f"{best['previous_purity']:.4f})")
         return
-    if args.bmin:
-        scores = retune_bmin(args.model, args.output, freq=args.freq, seeds=args.seeds,
-                             size=args.size, offset=(args.offset[0], args.offset[1]),
-                             workdir=args.workdir, overwrite=args.overwrite)
-        print("bmin_resolved: " + ", ".join(f"{v:g} -> {sc:.1f}" for v, sc in scores.items())
+    if args.bmin or args.bmaj:
+        key = "bmin_resolved" if args.bmin else "bmaj_resolved"
+        scores = retune_measure(args.model, args.output, freq=args.freq, seeds=args.seeds,
+                                size=args.size, offset=(args.offset[0], args.offset[1]),
+                                workdir=args.workdir, key=key, overwrite=args.overwrite)
+        print(f"{key}: " + ", ".join(f"{v:g} -> {sc:.1f}" for v, sc in scores.items())
               + f"; chosen {max(scores, key=lambda v: scores[v]):g}")
         return
     res = retune_purity(args.model, args.output, freq=args.freq, seeds=args.seeds,

@@ -62,7 +62,7 @@ def detect_window(data: NDArray[np.floating], window: Window, model: Model, *, t
                   halo: int, margin: int, limit: tuple[int, int, int, int], batch: int | None,
                   threshold: float | NDArray[np.float64],
                   iou_threshold: float, nms_kind: NMSKind, refine: bool = True,
-                  measure: tuple[float, float, float, float, float] | None = None
+                  measure: tuple[float, float, float, float, float, float] | None = None
                   ) -> Detections:
     """Detect sources whose grid cells lie in ``window.core``.
 
@@ -97,9 +97,9 @@ def detect_window(data: NDArray[np.floating], window: Window, model: Model, *, t
     refine : bool
         Move each owned box onto the sub-pixel peak of the image
         (:func:`streamdet._refine.refine_centres`); ownership is decided before.
-    measure : (float, float, float, float, float) or None
-        Beam FWHM major, minor (px), PA (deg), pixel scale (arcsec) and
-        ``bmin_resolved``: measure flux and shape on ``data``
+    measure : (float, float, float, float, float, float) or None
+        Beam FWHM major, minor (px), PA (deg), pixel scale (arcsec), ``bmin_resolved``
+        and ``bmaj_resolved``: measure flux and shape on ``data``
         (:func:`streamdet._measure.measure_sources`).
 
     Returns
@@ -152,7 +152,7 @@ def detect_window(data: NDArray[np.floating], window: Window, model: Model, *, t
     if measure is not None and len(dets):
         dets = measure_sources(dets, np.asarray(data), origin=(ry0, rx0),
                                beam_px=measure[:3], pixel_scale_arcsec=measure[3],
-                               bmin_resolved=measure[4])
+                               bmin_resolved=measure[4], bmaj_resolved=measure[5])
     return dets
 
 

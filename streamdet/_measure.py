@@ -205,11 +205,12 @@ def fit_gaussians(data: NDArray[np.floating], centres: NDArray[np.float64],
 
 def measure_sources(dets: Detections, data: NDArray[np.floating], *, origin: tuple[int, int],
                     beam_px: tuple[float, float, float], pixel_scale_arcsec: float,
-                    bmin_resolved: float = 0.5, max_shift: float = 1.5) -> Detections:
+                    bmin_resolved: float = 0.5, bmaj_resolved: float = 0.0,
+                    max_shift: float = 1.5) -> Detections:
     """Replace the network's flux, bmaj, bmin and PA by a Gaussian fit on the image.
 
-    The minor axis is replaced only where it is resolved (at least ``bmin_resolved``
-    times the beam's).
+    The minor (major) axis is replaced only where it is resolved: at least
+    ``bmin_resolved`` (``bmaj_resolved``) times the beam's.
 
     Parameters
     ----------
@@ -228,6 +229,8 @@ def measure_sources(dets: Detections, data: NDArray[np.floating], *, origin: tup
     bmin_resolved : float
         Smallest deconvolved minor axis, as a fraction of the beam's minor axis, that
         replaces the network's (0: always); a model's contract says which suits it.
+    bmaj_resolved : float
+        The same for the major axis, against the beam's major axis (default 0).
     max_shift : float
         A fit whose centre moved farther than this (px) from the detection is taken to
         have locked onto a neighbour: the network's values are kept.
@@ -265,11 +268,15 @@ def measure_sources(dets: Detections, data: NDArray[np.floating], *, origin: tup
     intrinsic_major, intrinsic_minor, pa = shape_of(cov - beam)
     flux = peak * np.sqrt(np.linalg.det(cov) / np.linalg.det(beam))
     params[ok, col["flux"]] = flux[ok]
-    params[ok, col["bmaj"]] = intrinsic_major[ok] * scale
+    major_ok = ok & (intrinsic_major >= bmaj_resolved * beam_px[0])
+    params[major_ok, col["bmaj"]] = intrinsic_major[major_ok] * scale
     # A minor axis well under the beam's is hard to measure against the noise: there
     # the network's estimate (which has learnt the population) may be the better one.
     resolved = ok & (intrinsic_minor >= bmin_resolved * beam_px[1])
     params[resolved, col["bmin"]] = intrinsic_minor[resolved] * scale
+    # where the network's major axis is kept it stays no smaller than the minor axis
+    mixed = ok & ~major_ok
+    params[mixed, col["bmaj"]] = np.maximum(params[mixed, col["bmaj"]], params[mixed, col["bmin"]])
     params[ok, col["pa"]] = pa[ok]
     return Detections(boxes=dets.boxes, objectness=dets.objectness,
                       probability=dets.probability, prior=dets.prior, params=params,

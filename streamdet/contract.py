@@ -53,7 +53,8 @@ DECODE_KINDS: dict[str, int] = {
 
 _NORMALISATION_KINDS = ("clip_tanh", "none")
 _NMS_KINDS = ("diou", "iou")
-_MEASURE = {"bmin_resolved": 0.5}  # measurement defaults of a contract without them
+# measurement defaults of a contract without them
+_MEASURE = {"bmin_resolved": 0.5, "bmaj_resolved": 0.0}
 _REQUIRED_CHANNELS = {2: ("x", "y", "w", "h", "obj"), 3: ("x", "y", "z", "w", "h", "d", "obj")}
 _LAYOUTS = {2: ("NCHW", "NKHW"), 3: ("NCDHW", "NKDHW")}
 _BOX_ENCODING = {"xy": "cell_offset", "wh": "prior_exp"}
@@ -279,10 +280,11 @@ class ModelContract:
     nms : dict
         ``{"kind": "diou" | "iou", "iou_threshold": float}``.
     measure : dict
-        ``{"bmin_resolved": float}``: the image measurement replaces the network's minor
-        axis where the deconvolved one is at least this fraction of the beam's minor axis
-        (0: always; chosen per model on validation fields, as the network's own minor
-        axis is better or worse than a fit on barely resolved sources).
+        ``{"bmin_resolved": float, "bmaj_resolved": float}``: the image measurement
+        replaces the network's minor (major) axis where the deconvolved one is at least
+        this fraction of the beam's minor (major) axis (0: always; chosen per model on
+        validation fields, as the network's own axes, learnt from the population, are
+        better or worse than a fit on barely resolved sources).
     thresholds : dict
         Objectness threshold presets (``"default"`` always present): a float, or a
         tuple with one float per prior.
@@ -583,10 +585,11 @@ def _validate(c: ModelContract) -> None:
     iou = c.nms.get("iou_threshold")
     if not isinstance(iou, int | float) or isinstance(iou, bool) or not 0 < float(iou) <= 1:
         raise _fail(f"nms.iou_threshold {iou!r} must be a number in (0, 1]")
-    resolved = c.measure.get("bmin_resolved")
-    if (not isinstance(resolved, int | float) or isinstance(resolved, bool)
-            or not 0 <= float(resolved) < math.inf):
-        raise _fail(f"measure.bmin_resolved {resolved!r} must be a finite number >= 0")
+    for key in ("bmin_resolved", "bmaj_resolved"):
+        resolved = c.measure.get(key)
+        if (not isinstance(resolved, int | float) or isinstance(resolved, bool)
+                or not 0 <= float(resolved) < math.inf):
+            raise _fail(f"measure.{key} {resolved!r} must be a finite number >= 0")
     if "default" not in c.thresholds:
         raise _fail(f"thresholds {sorted(c.thresholds)} must contain a 'default' preset")
     for key, value in c.thresholds.items():

@@ -68,10 +68,10 @@ class DetectConfig:
         Fan-in of the tree reduction that merges neighbouring windows.
     refine : bool
         Move detections onto the sub-pixel peak of the image.
-    measure : (float, float, float, float, float) or None
+    measure : (float, float, float, float, float, float) or None
         Beam FWHM major, minor (px), beam PA (deg), pixel scale (arcsec) and the
-        model's ``bmin_resolved`` with which flux and shape are measured on the image
-        (see ``detect``); None: the network's values are kept.
+        model's ``bmin_resolved`` and ``bmaj_resolved`` with which flux and shape are
+        measured on the image (see ``detect``); None: the network's values are kept.
     """
 
     chunk: int
@@ -84,7 +84,7 @@ class DetectConfig:
     nms_kind: NMSKind
     split_every: int
     refine: bool = True
-    measure: tuple[float, float, float, float, float] | None = None
+    measure: tuple[float, float, float, float, float, float] | None = None
 
 
 def resolve_threshold(contract: ModelContract,
@@ -445,8 +445,9 @@ def detect_pixels(image: ImageLike, *, model: str | os.PathLike[str] | Model | N
 
 
 def _measurement(contract: ModelContract, img: Image | None
-                 ) -> tuple[float, float, float, float, float] | None:
-    """Beam (px, px, deg), pixel scale (arcsec) and the model's ``bmin_resolved`` for the
+                 ) -> tuple[float, float, float, float, float, float] | None:
+    """Beam (px, px, deg), pixel scale (arcsec) and the model's ``bmin_resolved`` and
+    ``bmaj_resolved`` for the
     image measurement, or None.
 
     The image's own restoring beam and pixel scale when its header has them, else those
@@ -460,7 +461,7 @@ def _measurement(contract: ModelContract, img: Image | None
     if beam is None or not scale:
         return None
     return (beam[0] / scale, beam[1] / scale, float(beam[2]), float(scale),
-            float(contract.measure["bmin_resolved"]))
+            float(contract.measure["bmin_resolved"]), float(contract.measure["bmaj_resolved"]))
 
 
 def _load(model: str | os.PathLike[str] | Model | None, img: Image | None, *,

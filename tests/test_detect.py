@@ -56,7 +56,8 @@ def reference(image: np.ndarray, model: Model, threshold: float = THRESHOLD,
     beam = _measurement(c, None)
     if measure and beam is not None:
         dets = measure_sources(dets, image, origin=(0, 0), beam_px=beam[:3],
-                               pixel_scale_arcsec=beam[3], bmin_resolved=beam[4])
+                               pixel_scale_arcsec=beam[3], bmin_resolved=beam[4],
+                               bmaj_resolved=beam[5])
     return dets
 
 

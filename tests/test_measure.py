@@ -128,6 +128,18 @@ def test_measure_recovers_flux_and_deconvolved_shape() -> None:
                            pixel_scale_arcsec=SCALE, bmin_resolved=100.0)
     np.testing.assert_array_equal(none.param("bmin"), 0.77)
     np.testing.assert_array_equal(none.param("flux"), got.param("flux"))
+    # bmaj_resolved: the fitted major axis replaces the network's only where it is at
+    # least that many beams; elsewhere the network's stays, never below the minor axis
+    limit = 1.2 * BEAM_PX[0]
+    part = measure_sources(dets, img, origin=(0, 0), beam_px=BEAM_PX,
+                           pixel_scale_arcsec=SCALE, bmaj_resolved=1.2)
+    big = got.param("bmaj") / SCALE >= limit           # the fitted major axes
+    assert 0 < big.sum() < len(big)
+    np.testing.assert_array_equal(part.param("bmaj")[big], got.param("bmaj")[big])
+    np.testing.assert_array_equal(part.param("bmaj")[~big],
+                                  np.maximum(net[~big, 1], part.param("bmin")[~big]))
+    np.testing.assert_array_equal(part.param("bmin"), got.param("bmin"))
+    np.testing.assert_array_equal(part.param("flux"), got.param("flux"))
 
 
 def test_failed_fits_keep_the_network_values() -> None:

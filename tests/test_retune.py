@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from export.retune import main, retune_best, retune_bmin, retune_purity
+from export.retune import main, retune_best, retune_measure, retune_purity
 from streamdet.contract import load_model
 from streamdet.errors import OutputExistsError, StreamdetValueError
 from streamdet.models import default_model
@@ -46,19 +46,25 @@ def test_retune_refuses_bad_input(tmp_path: Path) -> None:
         main([str(src), "--freq", "560"])         # no -o
 
 
-def test_retune_bmin_writes_the_best_scoring_value(tmp_path: Path) -> None:
+@pytest.mark.parametrize("key", ["bmin_resolved", "bmaj_resolved"])
+def test_retune_measure_writes_the_best_scoring_value(tmp_path: Path, key: str) -> None:
     src = default_model(freq_hz=560e6, pixel_scale_arcsec=0.6)
     out = tmp_path / "m.onnx"
-    scores = retune_bmin(src, out, freq=560, seeds=[77], size=768, offset=(0.0, -0.8),
-                         workdir=tmp_path / "fields", grid=(0.0, 100.0))
+    scores = retune_measure(src, out, freq=560, seeds=[77], size=768, offset=(0.0, -0.8),
+                            workdir=tmp_path / "fields", key=key, grid=(0.0, 100.0))
     assert set(scores) == {0.0, 100.0}
-    assert scores[0.0] != scores[100.0]          # the minor axes changed, and so the score
+    assert scores[0.0] != scores[100.0]          # the axes changed, and so the score
     before, after = load_model(src).contract, load_model(out).contract
-    assert after.measure["bmin_resolved"] == max(scores, key=lambda v: scores[v])
+    assert after.measure[key] == max(scores, key=lambda v: scores[v])
+    other = {"bmin_resolved": "bmaj_resolved", "bmaj_resolved": "bmin_resolved"}[key]
+    assert after.measure[other] == before.measure[other]
     assert after.thresholds == before.thresholds
     with pytest.raises(StreamdetValueError, match="grid"):
-        retune_bmin(src, tmp_path / "n.onnx", freq=560, seeds=[77], size=768,
-                    offset=(0.0, -0.8), workdir=tmp_path / "fields", grid=(-1.0,))
+        retune_measure(src, tmp_path / "n.onnx", freq=560, seeds=[77], size=768,
+                       offset=(0.0, -0.8), workdir=tmp_path / "fields", grid=(-1.0,))
+    with pytest.raises(StreamdetValueError, match="key"):
+        retune_measure(src, tmp_path / "n.onnx", freq=560, seeds=[77], size=768,
+                       offset=(0.0, -0.8), workdir=tmp_path / "fields", key="flux")
 
 
 def test_retune_best_keeps_the_highest_score_at_the_purity_floor(tmp_path: Path) -> None:
