@@ -291,6 +291,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     mode.add_argument("--best", action="store_true",
                       help="choose the best preset (highest pooled score at --min-purity) "
                            "instead of the purity preset")
+    ap.add_argument("--grid", type=float, nargs="+", default=(0.0, 0.25, 0.5, 1.0),
+                    help="values tried with --bmin / --bmaj, in beams (default 0 0.25 0.5 1)")
     ap.add_argument("--min-purity", type=float, default=0.95,
                     help="pooled purity the best preset must keep (with --best)")
     args = ap.parse_args(argv)
@@ -307,7 +309,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         key = "bmin_resolved" if args.bmin else "bmaj_resolved"
         scores = retune_measure(args.model, args.output, freq=args.freq, seeds=args.seeds,
                                 size=args.size, offset=(args.offset[0], args.offset[1]),
-                                workdir=args.workdir, key=key, overwrite=args.overwrite)
+                                workdir=args.workdir, key=key, grid=args.grid,
+                                overwrite=args.overwrite)
         print(f"{key}: " + ", ".join(f"{v:g} -> {sc:.1f}" for v, sc in scores.items())
               + f"; chosen {max(scores, key=lambda v: scores[v]):g}")
         return
