@@ -37,9 +37,11 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "Checkpoint",
     "ExportVerificationError",
+    "band_scaled_fields",
     "build_contract",
     "export_onnx",
     "load_checkpoint",
+    "params_with_channels",
     "save_checkpoint",
     "to_onnx",
 ]
@@ -105,26 +107,30 @@ def band_scaled_fields(noise: float, beam_arcsec: float, *,
     for name, value in (("noise", noise), ("beam_arcsec", beam_arcsec)):
         if not (math.isfinite(value) and value > 0):
             raise StreamdetValueError(f"{name} must be a finite positive number, got {value!r}")
+    # (x * 1.0 == x exactly, so the SDC1 noise and beam reproduce the SDC1 limits.)
     r_noise, r_beam = noise / SDC1_NOISE, beam_arcsec / SDC1_BEAM
     norm = dict(SDC1_NORMALISATION)
+    norm["clip_min"] = SDC1_NORMALISATION["clip_min"] * r_noise
+    norm["clip_max"] = SDC1_NORMALISATION["clip_max"] * r_noise
     params = [dict(p) for p in SDC1_PARAMS]
-    if r_noise != 1.0:
-        norm["clip_min"] = SDC1_NORMALISATION["clip_min"] * r_noise
-        norm["clip_max"] = SDC1_NORMALISATION["clip_max"] * r_noise
-    floors = {}
+    scale = {"flux": r_noise, "bmaj": r_beam, "bmin": r_beam}
+    floor = {p["name"]: p["min"] * scale[p["name"]] for p in params if p["name"] in scale}
     if size_floor_beams is not None:
         a, b = (float(v) for v in size_floor_beams)
         if not (0 < b <= a < 10):
             raise StreamdetValueError(f"size_floor_beams must be 0 < minor <= major < 10 beams, "
                                       f"got {size_floor_beams!r}")
-        floors = {"bmaj": a * beam_arcsec, "bmin": b * beam_arcsec}
+        floor.update(bmaj=a * beam_arcsec, bmin=b * beam_arcsec)
     for p in params:
-        r = {"flux": r_noise, "bmaj": r_beam, "bmin": r_beam}.get(p["name"], 1.0)
-        if p["name"] in floors:
-            p["min"] = min(floors[p["name"]], 0.5 * p["max"])
-        elif r != 1.0:
-            p["min"] = min(p["min"] * r, 0.5 * p["max"])
+        if p["name"] in floor:
+            p["min"] = min(floor[p["name"]], 0.5 * p["max"])
     return {"normalisation": norm, "params": params}
+
+
+def params_with_channels(params: Sequence[Mapping[str, Any]], box_channels: Sequence[str]
+                         ) -> list[dict[str, Any]]:
+    """The parameters of ``params`` whose channels are all among ``box_channels``."""
+    return [dict(p) for p in params if all(c in box_channels for c in p["channels"])]
 
 _DERIVED = ("format_version", "ndim", "input", "output", "stride", "receptive_field", "priors",
             "box_channels", "box_encoding")
@@ -228,7 +234,7 @@ def build_contract(model: YoloCianna, overrides: Mapping[str, Any] | None = None
     }
     doc: dict[str, Any] = {
         "name": "yolo-cianna-streamdet", "description": "", **derived,
-        "params": [p for p in SDC1_PARAMS if all(c in cfg.box_channels for c in p["channels"])],
+        "params": params_with_channels(SDC1_PARAMS, cfg.box_channels),
         "normalisation": dict(SDC1_NORMALISATION),
         "tile": [512, 512], "overlap": [32, 32],
         "pixel_scale_arcsec": None, "beam_arcsec": None, "freq_mhz": None,

@@ -76,6 +76,7 @@ from .onnx_export import (
     band_scaled_fields,
     build_contract,
     export_onnx,
+    params_with_channels,
     save_checkpoint,
 )
 
@@ -703,9 +704,7 @@ def _contract_fields(config: TrainConfig, fields: Sequence[Field],
         noise = float(np.median([f.noise for f in fields]))
     scaled = (band_scaled_fields(noise, beam, size_floor_beams=config.size_floor_beams)
               if config.band_scaled else band_scaled_fields(SDC1_NOISE, SDC1_BEAM))
-    channels = config.network().box_channels
-    scaled["params"] = [p for p in scaled["params"]
-                        if all(c in channels for c in p["channels"])]
+    scaled["params"] = params_with_channels(scaled["params"], config.network().box_channels)
     return {
         **scaled,
         "name": config.name,
