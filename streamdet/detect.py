@@ -27,6 +27,7 @@ from dask.optimization import cull
 from numpy.typing import NDArray
 
 from ._infer import detect_window, window_tiles
+from ._memory import release_free_memory
 from ._plan import Window, padded_size, plan_windows, round_up
 from ._progress import progress_bar
 from .contract import Model, ModelContract, load_model
@@ -34,7 +35,7 @@ from .detections import Detections
 from .errors import InvalidModelError, StreamdetValueError
 from .io import Image, open_image
 from .models import default_model
-from .nms import NMSKind, merge
+from .nms import NMSKind, merge, merge_rows
 from .outputs import to_table
 
 __all__ = ["DetectConfig", "detect", "detect_pixels", "resolve_threshold"]
@@ -275,8 +276,9 @@ def _walk(windows: list[Window], shape: tuple[int, int]) -> list[Window]:
 
 
 def _build_graph(arr: da.Array, model: Model, cfg: DetectConfig, *, lag: int = 2
-                 ) -> tuple[Delayed, list[Window], tuple[int, int, int, int]]:
-    """The detection graph: reads, halo cuts, windows and the tree reduction.
+                 ) -> tuple[list[Delayed], list[Window], tuple[int, int, int, int]]:
+    """The detection graph: reads, halo cuts, windows and the tree reduction up to its
+    last ``<= split_every`` results (whose merge, :func:`_root_merge`, is the caller's).
 
     Built as one low-level graph (a dict of tasks), not by chaining ``delayed`` calls,
     whose merged graphs grow with every dependency: building and culling those costs
@@ -361,11 +363,12 @@ def _build_graph(arr: da.Array, model: Model, cfg: DetectConfig, *, lag: int = 2
         dsk[f"dets-{token}-{w.index}"] = (operator.getitem, key, 0)
         results.append(f"dets-{token}-{w.index}")
     if not results:
-        return delayed(Detections.empty)(model.contract.param_names), windows, limit
-    # Tree reduction, in walk order: every merge joins neighbouring windows.
-    combine = partial(merge, iou_threshold=cfg.iou_threshold, kind=cfg.nms_kind)
+        return [delayed(Detections.empty)(model.contract.param_names)], windows, limit
+    # Tree reduction, in walk order: every merge joins neighbouring windows. The root
+    # merge is left to the caller (see `_root_merge`).
+    combine = partial(_merge_and_release, iou_threshold=cfg.iou_threshold, kind=cfg.nms_kind)
     level = 0
-    while len(results) > 1:
+    while len(results) > cfg.split_every:
         parts = results
         results = []
         for i in range(0, len(parts), cfg.split_every):
@@ -373,7 +376,34 @@ def _build_graph(arr: da.Array, model: Model, cfg: DetectConfig, *, lag: int = 2
             dsk[key] = (combine, *parts[i:i + cfg.split_every])
             results.append(key)
         level += 1
-    return Delayed(results[0], dsk), windows, limit
+    return [Delayed(key, dsk) for key in results], windows, limit
+
+
+def _merge_and_release(*parts: Detections, iou_threshold: float, kind: NMSKind
+                       ) -> Detections:
+    """One tree-reduction step; then the memory freed so far goes back to the system.
+
+    The windows before it have freed their pixels, tiles and buffers by now, in the
+    arenas of whichever threads ran them; without the trim, a long run's resident set
+    grows with freed fragments that later allocations of other sizes cannot reuse.
+    """
+    merged = merge(*parts, iou_threshold=iou_threshold, kind=kind)
+    release_free_memory()
+    return merged
+
+
+def _root_merge(parts: list[Detections], cfg: DetectConfig) -> Detections:
+    """The last step of the tree reduction, run on the gathered top-level results.
+
+    Consumes ``parts`` (the caller must hold no other reference): each output column
+    is built while the parts' copy of that column is dropped and its memory handed
+    back, so the catalogue is held about once, not twice, at the end of a large run.
+    """
+    if len(parts) == 1:
+        return parts.pop()
+    rows = merge_rows(parts, iou_threshold=cfg.iou_threshold, kind=cfg.nms_kind)
+    release_free_memory()
+    return Detections.gather(parts, rows, consume=True, after_column=release_free_memory)
 
 
 class _Progress(dask.callbacks.Callback):
@@ -430,18 +460,18 @@ def detect_pixels(image: ImageLike, *, model: str | os.PathLike[str] | Model | N
         cfg = dataclasses.replace(cfg, measure=_measurement(mdl.contract, img))
     workers = (sum(client.nthreads().values()) if client is not None
                else max(2, os.cpu_count() or 2))
-    root, windows, limit = _build_graph(arr, mdl, cfg, lag=workers)
+    tops, windows, limit = _build_graph(arr, mdl, cfg, lag=workers)
     if client is not None:
-        result: Detections = client.compute(root).result()
-        return result
+        parts = list(client.gather(client.compute(tops)))
+        return _root_merge(parts, cfg)
     progress = _Progress(windows, cfg, quiet, limit=limit, stride=mdl.contract.stride[-1])
     with progress:
         # The threaded scheduler itself (not the name "threads"): dask then skips looking
         # for a distributed client, which costs an import of distributed (~0.15 s).
-        (result,) = dask.compute(root, scheduler=dask.threaded.get, num_workers=workers,
-                                 optimize_graph=False)
+        parts = list(dask.compute(*tops, scheduler=dask.threaded.get, num_workers=workers,
+                                  optimize_graph=False))
     progress.bar.close()
-    return result
+    return _root_merge(parts, cfg)
 
 
 def _measurement(contract: ModelContract, img: Image | None

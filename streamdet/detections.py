@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,12 +82,27 @@ class Detections:
         return cls.gather(parts, slice(None))
 
     @classmethod
-    def gather(cls, parts: Sequence[Detections],
-               index: NDArray[np.intp] | slice) -> Detections:
+    def gather(cls, parts: Sequence[Detections], index: NDArray[np.intp] | slice, *,
+               consume: bool = False, after_column: Callable[[], object] | None = None
+               ) -> Detections:
         """Rows ``index`` of the concatenation of ``parts``, without building it whole.
 
         Equal to ``Detections.concat(parts).take(index)``; the union is materialised
         one column at a time.
+
+        Parameters
+        ----------
+        parts : sequence of Detections
+            Sharing the same ``param_names``; a ``list`` when ``consume``.
+        index : (M,) int or slice
+            Rows of the concatenation, in output order.
+        consume : bool
+            Empty the list ``parts`` and drop each part's column as soon as the output
+            column is built, so that the parts and the result are never both held
+            whole (when nothing else references the parts).
+        after_column : callable, optional
+            Called after each column is built (and, with ``consume``, the parts'
+            column dropped), e.g. to hand freed memory back to the system.
         """
         if not parts:
             return cls.empty()
@@ -96,28 +111,42 @@ class Detections:
             if p.param_names != names:
                 raise StreamdetValueError(
                     f"cannot concatenate detections with params {p.param_names} and {names}")
+        fields = ("boxes", "objectness", "probability", "prior", "params", "chunk")
+        store = {name: [getattr(p, name) for p in parts] for name in fields}
+        if consume:
+            if not isinstance(parts, list):
+                raise StreamdetValueError("consume=True needs the parts in a list")
+            parts.clear()
         if isinstance(index, slice):
             def column(name: str) -> NDArray[Any]:
-                return np.concatenate([getattr(p, name) for p in parts])[index]
+                return np.concatenate(store[name])[index]
         else:
             # Each output row is read straight from its part: no union of a column is
             # built (the root merge of a 16384^2 image gathers ~3.5e5 rows).
-            offsets = np.cumsum([0] + [len(p) for p in parts])
+            offsets = np.cumsum([0] + [len(b) for b in store["boxes"]])
             index = np.asarray(index, np.intp)
             which = np.searchsorted(offsets, index, side="right") - 1
-            rows = [np.flatnonzero(which == k) for k in range(len(parts))]
+            rows = [np.flatnonzero(which == k) for k in range(len(offsets) - 1)]
             local = [index[r] - offsets[k] for k, r in enumerate(rows)]
+            del which
 
             def column(name: str) -> NDArray[Any]:
-                cols = [getattr(p, name) for p in parts]
+                cols = store[name]
                 out = np.empty((len(index), *cols[0].shape[1:]), np.result_type(*cols))
                 for r, loc, c in zip(rows, local, cols, strict=True):
                     out[r] = c[loc]
                 return out
 
-        return cls(boxes=column("boxes"), objectness=column("objectness"),
-                   probability=column("probability"), prior=column("prior"),
-                   params=column("params"), param_names=names, chunk=column("chunk"))
+        built: dict[str, NDArray[Any]] = {}
+        for name in fields:
+            built[name] = column(name)
+            if consume:
+                del store[name]
+            if after_column is not None:
+                after_column()
+        return cls(boxes=built["boxes"], objectness=built["objectness"],
+                   probability=built["probability"], prior=built["prior"],
+                   params=built["params"], param_names=names, chunk=built["chunk"])
 
     def take(self, index: NDArray[np.intp] | NDArray[np.bool_]) -> Detections:
         """Return the detections selected by an integer or boolean index."""

@@ -65,6 +65,7 @@ from .errors import StreamdetValueError
 __all__ = [
     "NMSKind",
     "merge",
+    "merge_rows",
     "nms",
     "nms_detections",
     "owned",
@@ -409,6 +410,24 @@ def merge(*parts: Detections, iou_threshold: float, kind: NMSKind = "diou") -> D
     _check_threshold(iou_threshold, kind)
     if not parts:
         return Detections.empty()
+    return Detections.gather(parts, merge_rows(parts, iou_threshold=iou_threshold, kind=kind))
+
+
+def merge_rows(parts: Sequence[Detections], *, iou_threshold: float, kind: NMSKind = "diou"
+               ) -> NDArray[np.intp]:
+    """Rows of the concatenation of ``parts`` that :func:`merge` keeps, in its order.
+
+    ``merge(*parts)`` is ``Detections.gather(parts, merge_rows(parts))``; the gather can
+    then consume the parts (see :meth:`Detections.gather`).
+
+    Returns
+    -------
+    (M,) intp
+        Indices into the concatenation of ``parts``, in canonical order.
+    """
+    _check_threshold(iou_threshold, kind)
+    if not parts:
+        return np.zeros(0, np.intp)
     # The sort and the NMS need only boxes, scores and chunks: the union of the other
     # columns is gathered once, for the rows kept (the root merge of a large image
     # joins ~10^5 rows per part, so no full copy of the union is made on the way).
@@ -429,10 +448,8 @@ def merge(*parts: Detections, iou_threshold: float, kind: NMSKind = "diou") -> D
     kept = np.ones(len(boxes), np.bool_)
     kept[sub] = False
     kept[sub[keep_sub]] = True
-    rows = order[kept]
-    # The sorted copies go before the gather, which allocates the result.
-    del boxes, objectness, chunk, order, kept, sub, keep_sub
-    return Detections.gather(parts, rows)
+    rows: NDArray[np.intp] = order[kept]
+    return rows
 
 
 def _near_other_groups(boxes: NDArray[np.float64], groups: NDArray[np.integer]

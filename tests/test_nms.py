@@ -16,6 +16,7 @@ from streamdet.nms import (
     _canonical_order,
     _near_other_groups,
     merge,
+    merge_rows,
     nms,
     nms_detections,
     owned,
@@ -311,6 +312,33 @@ def test_gather_equals_concat_then_take(sizes: tuple[int, ...]) -> None:
         assert _same(Detections.gather(parts, index), Detections.concat(parts).take(index))
     with pytest.raises(StreamdetValueError, match="params"):
         Detections.gather([parts[0], Detections.empty(("flux",))], np.arange(0))
+
+
+@pytest.mark.parametrize("sizes", [(0,), (5, 0, 7), (40, 1, 23)])
+def test_consuming_gather_empties_the_parts_and_equals_gather(sizes: tuple[int, ...]) -> None:
+    rng = np.random.default_rng(7 + sum(sizes))
+    parts = [_dets(_boxes(rng, n), rng.random(n), rng, chunk=k) for k, n in enumerate(sizes)]
+    index = rng.permutation(sum(sizes))[: sum(sizes) // 2]
+    expect = Detections.gather(parts, index)
+    calls: list[int] = []
+    work = list(parts)
+    got = Detections.gather(work, index, consume=True, after_column=lambda: calls.append(1))
+    assert _same(got, expect)
+    assert work == []             # the caller's list no longer references the parts
+    assert len(calls) == 6        # once per column: boxes, scores x2, prior, params, chunk
+    with pytest.raises(StreamdetValueError, match="list"):
+        Detections.gather(tuple(parts), index, consume=True)
+
+
+def test_merge_rows_is_what_merge_gathers() -> None:
+    rng = np.random.default_rng(11)
+    parts = [nms_detections(_dets(_boxes(rng, 80, 60.0), rng.random(80), rng, chunk=k),
+                            iou_threshold=0.4) for k in range(3)]
+    rows = merge_rows(parts, iou_threshold=0.4)
+    assert rows.dtype == np.intp and len(np.unique(rows)) == len(rows)
+    assert 0 < len(rows) < sum(len(p) for p in parts)   # some cross-part suppression
+    assert _same(Detections.concat(parts).take(rows), merge(*parts, iou_threshold=0.4))
+    assert merge_rows([], iou_threshold=0.4).shape == (0,)
 
 
 def test_merge_is_order_independent() -> None:
