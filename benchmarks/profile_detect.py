@@ -121,7 +121,7 @@ def main() -> None:
             with stage("measure"):
                 dets = measure_sources(dets, data, origin=(y0, x0), beam_px=measure[:3],
                                        pixel_scale_arcsec=measure[3],
-                                       bmin_resolved=measure[4])
+                                       bmin_resolved=measure[4], bmaj_resolved=measure[5])
         n += len(dets)
 
     total = sum(cpu.values())

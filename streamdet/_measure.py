@@ -151,22 +151,32 @@ def fit_gaussians(data: NDArray[np.floating], centres: NDArray[np.float64],
         dx, dy = gx - p[:, 1:2], gy - p[:, 2:3]
         u = p[:, 3:4] * dx + p[:, 4:5] * dy           # (C^-1 d)_x
         v = p[:, 4:5] * dx + p[:, 5:6] * dy           # (C^-1 d)_y
-        e = np.exp(-0.5 * (dx * u + dy * v)) * weight
+        e = dx * u
+        e += dy * v
+        e *= -0.5
+        np.exp(e, out=e)
+        e *= weight
         resid = pix - p[:, 0:1] * e
         return resid, e, dx, dy, u, v, np.einsum("np,np->n", resid, resid)
 
-    resid, e, dx, dy, u, v, chi2 = evaluate(p)
+    state = list(evaluate(p))
+    chi2 = state.pop()
     damping = np.full(n, 1e-3)
     eye = np.eye(6)
     jac = np.empty((n, 6, gx.shape[1]))
     for _ in range(iterations):
+        resid, e, dx, dy, u, v = state
         ae = p[:, 0:1] * e
         jac[:, 0] = e
         np.multiply(ae, u, out=jac[:, 1])
         np.multiply(ae, v, out=jac[:, 2])
-        np.multiply(-0.5 * ae * dx, dx, out=jac[:, 3])
-        np.multiply(-ae * dx, dy, out=jac[:, 4])
-        np.multiply(-0.5 * ae * dy, dy, out=jac[:, 5])
+        ae *= -0.5
+        np.multiply(ae, dx, out=jac[:, 4])             # -ae dx / 2: the d/dC^-1_xx term...
+        np.multiply(jac[:, 4], dx, out=jac[:, 3])
+        np.multiply(ae, dy, out=jac[:, 5])
+        np.multiply(jac[:, 5], dy, out=jac[:, 5])
+        np.multiply(jac[:, 4], dy, out=jac[:, 4])      # ... and the cross term, -ae dx dy
+        jac[:, 4] *= 2.0
         hess = np.matmul(jac, jac.transpose(0, 2, 1))
         grad = np.matmul(jac, resid[:, :, None])
         diag = np.diagonal(hess, axis1=1, axis2=2)
@@ -182,13 +192,13 @@ def fit_gaussians(data: NDArray[np.floating], centres: NDArray[np.float64],
                  & (trial[:, 3] * trial[:, 5] > trial[:, 4] ** 2)
                  & np.all(np.isfinite(trial), axis=1) & good)
         trial = np.where(legal[:, None], trial, p)
-        t_resid, t_e, t_dx, t_dy, t_u, t_v, t_chi2 = evaluate(trial)
+        t_state = list(evaluate(trial))
+        t_chi2 = t_state.pop()
         better = legal & (t_chi2 < chi2)
         p = np.where(better[:, None], trial, p)
         keep = better[:, None]
-        resid, e = np.where(keep, t_resid, resid), np.where(keep, t_e, e)
-        dx, dy = np.where(keep, t_dx, dx), np.where(keep, t_dy, dy)
-        u, v = np.where(keep, t_u, u), np.where(keep, t_v, v)
+        for now, tried in zip(state, t_state, strict=True):
+            np.copyto(now, tried, where=keep)
         chi2 = np.where(better, t_chi2, chi2)
         damping = np.where(better, damping * 0.3, damping * 10.0)
     p[:, 1] += cx
