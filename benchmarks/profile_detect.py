@@ -25,7 +25,6 @@ import numpy as np
 
 import streamdet
 from streamdet._infer import owned_region, shift_to, window_tiles
-from streamdet._measure import measure_sources
 from streamdet._plan import padded_size, plan_windows
 from streamdet._refine import refine_centres
 from streamdet.contract import normalise
@@ -119,9 +118,7 @@ def main() -> None:
             dets = shift_to(dets, refine_centres(data, dets.centers, origin=(y0, x0)))
         if measure is not None and len(dets):
             with stage("measure"):
-                dets = measure_sources(dets, data, origin=(y0, x0), beam_px=measure[:3],
-                                       pixel_scale_arcsec=measure[3],
-                                       bmin_resolved=measure[4], bmaj_resolved=measure[5])
+                dets = measure(dets, data, origin=(y0, x0))
         n += len(dets)
 
     total = sum(cpu.values())

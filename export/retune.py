@@ -17,7 +17,7 @@ equal to it).
 
     python -m export.retune MODEL.onnx -o OUT.onnx --freq 560 --purity 0.993 \\
         --seeds 3000001 3000002 3000003 --size 4096 --offset 0 -0.8 --workdir DIR
-        [--bmin | --bmaj | --best [--min-purity 0.95]]
+        [--bmin | --bmaj | --fit-snr | --best [--min-purity 0.95]] [--grid V ...]
 """
 
 from __future__ import annotations
@@ -140,7 +140,8 @@ def retune_measure(model: str | os.PathLike[str], out: str | os.PathLike[str], *
                    overwrite: bool = False) -> dict[float, float]:
     """Choose the contract's ``measure[key]`` on pooled simulated fields.
 
-    ``key`` is ``"bmin_resolved"`` or ``"bmaj_resolved"``.
+    ``key`` is ``"bmin_resolved"``, ``"bmaj_resolved"`` or ``"fit_snr"`` (where an
+    infinite grid value stands for ``None``: forced photometry only).
 
     For each value of ``grid``, the fields are detected with it at the ``best`` preset
     and scored as whole catalogues; the value with the highest pooled score is written
@@ -151,9 +152,10 @@ def retune_measure(model: str | os.PathLike[str], out: str | os.PathLike[str], *
     dict
         Pooled official score for each value of ``grid``.
     """
-    if key not in ("bmin_resolved", "bmaj_resolved"):
-        raise StreamdetValueError(f"key must be bmin_resolved or bmaj_resolved, got {key!r}")
-    if not seeds or not grid or any(not 0 <= g < float("inf") for g in grid):
+    if key not in _MEASURE_KEYS:
+        raise StreamdetValueError(f"key must be one of {_MEASURE_KEYS}, got {key!r}")
+    finite = key != "fit_snr"           # fit_snr: inf stands for None (never fit)
+    if not seeds or not grid or any(not 0 <= g or (finite and np.isinf(g)) for g in grid):
         raise StreamdetValueError(f"need seeds and a grid of values >= 0, got {seeds}, {grid}")
     check_output(out, overwrite=overwrite)
     mdl = load_model(model)
@@ -162,7 +164,7 @@ def retune_measure(model: str | os.PathLike[str], out: str | os.PathLike[str], *
     scores: dict[float, float] = {}
     for value in grid:
         trial = Model(mdl.path, dataclasses.replace(mdl.contract, measure={
-            **mdl.contract.measure, key: float(value)}), threads=mdl.threads)
+            **mdl.contract.measure, key: _stored(value)}), threads=mdl.threads)
         total = 0.0
         for image, truth in fields:
             table, sub = candidate_submission(trial, image, freq=freq,
@@ -172,9 +174,17 @@ def retune_measure(model: str | os.PathLike[str], out: str | os.PathLike[str], *
         scores[float(value)] = total
     chosen = max(scores, key=lambda v: scores[v])
     _write_contract(model, out, dataclasses.replace(
-        mdl.contract, measure={**mdl.contract.measure, key: chosen}),
+        mdl.contract, measure={**mdl.contract.measure, key: _stored(chosen)}),
         overwrite=overwrite)
     return scores
+
+
+_MEASURE_KEYS = ("bmin_resolved", "bmaj_resolved", "fit_snr")
+
+
+def _stored(value: float) -> float | None:
+    """A grid value as the contract stores it: infinity (never) as None."""
+    return None if np.isinf(value) else float(value)
 
 
 def retune_best(model: str | os.PathLike[str], out: str | os.PathLike[str], *, freq: int,
@@ -288,11 +298,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     mode.add_argument("--bmaj", action="store_true",
                       help="choose measure.bmaj_resolved (at the best preset) instead of the "
                            "purity preset")
+    mode.add_argument("--fit-snr", action="store_true",
+                      help="choose measure.fit_snr (at the best preset): the peak SNR from "
+                           "which shapes are fitted (grid value inf: never)")
     mode.add_argument("--best", action="store_true",
                       help="choose the best preset (highest pooled score at --min-purity) "
                            "instead of the purity preset")
     ap.add_argument("--grid", type=float, nargs="+", default=(0.0, 0.25, 0.5, 1.0),
-                    help="values tried with --bmin / --bmaj, in beams (default 0 0.25 0.5 1)")
+                    help="values tried with --bmin / --bmaj (beams) or --fit-snr "
+                         "(default 0 0.25 0.5 1)")
     ap.add_argument("--min-purity", type=float, default=0.95,
                     help="pooled purity the best preset must keep (with --best)")
     args = ap.parse_args(argv)
@@ -305,8 +319,9 @@ def main(argv: Sequence[str] | None = None) -> None:
               f"{best['purity']:.4f} (the model's own: {best['previous_score']:.1f}, "
               f"{best['previous_purity']:.4f})")
         return
-    if args.bmin or args.bmaj:
-        key = "bmin_resolved" if args.bmin else "bmaj_resolved"
+    if args.bmin or args.bmaj or args.fit_snr:
+        key = ("bmin_resolved" if args.bmin else "bmaj_resolved" if args.bmaj
+               else "fit_snr")
         scores = retune_measure(args.model, args.output, freq=args.freq, seeds=args.seeds,
                                 size=args.size, offset=(args.offset[0], args.offset[1]),
                                 workdir=args.workdir, key=key, grid=args.grid,

@@ -8,7 +8,7 @@ from collections import defaultdict
 import numpy as np
 from numpy.typing import NDArray
 
-from ._measure import measure_sources
+from ._measure import MeasureConfig
 from ._plan import Window, plan_windows, round_up
 from ._refine import refine_centres
 from .contract import Model, normalise
@@ -62,7 +62,7 @@ def detect_window(data: NDArray[np.floating], window: Window, model: Model, *, t
                   halo: int, margin: int, limit: tuple[int, int, int, int], batch: int | None,
                   threshold: float | NDArray[np.float64],
                   iou_threshold: float, nms_kind: NMSKind, refine: bool = True,
-                  measure: tuple[float, float, float, float, float, float] | None = None
+                  measure: MeasureConfig | None = None
                   ) -> Detections:
     """Detect sources whose grid cells lie in ``window.core``.
 
@@ -97,10 +97,9 @@ def detect_window(data: NDArray[np.floating], window: Window, model: Model, *, t
     refine : bool
         Move each owned box onto the sub-pixel peak of the image
         (:func:`streamdet._refine.refine_centres`); ownership is decided before.
-    measure : (float, float, float, float, float, float) or None
-        Beam FWHM major, minor (px), PA (deg), pixel scale (arcsec), ``bmin_resolved``
-        and ``bmaj_resolved``: measure flux and shape on ``data``
-        (:func:`streamdet._measure.measure_sources`).
+    measure : MeasureConfig or None
+        Measure flux and shape on ``data`` (:func:`streamdet._measure.measure_sources`);
+        None keeps the network's values.
 
     Returns
     -------
@@ -150,9 +149,7 @@ def detect_window(data: NDArray[np.floating], window: Window, model: Model, *, t
     if refine and len(dets):
         dets = shift_to(dets, refine_centres(np.asarray(data), dets.centers, origin=(ry0, rx0)))
     if measure is not None and len(dets):
-        dets = measure_sources(dets, np.asarray(data), origin=(ry0, rx0),
-                               beam_px=measure[:3], pixel_scale_arcsec=measure[3],
-                               bmin_resolved=measure[4], bmaj_resolved=measure[5])
+        dets = measure(dets, np.asarray(data), origin=(ry0, rx0))
     return dets
 
 

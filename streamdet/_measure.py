@@ -16,13 +16,24 @@ FITS convention for a RA axis with negative CDELT1).
 from __future__ import annotations
 
 import math
+import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
 from .detections import Detections
+from .errors import StreamdetValueError
 
-__all__ = ["fit_gaussians", "measure_sources", "shape_covariance", "shape_of"]
+__all__ = [
+    "MeasureConfig",
+    "fit_amplitudes",
+    "fit_gaussians",
+    "local_noise",
+    "measure_sources",
+    "shape_covariance",
+    "shape_of",
+]
 
 _FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 _PARAMS = ("flux", "bmaj", "bmin", "pa")
@@ -30,6 +41,8 @@ _APERTURE = 2.5                                   # fitted region, sigma of the 
 _RADII = np.array([3, 4, 5, 7, 10, 14, 20])       # stamp half sides, px
 _MAX_RADIUS = int(_RADII[-1])
 _ITERATIONS = 6
+_NOISE_HALF = 16                                  # local noise box half side, px
+_NOISE_STEP = 4                                   # ... sampled every 4 px: 9 x 9 samples
 
 
 def shape_covariance(fwhm_major: NDArray[np.float64], fwhm_minor: NDArray[np.float64],
@@ -72,6 +85,100 @@ def shape_of(cov: NDArray[np.float64]
     return major, minor, pa
 
 
+@dataclass(frozen=True)
+class _Stamps:
+    """The fitted pixels of N sources, fitted pixels first along axis 1 (P columns).
+
+    ``gx, gy``: pixel offsets from each stamp's central pixel ``(cx, cy)``; ``pix``: the
+    data there (0 where not fitted); ``weight``: 1 where fitted; ``q0``: squared
+    Mahalanobis distance under the starting shape; ``p0``: the start parameters
+    (peak by linear least squares, centre offsets, inverse covariance terms).
+    """
+
+    gx: NDArray[np.float64]
+    gy: NDArray[np.float64]
+    pix: NDArray[np.float64]
+    weight: NDArray[np.float64]
+    cx: NDArray[np.float64]
+    cy: NDArray[np.float64]
+    p0: NDArray[np.float64]
+
+
+def _stamps(img: NDArray[np.floating], centres: NDArray[np.float64],
+            cov0: NDArray[np.float64], *, origin: tuple[int, int], radius: int,
+            aperture: float) -> _Stamps:
+    n = centres.shape[0]
+    ny, nx = img.shape
+    off = np.arange(-radius, radius + 1)
+    ix = np.rint(centres[:, 0]).astype(np.int64) - origin[1]
+    iy = np.rint(centres[:, 1]).astype(np.int64) - origin[0]
+    yy = (iy[:, None] + off[None, :])[:, :, None] + np.zeros_like(off)[None, None, :]
+    xx = (ix[:, None] + off[None, :])[:, None, :] + np.zeros_like(off)[None, :, None]
+    yy, xx = yy.reshape(n, -1), xx.reshape(n, -1)           # (N, P) pixel rows, columns
+    inside = (yy >= 0) & (yy < ny) & (xx >= 0) & (xx < nx)
+    pix = img[np.clip(yy, 0, ny - 1), np.clip(xx, 0, nx - 1)].astype(np.float64)
+    valid = inside & np.isfinite(pix)
+    pix = np.where(valid, pix, 0.0)
+    # Coordinates relative to each stamp's central pixel keep the numbers small.
+    cx = (ix + origin[1]).astype(np.float64)
+    cy = (iy + origin[0]).astype(np.float64)
+    gx = (xx - ix[:, None]).astype(np.float64)
+    gy = (yy - iy[:, None]).astype(np.float64)
+
+    inv0 = np.linalg.inv(cov0)
+    p = np.column_stack([np.zeros(n), centres[:, 0] - cx, centres[:, 1] - cy,
+                         inv0[:, 0, 0], inv0[:, 0, 1], inv0[:, 1, 1]])
+    dx, dy = gx - p[:, 1:2], gy - p[:, 2:3]
+    q0 = p[:, 3:4] * dx * dx + 2.0 * p[:, 4:5] * dx * dy + p[:, 5:6] * dy * dy
+    fitted = valid & (q0 <= aperture ** 2)
+    # Fitted pixels first, the stamp cut to the largest fitted count: the square
+    # corners outside the aperture cost nothing.
+    order = np.argsort(~fitted, axis=1, kind="stable")[:, :max(int(fitted.sum(axis=1).max()), 1)]
+    gx, gy, q0 = (np.take_along_axis(a, order, axis=1) for a in (gx, gy, q0))
+    weight = np.take_along_axis(fitted, order, axis=1).astype(np.float64)
+    pix = np.take_along_axis(pix, order, axis=1) * weight
+    e0 = np.exp(-0.5 * q0) * weight
+    p[:, 0] = np.einsum("np,np->n", e0, pix) / np.maximum(np.einsum("np,np->n", e0, e0), 1e-300)
+    return _Stamps(gx=gx, gy=gy, pix=pix, weight=weight, cx=cx, cy=cy, p0=p)
+
+
+def fit_amplitudes(data: NDArray[np.floating], centres: NDArray[np.float64],
+                   cov: NDArray[np.float64], *, origin: tuple[int, int] = (0, 0),
+                   radius: int = 7, aperture: float = 2.5
+                   ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """Forced photometry: the peak of a Gaussian of known shape and centre per source.
+
+    The linear least-squares amplitude over the pixels of a ``(2 radius + 1)^2``
+    stamp that lie within ``aperture`` sigma of the shape (the matched-filter estimate
+    in white noise when the shape is right); pixels outside ``data`` or not finite are
+    left out.
+
+    Parameters
+    ----------
+    data : (ny, nx) float array, Jy/beam
+        ``data[i, j]`` is image pixel ``(origin[0] + i, origin[1] + j)``.
+    centres : (N, 2) float64
+        Centres ``(x, y)``, image px.
+    cov : (N, 2, 2) float64
+        Observed (beam-convolved) covariances, px^2.
+    origin, radius, aperture
+        As in :func:`fit_gaussians`.
+
+    Returns
+    -------
+    peak : (N,) float64, Jy/beam
+    ok : (N,) bool
+        Finite, with at least 7 pixels fitted.
+    """
+    centres = np.asarray(centres, np.float64).reshape(-1, 2)
+    if centres.shape[0] == 0:
+        return np.zeros(0), np.zeros(0, np.bool_)
+    st = _stamps(np.asarray(data), centres, cov, origin=origin, radius=radius,
+                 aperture=aperture)
+    peak = st.p0[:, 0]
+    return peak, np.isfinite(peak) & (st.weight.sum(axis=1) >= 7)
+
+
 def fit_gaussians(data: NDArray[np.floating], centres: NDArray[np.float64],
                   cov0: NDArray[np.float64], *, origin: tuple[int, int] = (0, 0),
                   radius: int = 7, aperture: float = 2.5, iterations: int = 8
@@ -112,38 +219,10 @@ def fit_gaussians(data: NDArray[np.floating], centres: NDArray[np.float64],
     n = centres.shape[0]
     if n == 0:
         return np.zeros(0), np.zeros((0, 2)), np.zeros((0, 2, 2)), np.zeros(0, np.bool_)
-    img = np.asarray(data)
-    ny, nx = img.shape
-    off = np.arange(-radius, radius + 1)
-    ix = np.rint(centres[:, 0]).astype(np.int64) - origin[1]
-    iy = np.rint(centres[:, 1]).astype(np.int64) - origin[0]
-    yy = (iy[:, None] + off[None, :])[:, :, None] + np.zeros_like(off)[None, None, :]
-    xx = (ix[:, None] + off[None, :])[:, None, :] + np.zeros_like(off)[None, :, None]
-    yy, xx = yy.reshape(n, -1), xx.reshape(n, -1)           # (N, P) pixel rows, columns
-    inside = (yy >= 0) & (yy < ny) & (xx >= 0) & (xx < nx)
-    pix = img[np.clip(yy, 0, ny - 1), np.clip(xx, 0, nx - 1)].astype(np.float64)
-    valid = inside & np.isfinite(pix)
-    pix = np.where(valid, pix, 0.0)
-    # Coordinates relative to each stamp's central pixel keep the numbers small.
-    cx = (ix + origin[1]).astype(np.float64)
-    cy = (iy + origin[0]).astype(np.float64)
-    gx = (xx - ix[:, None]).astype(np.float64)
-    gy = (yy - iy[:, None]).astype(np.float64)
-
-    inv0 = np.linalg.inv(cov0)
-    p = np.column_stack([np.zeros(n), centres[:, 0] - cx, centres[:, 1] - cy,
-                         inv0[:, 0, 0], inv0[:, 0, 1], inv0[:, 1, 1]])
-    dx, dy = gx - p[:, 1:2], gy - p[:, 2:3]
-    q0 = p[:, 3:4] * dx * dx + 2.0 * p[:, 4:5] * dx * dy + p[:, 5:6] * dy * dy
-    fitted = valid & (q0 <= aperture ** 2)
-    # Fitted pixels first, the stamp cut to the largest fitted count: the square
-    # corners outside the aperture cost nothing.
-    order = np.argsort(~fitted, axis=1, kind="stable")[:, :max(int(fitted.sum(axis=1).max()), 1)]
-    gx, gy, q0 = (np.take_along_axis(a, order, axis=1) for a in (gx, gy, q0))
-    weight = np.take_along_axis(fitted, order, axis=1).astype(np.float64)
-    pix = np.take_along_axis(pix, order, axis=1) * weight
-    e0 = np.exp(-0.5 * q0) * weight
-    p[:, 0] = np.einsum("np,np->n", e0, pix) / np.maximum(np.einsum("np,np->n", e0, e0), 1e-300)
+    st = _stamps(np.asarray(data), centres, cov0, origin=origin, radius=radius,
+                 aperture=aperture)
+    gx, gy, pix, weight, cx, cy = st.gx, st.gy, st.pix, st.weight, st.cx, st.cy
+    p = st.p0.copy()
 
     def evaluate(p: NDArray[np.float64]) -> tuple[NDArray[np.float64], ...]:
         """Residuals and the terms of the Jacobian; every term outside the fitted region
@@ -213,14 +292,94 @@ def fit_gaussians(data: NDArray[np.floating], centres: NDArray[np.float64],
     return p[:, 0], p[:, 1:3].copy(), cov, ok
 
 
+def local_noise(data: NDArray[np.floating], centres: NDArray[np.float64], *,
+                origin: tuple[int, int] = (0, 0), half: int = _NOISE_HALF,
+                step: int = _NOISE_STEP) -> NDArray[np.float64]:
+    """Robust noise around each source: 1.4826 x the median absolute deviation of the
+    pixels on a ``step`` px grid in a ``(2 half + 1)^2`` box centred on it.
+
+    Depends only on the pixels around each source (not on the window the source was
+    found in), so that measurements are the same whatever the chunking; the source
+    itself covers a few of the samples, which the median ignores.
+
+    Parameters
+    ----------
+    data : (ny, nx) float array, Jy/beam
+        ``data[i, j]`` is image pixel ``(origin[0] + i, origin[1] + j)``.
+    centres : (N, 2) float64
+        ``(x, y)``, image px.
+
+    Returns
+    -------
+    (N,) float64
+        Jy/beam; NaN where no sample is finite.
+    """
+    img = np.asarray(data)
+    ny, nx = img.shape
+    n = len(centres)
+    if n == 0:
+        return np.zeros(0)
+    off = np.arange(-half, half + 1, step)
+    ix = np.rint(centres[:, 0]).astype(np.int64) - origin[1]
+    iy = np.rint(centres[:, 1]).astype(np.int64) - origin[0]
+    yy = np.repeat(iy[:, None] + off[None, :], off.size, axis=1)
+    xx = np.tile(ix[:, None] + off[None, :], (1, off.size))
+    inside = (yy >= 0) & (yy < ny) & (xx >= 0) & (xx < nx)
+    sample = np.where(inside, img[yy.clip(0, ny - 1), xx.clip(0, nx - 1)], np.nan)
+    sample = sample.astype(np.float64)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)      # all-NaN rows -> NaN
+        med = np.nanmedian(sample, axis=1)
+        noise: NDArray[np.float64] = 1.4826 * np.nanmedian(np.abs(sample - med[:, None]),
+                                                           axis=1)
+    return noise
+
+
+@dataclass(frozen=True)
+class MeasureConfig:
+    """How detections are measured on the image (see :func:`measure_sources`).
+
+    Attributes
+    ----------
+    beam_px : (float, float, float)
+        Restoring beam FWHM major, minor (px) and PA (deg).
+    pixel_scale_arcsec : float
+        Pixel size, arcsec.
+    bmin_resolved, bmaj_resolved : float
+        Fitted axes replace the network's from these fractions of the beam's.
+    fit_snr : float or None
+        Peak signal-to-noise from which a source's shape is fitted; None: never.
+    """
+
+    beam_px: tuple[float, float, float]
+    pixel_scale_arcsec: float
+    bmin_resolved: float = 0.5
+    bmaj_resolved: float = 0.0
+    fit_snr: float | None = 0.0
+
+    def __call__(self, dets: Detections, data: NDArray[np.floating], *,
+                 origin: tuple[int, int]) -> Detections:
+        return measure_sources(dets, data, origin=origin, beam_px=self.beam_px,
+                               pixel_scale_arcsec=self.pixel_scale_arcsec,
+                               bmin_resolved=self.bmin_resolved,
+                               bmaj_resolved=self.bmaj_resolved, fit_snr=self.fit_snr)
+
+
 def measure_sources(dets: Detections, data: NDArray[np.floating], *, origin: tuple[int, int],
                     beam_px: tuple[float, float, float], pixel_scale_arcsec: float,
                     bmin_resolved: float = 0.5, bmaj_resolved: float = 0.0,
-                    max_shift: float = 1.5) -> Detections:
-    """Replace the network's flux, bmaj, bmin and PA by a Gaussian fit on the image.
+                    fit_snr: float | None = 0.0, max_shift: float = 1.5,
+                    iterations: int = _ITERATIONS) -> Detections:
+    """Measure flux (and, for the brighter sources, shape) of detections on the image.
 
-    The minor (major) axis is replaced only where it is resolved: at least
-    ``bmin_resolved`` (``bmaj_resolved``) times the beam's.
+    Every source gets forced photometry: the peak of a Gaussian with the network's
+    shape convolved with the beam, fitted by linear least squares at the detection
+    (:func:`fit_amplitudes`), times the shape's area in beams. A free elliptical
+    Gaussian fit (:func:`fit_gaussians`) at low signal-to-noise widens on noise and
+    biases the flux; where the peak reaches ``fit_snr`` times the noise around the
+    source (:func:`local_noise`) the free fit replaces flux and PA, and the minor (major)
+    axis where it is resolved: at least ``bmin_resolved`` (``bmaj_resolved``) times
+    the beam's.
 
     Parameters
     ----------
@@ -241,17 +400,25 @@ def measure_sources(dets: Detections, data: NDArray[np.floating], *, origin: tup
         replaces the network's (0: always); a model's contract says which suits it.
     bmaj_resolved : float
         The same for the major axis, against the beam's major axis (default 0).
+    fit_snr : float or None
+        Peak signal-to-noise from which the free fit is used (0: every source, as
+        before forced photometry existed; None: none, forced photometry only).
     max_shift : float
         A fit whose centre moved farther than this (px) from the detection is taken to
-        have locked onto a neighbour: the network's values are kept.
+        have locked onto a neighbour: the forced photometry is kept.
+    iterations : int
+        Levenberg-Marquardt steps of the free fit.
 
     Returns
     -------
     Detections
-        Same boxes and scores; measured parameters where the fit succeeded.
+        Same boxes and scores; measured parameters where the photometry (fit)
+        succeeded, the network's elsewhere.
     """
     if len(dets) == 0 or not set(_PARAMS) <= set(dets.param_names):
         return dets
+    if fit_snr is not None and not (math.isfinite(fit_snr) and fit_snr >= 0):
+        raise StreamdetValueError(f"fit_snr {fit_snr!r} must be a finite number >= 0 or None")
     col = {name: dets.param_names.index(name) for name in _PARAMS}
     params = dets.params.astype(np.float64, copy=True)
     scale = float(pixel_scale_arcsec)
@@ -266,15 +433,32 @@ def measure_sources(dets: Detections, data: NDArray[np.floating], *, origin: tup
     sigma = np.sqrt(np.linalg.eigvalsh(start)[:, 1])
     need = np.clip(np.ceil(_APERTURE * sigma), 3, _MAX_RADIUS).astype(np.int64)
     radius = _RADII[np.searchsorted(_RADII, need)]
+    centres0 = dets.centers
     n = len(dets)
-    peak, centres, cov = np.zeros(n), np.zeros((n, 2)), start.copy()
+    forced, forced_ok = np.zeros(n), np.zeros(n, np.bool_)
+    classes = [(r, np.flatnonzero(radius == r)) for r in np.unique(radius).tolist()]
+    for r, sel in classes:
+        forced[sel], forced_ok[sel] = fit_amplitudes(data, centres0[sel], start[sel],
+                                                     origin=origin, radius=r,
+                                                     aperture=_APERTURE)
+    forced_ok &= forced > 0
+    area = np.sqrt(np.linalg.det(start) / np.linalg.det(beam))
+    params[forced_ok, col["flux"]] = (forced * area)[forced_ok]
+    if fit_snr is None:
+        return _with_params(dets, params)
+    fit = np.ones(n, np.bool_)
+    if fit_snr > 0:
+        with np.errstate(invalid="ignore"):
+            fit = forced_ok & ~(forced < fit_snr * local_noise(data, centres0, origin=origin))
+    peak, centres, cov = np.zeros(n), centres0.copy(), start.copy()
     ok = np.zeros(n, np.bool_)
-    for r in np.unique(radius).tolist():
-        sel = np.flatnonzero(radius == r)
-        peak[sel], centres[sel], cov[sel], ok[sel] = fit_gaussians(
-            data, dets.centers[sel], start[sel], origin=origin, radius=r, aperture=_APERTURE,
-            iterations=_ITERATIONS)
-    ok &= np.hypot(*(centres - dets.centers).T) <= max_shift
+    for r, sel in classes:
+        sel = sel[fit[sel]]
+        if sel.size:
+            peak[sel], centres[sel], cov[sel], ok[sel] = fit_gaussians(
+                data, centres0[sel], start[sel], origin=origin, radius=r,
+                aperture=_APERTURE, iterations=iterations)
+    ok &= np.hypot(*(centres - centres0).T) <= max_shift
     intrinsic_major, intrinsic_minor, pa = shape_of(cov - beam)
     flux = peak * np.sqrt(np.linalg.det(cov) / np.linalg.det(beam))
     params[ok, col["flux"]] = flux[ok]
@@ -288,6 +472,10 @@ def measure_sources(dets: Detections, data: NDArray[np.floating], *, origin: tup
     mixed = ok & ~major_ok
     params[mixed, col["bmaj"]] = np.maximum(params[mixed, col["bmaj"]], params[mixed, col["bmin"]])
     params[ok, col["pa"]] = pa[ok]
+    return _with_params(dets, params)
+
+
+def _with_params(dets: Detections, params: NDArray[np.float64]) -> Detections:
     return Detections(boxes=dets.boxes, objectness=dets.objectness,
                       probability=dets.probability, prior=dets.prior, params=params,
                       param_names=dets.param_names, chunk=dets.chunk)

@@ -209,8 +209,10 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="keep the network's positions (default: move each detection onto the "
                    "sub-pixel image peak)")
     p.add_argument("--no-measure", action="store_true",
-                   help="keep the network's flux and shape (default: fit an elliptical "
-                   "Gaussian at each detection on the image, deconvolved by the beam)")
+                   help="keep the network's flux and shape (default: measure on the image: "
+                   "forced photometry with the network's shape for every source, and an "
+                   "elliptical Gaussian fit, deconvolved by the beam, from the model's "
+                   "measure.fit_snr)")
     p.add_argument("--threshold", default=None, metavar="T",
                    help="objectness threshold: a number, one per prior (comma-separated), or a "
                    "preset of the model (default, best, purity)")

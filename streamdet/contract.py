@@ -54,7 +54,8 @@ DECODE_KINDS: dict[str, int] = {
 _NORMALISATION_KINDS = ("clip_tanh", "none")
 _NMS_KINDS = ("diou", "iou")
 # measurement defaults of a contract without them
-_MEASURE = {"bmin_resolved": 0.5, "bmaj_resolved": 0.0}
+_MEASURE: dict[str, float | None] = {"bmin_resolved": 0.5, "bmaj_resolved": 0.0,
+                                     "fit_snr": 0.0}
 _REQUIRED_CHANNELS = {2: ("x", "y", "w", "h", "obj"), 3: ("x", "y", "z", "w", "h", "d", "obj")}
 _LAYOUTS = {2: ("NCHW", "NKHW"), 3: ("NCDHW", "NKDHW")}
 _BOX_ENCODING = {"xy": "cell_offset", "wh": "prior_exp"}
@@ -280,11 +281,14 @@ class ModelContract:
     nms : dict
         ``{"kind": "diou" | "iou", "iou_threshold": float}``.
     measure : dict
-        ``{"bmin_resolved": float, "bmaj_resolved": float}``: the image measurement
-        replaces the network's minor (major) axis where the deconvolved one is at least
-        this fraction of the beam's minor (major) axis (0: always; chosen per model on
-        validation fields, as the network's own axes, learnt from the population, are
-        better or worse than a fit on barely resolved sources).
+        ``{"bmin_resolved": float, "bmaj_resolved": float, "fit_snr": float | None}``:
+        every source's flux is measured by forced photometry with the network's shape;
+        from a peak of ``fit_snr`` times the noise (0: every source; None: none) a free
+        Gaussian fit replaces flux and PA, and the network's minor (major) axis where
+        the deconvolved one is at least ``bmin_resolved`` (``bmaj_resolved``) times the
+        beam's minor (major) axis (0: always). Chosen per model on validation fields:
+        the network's own sizes, learnt from the population, beat a fit on faint or
+        barely resolved sources.
     thresholds : dict
         Objectness threshold presets (``"default"`` always present): a float, or a
         tuple with one float per prior.
@@ -590,6 +594,11 @@ def _validate(c: ModelContract) -> None:
         if (not isinstance(resolved, int | float) or isinstance(resolved, bool)
                 or not 0 <= float(resolved) < math.inf):
             raise _fail(f"measure.{key} {resolved!r} must be a finite number >= 0")
+    fit_snr = c.measure.get("fit_snr")
+    if fit_snr is not None and (not isinstance(fit_snr, int | float) or isinstance(fit_snr, bool)
+                                or not 0 <= float(fit_snr) < math.inf):
+        raise _fail(f"measure.fit_snr {fit_snr!r} must be a finite number >= 0, or null "
+                    "(forced photometry only)")
     if "default" not in c.thresholds:
         raise _fail(f"thresholds {sorted(c.thresholds)} must contain a 'default' preset")
     for key, value in c.thresholds.items():

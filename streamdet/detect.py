@@ -27,6 +27,7 @@ from dask.optimization import cull
 from numpy.typing import NDArray
 
 from ._infer import detect_window, window_tiles
+from ._measure import MeasureConfig
 from ._memory import release_free_memory
 from ._plan import Window, padded_size, plan_windows, round_up
 from ._progress import progress_bar
@@ -69,10 +70,10 @@ class DetectConfig:
         Fan-in of the tree reduction that merges neighbouring windows.
     refine : bool
         Move detections onto the sub-pixel peak of the image.
-    measure : (float, float, float, float, float, float) or None
-        Beam FWHM major, minor (px), beam PA (deg), pixel scale (arcsec) and the
-        model's ``bmin_resolved`` and ``bmaj_resolved`` with which flux and shape are
-        measured on the image (see ``detect``); None: the network's values are kept.
+    measure : MeasureConfig or None
+        Beam, pixel scale and the model's measurement settings with which flux and
+        shape are measured on the image (see ``detect``); None: the network's values
+        are kept.
     """
 
     chunk: int
@@ -85,7 +86,7 @@ class DetectConfig:
     nms_kind: NMSKind
     split_every: int
     refine: bool = True
-    measure: tuple[float, float, float, float, float, float] | None = None
+    measure: MeasureConfig | None = None
 
 
 def resolve_threshold(contract: ModelContract,
@@ -474,14 +475,12 @@ def detect_pixels(image: ImageLike, *, model: str | os.PathLike[str] | Model | N
     return _root_merge(parts, cfg)
 
 
-def _measurement(contract: ModelContract, img: Image | None
-                 ) -> tuple[float, float, float, float, float, float] | None:
-    """Beam (px, px, deg), pixel scale (arcsec) and the model's ``bmin_resolved`` and
-    ``bmaj_resolved`` for the
-    image measurement, or None.
+def _measurement(contract: ModelContract, img: Image | None) -> MeasureConfig | None:
+    """How to measure the sources on the image, or None where it cannot be done.
 
     The image's own restoring beam and pixel scale when its header has them, else those
-    the model was trained for; None when neither is known.
+    the model was trained for (None when neither is known); the model's measurement
+    settings (``measure`` in its contract).
     """
     scale = img.pixel_scale_arcsec if img is not None else None
     beam = img.beam_arcsec if img is not None else None
@@ -490,8 +489,13 @@ def _measurement(contract: ModelContract, img: Image | None
         beam = (contract.beam_arcsec[0], contract.beam_arcsec[1], 0.0)
     if beam is None or not scale:
         return None
-    return (beam[0] / scale, beam[1] / scale, float(beam[2]), float(scale),
-            float(contract.measure["bmin_resolved"]), float(contract.measure["bmaj_resolved"]))
+    m = contract.measure
+    fit_snr = m["fit_snr"]
+    return MeasureConfig(beam_px=(beam[0] / scale, beam[1] / scale, float(beam[2])),
+                         pixel_scale_arcsec=float(scale),
+                         bmin_resolved=float(m["bmin_resolved"]),
+                         bmaj_resolved=float(m["bmaj_resolved"]),
+                         fit_snr=None if fit_snr is None else float(fit_snr))
 
 
 def _load(model: str | os.PathLike[str] | Model | None, img: Image | None, *,
@@ -553,12 +557,13 @@ def detect(image: ImageLike, *, model: str | os.PathLike[str] | Model | None = N
         regression of the network cannot resolve as finely; ``False`` keeps the
         network's positions.
     measure : bool
-        Measure flux, major axis and PA (and the minor axis where it is resolved) on the
-        image: an elliptical Gaussian fitted at each detection, deconvolved by the
-        restoring beam (the image's, else the model's), as classical finders do; more
-        accurate than the network's coarse regressions (about 20-30% more sources
-        within 10% in flux on simulated SDC1 fields). ``False`` keeps the network's
-        values and saves ~30% of the CPU time on crowded fields.
+        Measure the sources on the image, with the model's ``measure`` settings: every
+        flux by forced photometry (a Gaussian of the network's shape convolved with the
+        restoring beam, the image's, else the model's, fitted for its peak at the
+        detection), and from a peak of the model's ``measure.fit_snr`` times the local
+        noise a free elliptical Gaussian fit, deconvolved by the beam, for flux, PA and
+        the axes where they are resolved (a free fit on a faint source widens on the
+        noise). ``False`` keeps the network's coarser values.
     client : distributed.Client, optional
         Run on an existing Dask cluster instead of local threads.
     quiet : bool or None

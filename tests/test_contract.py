@@ -206,6 +206,8 @@ def _mutate(path: str, value: Any) -> dict[str, Any]:
     ("measure", {"bmin_resolved": -0.1}, "bmin_resolved"),
     ("measure", {"bmin_resolved": "half"}, "bmin_resolved"),
     ("measure", {"bmaj_resolved": float("nan")}, "bmaj_resolved"),
+    ("measure", {"fit_snr": -1.0}, "fit_snr"),
+    ("measure", {"fit_snr": "bright"}, "fit_snr"),
     ("measure", [0.5], "measure must be"),
     ("thresholds.best", [0.2, 0.3], "one per prior"),
     ("thresholds.purity", 1.5, r"\[0, 1\]"),
@@ -222,14 +224,15 @@ def test_measurement_settings_default_and_round_trip() -> None:
     doc = sdc1_doc()
     doc.pop("measure", None)
     c = ModelContract.from_dict(doc)            # a contract written before the field
-    assert c.measure == {"bmin_resolved": 0.5, "bmaj_resolved": 0.0}
+    assert c.measure == {"bmin_resolved": 0.5, "bmaj_resolved": 0.0, "fit_snr": 0.0}
     doc["measure"] = {"bmin_resolved": 0.0}     # one written before bmaj_resolved
     d = ModelContract.from_dict(doc)
-    assert d.measure == {"bmin_resolved": 0.0, "bmaj_resolved": 0.0}
-    doc["measure"] = {"bmin_resolved": 1.0, "bmaj_resolved": 0.5}
-    e = ModelContract.from_dict(doc)
-    assert ModelContract.from_dict(e.to_dict()).measure == {"bmin_resolved": 1.0,
-                                                           "bmaj_resolved": 0.5}
+    assert d.measure == {"bmin_resolved": 0.0, "bmaj_resolved": 0.0, "fit_snr": 0.0}
+    for fit_snr in (20.0, None):                # None: forced photometry only
+        doc["measure"] = {"bmin_resolved": 1.0, "bmaj_resolved": 0.5, "fit_snr": fit_snr}
+        e = ModelContract.from_dict(doc)
+        assert ModelContract.from_dict(e.to_dict()).measure == {
+            "bmin_resolved": 1.0, "bmaj_resolved": 0.5, "fit_snr": fit_snr}
 
 
 def test_refuses_non_object() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from streamdet.outputs import NoWCSWarning
 pytest.importorskip("torch")
 
 THRESHOLD = 0.5
+FIT_SNR = 1.0       # free fits for some of the test image's sources, not all
 
 
 @pytest.fixture(scope="module")
@@ -53,11 +55,12 @@ def reference(image: np.ndarray, model: Model, threshold: float = THRESHOLD,
     dets = nms_detections(dets, iou_threshold=c.nms["iou_threshold"], kind=c.nms["kind"])
     if refine:
         dets = shift_to(dets, refine_centres(image, dets.centers, origin=(0, 0)))
-    beam = _measurement(c, None)
-    if measure and beam is not None:
-        dets = measure_sources(dets, image, origin=(0, 0), beam_px=beam[:3],
-                               pixel_scale_arcsec=beam[3], bmin_resolved=beam[4],
-                               bmaj_resolved=beam[5])
+    how = _measurement(c, None)
+    if measure and how is not None:
+        dets = measure_sources(dets, image, origin=(0, 0), beam_px=how.beam_px,
+                               pixel_scale_arcsec=how.pixel_scale_arcsec,
+                               bmin_resolved=how.bmin_resolved,
+                               bmaj_resolved=how.bmaj_resolved, fit_snr=how.fit_snr)
     return dets
 
 
@@ -138,6 +141,27 @@ def test_chunk_invariance(image: np.ndarray, model: Model, chunk: int, extra_hal
     assert_same(got, ref)
     # every window contributed only boxes whose centre lies in its own core
     assert np.unique(got.chunk).size > (1 if chunk < 1000 else 0)
+
+
+def _with_fit_snr(model: Model, fit_snr: float | None) -> Model:
+    measure = {**model.contract.measure, "fit_snr": fit_snr}
+    return Model(model.path, dataclasses.replace(model.contract, measure=measure),
+                 threads=model.threads)
+
+
+@pytest.mark.parametrize("chunk", [256, 1024])
+def test_chunk_invariance_when_only_bright_sources_are_fitted(image: np.ndarray, model: Model,
+                                                              chunk: int) -> None:
+    """The choice of which sources get the free fit (peak SNR against the noise around
+    each source) does not depend on the window a source was found in."""
+    bright = _with_fit_snr(model, FIT_SNR)
+    ref = reference(image, bright)
+    forced = reference(image, _with_fit_snr(model, None))
+    fitted = ~np.isclose(ref.param("pa"), forced.param("pa"))
+    assert 20 < fitted.sum() < len(ref) - 20                  # both kinds are present
+    np.testing.assert_array_equal(ref.param("flux")[~fitted], forced.param("flux")[~fitted])
+    got = detect_pixels(image, model=bright, chunk=chunk, threshold=THRESHOLD)
+    assert_same(got, ref)
 
 
 def test_unrefined_positions_match_the_network(image: np.ndarray, model: Model) -> None:

@@ -6,8 +6,16 @@ import numpy as np
 import pytest
 from scipy.optimize import least_squares
 
-from streamdet._measure import fit_gaussians, measure_sources, shape_covariance, shape_of
+from streamdet._measure import (
+    fit_amplitudes,
+    fit_gaussians,
+    local_noise,
+    measure_sources,
+    shape_covariance,
+    shape_of,
+)
 from streamdet.detections import Detections
+from streamdet.errors import StreamdetValueError
 
 NAMES = ("flux", "bmaj", "bmin", "pa")
 BEAM_PX = (2.5, 2.5, 0.0)
@@ -169,3 +177,89 @@ def test_empty_and_other_parameter_sets_pass_through(names: tuple[str, ...]) -> 
                                pixel_scale_arcsec=SCALE) is d
     no_fit = fit_gaussians(np.zeros((8, 8)), np.zeros((0, 2)), np.zeros((0, 2, 2)))
     assert [a.shape[0] for a in no_fit] == [0, 0, 0, 0]
+
+
+def _dets_at(centres: np.ndarray, net: np.ndarray) -> Detections:
+    n = len(centres)
+    half = np.full((n, 2), 4.0)
+    return Detections(boxes=np.hstack([centres - half, centres + half]),
+                      objectness=np.ones(n, np.float32), probability=np.ones(n, np.float32),
+                      prior=np.zeros(n, np.int16), params=net, param_names=NAMES,
+                      chunk=np.zeros(n, np.int32))
+
+
+def test_forced_photometry_recovers_peaks_of_known_shapes() -> None:
+    rng = np.random.default_rng(12)
+    centres, peaks, covs = _grid_sources(6, rng)
+    img = _render((170, 170), centres, peaks, covs)
+    got, ok = fit_amplitudes(img, centres, covs, radius=10, aperture=2.5)
+    assert ok.all()
+    np.testing.assert_allclose(got, peaks, rtol=1e-9)          # noise-free: exact
+    # in white noise the estimate is unbiased, its scatter the matched filter's
+    noisy = img + rng.normal(0, 0.2, img.shape)
+    err = fit_amplitudes(noisy, centres, covs, radius=10, aperture=2.5)[0] - peaks
+    assert abs(err.mean()) < 0.05 and 0.02 < err.std() < 0.2
+    # a cut-out with its origin gives the same; sources with no pixels are not ok
+    sub, sub_ok = fit_amplitudes(img[50:, 30:], centres, covs, origin=(50, 30), radius=10)
+    inside = (centres[:, 1] > 50 + 12) & (centres[:, 0] > 30 + 12)
+    assert sub_ok[inside].all()
+    np.testing.assert_allclose(sub[inside], got[inside], rtol=1e-9)
+    far = np.array([[500.0, 500.0]])
+    assert not fit_amplitudes(img, far, covs[:1])[1][0]
+    assert fit_amplitudes(img, np.zeros((0, 2)), np.zeros((0, 2, 2)))[0].shape == (0,)
+
+
+def test_local_noise_ignores_the_source_and_the_cut_out() -> None:
+    rng = np.random.default_rng(13)
+    img = rng.normal(0.0, 2.0, (400, 400))
+    centres = rng.uniform(40, 360, (200, 2))
+    img_src = img + _render(img.shape, centres[:1], np.array([500.0]),
+                            shape_covariance(np.array([3.0]), np.array([3.0]),
+                                             np.array([0.0])))
+    noise = local_noise(img_src, centres)
+    assert 1.7 < np.median(noise) < 2.3                       # 81 samples each
+    assert 1.4 < noise[0] < 2.6                               # a 500-sigma source on it
+    # the same pixels in a cut-out give the same value: no dependence on the window
+    sub = local_noise(img_src[30:, 20:], centres, origin=(30, 20))
+    inside = (np.rint(centres[:, 1]) >= 30 + 16) & (np.rint(centres[:, 0]) >= 20 + 16)
+    assert 0 < inside.sum() < len(centres)
+    np.testing.assert_array_equal(sub[inside], noise[inside])
+    img_src[:] = np.nan
+    assert np.isnan(local_noise(img_src, centres[:2])).all()
+
+
+def test_fit_snr_chooses_which_sources_get_the_free_fit() -> None:
+    rng = np.random.default_rng(14)
+    centres = _grid_sources(6, rng)[0]
+    n = len(centres)
+    major = rng.uniform(1.5, 4.0, n)                           # intrinsic FWHM, px
+    minor, pa = major * rng.uniform(0.5, 1.0, n), rng.uniform(0, 180, n)
+    beam = shape_covariance(np.array([BEAM_PX[0]]), np.array([BEAM_PX[1]]),
+                            np.array([BEAM_PX[2]]))[0]
+    covs = shape_covariance(major, minor, pa) + beam
+    peaks = np.geomspace(2.0, 200.0, n)                        # SNR 2 .. 200 at noise 1
+    img = _render((170, 170), centres, peaks, covs) + rng.normal(0, 1.0, (170, 170))
+    # the network's shape is 30% too large and its PA 20 deg off
+    net = np.column_stack([np.ones(len(peaks)), major * SCALE * 1.3, minor * SCALE * 1.3,
+                           np.mod(pa + 20, 180)])
+    dets = _dets_at(centres, net)
+    kw = dict(origin=(0, 0), beam_px=BEAM_PX, pixel_scale_arcsec=SCALE, bmin_resolved=0.0)
+    forced = measure_sources(dets, img, fit_snr=None, **kw)
+    np.testing.assert_array_equal(forced.params[:, 1:], net[:, 1:])   # shapes kept
+    start = shape_covariance(net[:, 1] / SCALE, net[:, 2] / SCALE, net[:, 3]) + beam
+    area = np.sqrt(np.linalg.det(start) / np.linalg.det(beam))
+    np.testing.assert_allclose(forced.param("flux"),
+                               fit_amplitudes(img, centres, start, radius=10)[0] * area,
+                               rtol=0.05)
+    every = measure_sources(dets, img, fit_snr=0.0, **kw)
+    some = measure_sources(dets, img, fit_snr=20.0, **kw)
+    snr = peaks / local_noise(img, centres)
+    bright = snr > 25
+    faint = snr < 15
+    assert bright.sum() > 5 and faint.sum() > 5
+    np.testing.assert_allclose(some.params[bright], every.params[bright], rtol=1e-12)
+    np.testing.assert_array_equal(some.params[faint], forced.params[faint])
+    # where the fit is used, the shape error of the network is gone
+    np.testing.assert_allclose(some.param("bmaj")[bright], major[bright] * SCALE, rtol=0.1)
+    with pytest.raises(StreamdetValueError, match="fit_snr"):
+        measure_sources(dets, img, fit_snr=-1.0, **kw)
