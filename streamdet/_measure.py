@@ -16,7 +16,6 @@ FITS convention for a RA axis with negative CDELT1).
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -106,24 +105,28 @@ class _Stamps:
 
 def _stamps(img: NDArray[np.floating], centres: NDArray[np.float64],
             cov0: NDArray[np.float64], *, origin: tuple[int, int], radius: int,
-            aperture: float) -> _Stamps:
+            aperture: float, compact: bool = True) -> _Stamps:
+    """The stamps of N sources; ``compact``: fitted pixels first and the stamps cut to
+    the largest fitted count (what an iterative fit pays for), else the whole squares."""
     n = centres.shape[0]
     ny, nx = img.shape
     off = np.arange(-radius, radius + 1)
     ix = np.rint(centres[:, 0]).astype(np.int64) - origin[1]
     iy = np.rint(centres[:, 1]).astype(np.int64) - origin[0]
-    yy = (iy[:, None] + off[None, :])[:, :, None] + np.zeros_like(off)[None, None, :]
-    xx = (ix[:, None] + off[None, :])[:, None, :] + np.zeros_like(off)[None, :, None]
-    yy, xx = yy.reshape(n, -1), xx.reshape(n, -1)           # (N, P) pixel rows, columns
-    inside = (yy >= 0) & (yy < ny) & (xx >= 0) & (xx < nx)
-    pix = img[np.clip(yy, 0, ny - 1), np.clip(xx, 0, nx - 1)].astype(np.float64)
+    rows, cols = iy[:, None] + off[None, :], ix[:, None] + off[None, :]   # (N, 2r + 1)
+    side = off.size
+    # (N, P) stamps, P = (2r + 1)^2, row-major: row offset slow, column offset fast
+    inside = (((rows >= 0) & (rows < ny))[:, :, None]
+              & ((cols >= 0) & (cols < nx))[:, None, :]).reshape(n, -1)
+    flat = (rows.clip(0, ny - 1) * nx)[:, :, None] + cols.clip(0, nx - 1)[:, None, :]
+    pix = np.asarray(img).ravel()[flat.reshape(n, -1)].astype(np.float64)
     valid = inside & np.isfinite(pix)
     pix = np.where(valid, pix, 0.0)
     # Coordinates relative to each stamp's central pixel keep the numbers small.
     cx = (ix + origin[1]).astype(np.float64)
     cy = (iy + origin[0]).astype(np.float64)
-    gx = (xx - ix[:, None]).astype(np.float64)
-    gy = (yy - iy[:, None]).astype(np.float64)
+    gy = np.broadcast_to(np.repeat(off, side).astype(np.float64), (n, side * side))
+    gx = np.broadcast_to(np.tile(off, side).astype(np.float64), (n, side * side))
 
     inv0 = np.linalg.inv(cov0)
     p = np.column_stack([np.zeros(n), centres[:, 0] - cx, centres[:, 1] - cy,
@@ -131,12 +134,15 @@ def _stamps(img: NDArray[np.floating], centres: NDArray[np.float64],
     dx, dy = gx - p[:, 1:2], gy - p[:, 2:3]
     q0 = p[:, 3:4] * dx * dx + 2.0 * p[:, 4:5] * dx * dy + p[:, 5:6] * dy * dy
     fitted = valid & (q0 <= aperture ** 2)
-    # Fitted pixels first, the stamp cut to the largest fitted count: the square
-    # corners outside the aperture cost nothing.
-    order = np.argsort(~fitted, axis=1, kind="stable")[:, :max(int(fitted.sum(axis=1).max()), 1)]
-    gx, gy, q0 = (np.take_along_axis(a, order, axis=1) for a in (gx, gy, q0))
-    weight = np.take_along_axis(fitted, order, axis=1).astype(np.float64)
-    pix = np.take_along_axis(pix, order, axis=1) * weight
+    if compact:
+        # Fitted pixels first, the stamp cut to the largest fitted count: the square
+        # corners outside the aperture cost nothing.
+        order = np.argsort(~fitted, axis=1, kind="stable")
+        order = order[:, :max(int(fitted.sum(axis=1).max()), 1)]
+        gx, gy, q0, pix = (np.take_along_axis(a, order, axis=1) for a in (gx, gy, q0, pix))
+        fitted = np.take_along_axis(fitted, order, axis=1)
+    weight = fitted.astype(np.float64)
+    pix = pix * weight
     e0 = np.exp(-0.5 * q0) * weight
     p[:, 0] = np.einsum("np,np->n", e0, pix) / np.maximum(np.einsum("np,np->n", e0, e0), 1e-300)
     return _Stamps(gx=gx, gy=gy, pix=pix, weight=weight, cx=cx, cy=cy, p0=p)
@@ -174,7 +180,7 @@ def fit_amplitudes(data: NDArray[np.floating], centres: NDArray[np.float64],
     if centres.shape[0] == 0:
         return np.zeros(0), np.zeros(0, np.bool_)
     st = _stamps(np.asarray(data), centres, cov, origin=origin, radius=radius,
-                 aperture=aperture)
+                 aperture=aperture, compact=False)
     peak = st.p0[:, 0]
     return peak, np.isfinite(peak) & (st.weight.sum(axis=1) >= 7)
 
@@ -327,12 +333,18 @@ def local_noise(data: NDArray[np.floating], centres: NDArray[np.float64], *,
     inside = (yy >= 0) & (yy < ny) & (xx >= 0) & (xx < nx)
     sample = np.where(inside, img[yy.clip(0, ny - 1), xx.clip(0, nx - 1)], np.nan)
     sample = sample.astype(np.float64)
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)      # all-NaN rows -> NaN
-        med = np.nanmedian(sample, axis=1)
-        noise: NDArray[np.float64] = 1.4826 * np.nanmedian(np.abs(sample - med[:, None]),
-                                                           axis=1)
+    med = _row_medians(sample)
+    noise: NDArray[np.float64] = 1.4826 * _row_medians(np.abs(sample - med[:, None]))
     return noise
+
+
+def _row_medians(a: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Median of the finite values of each row (NaN for none): one sort, NaNs last."""
+    a = np.sort(a, axis=1)
+    k = np.isfinite(a).sum(axis=1)
+    rows = np.arange(a.shape[0])
+    lo, hi = a[rows, np.maximum(k - 1, 0) // 2], a[rows, np.minimum(k // 2, a.shape[1] - 1)]
+    return np.where(k > 0, 0.5 * (lo + hi), np.nan)
 
 
 @dataclass(frozen=True)
