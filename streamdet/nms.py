@@ -359,11 +359,16 @@ def _order_by_score_and_centre(boxes: NDArray[np.float64], objectness: NDArray[n
                                ) -> NDArray[np.intp] | None:
     """Objectness descending, then centre x, centre y; None when those keys tie."""
     neg = -objectness.astype(np.float64)
-    cx = 0.5 * (boxes[:, 0] + boxes[:, 2])
-    cy = 0.5 * (boxes[:, 1] + boxes[:, 3])
+    cx = boxes[:, 0] + boxes[:, 2]
+    cx *= 0.5
+    cy = boxes[:, 1] + boxes[:, 3]
+    cy *= 0.5
     order = np.lexsort((cy, cx, neg))
-    o, x, y = neg[order], cx[order], cy[order]
-    if np.any((o[1:] == o[:-1]) & (x[1:] == x[:-1]) & (y[1:] == y[:-1])):
+    tie = np.ones(max(len(order) - 1, 0), np.bool_)
+    for key in (neg, cx, cy):                      # one permuted key at a time
+        k = key[order]
+        tie &= k[1:] == k[:-1]
+    if np.any(tie):
         return None
     return order
 
@@ -429,26 +434,26 @@ def merge_rows(parts: Sequence[Detections], *, iou_threshold: float, kind: NMSKi
     if not parts:
         return np.zeros(0, np.intp)
     # The sort and the NMS need only boxes, scores and chunks: the union of the other
-    # columns is gathered once, for the rows kept (the root merge of a large image
-    # joins ~10^5 rows per part, so no full copy of the union is made on the way).
+    # columns is gathered once, for the rows kept, and nothing of size N is permuted
+    # but the order itself (the root merge of a 16384^2 image joins ~6e5 rows, and the
+    # parts are still held while it runs).
     boxes = np.concatenate([p.boxes for p in parts])
     objectness = np.concatenate([p.objectness for p in parts])
     order = _order_by_score_and_centre(boxes, objectness)
     if order is None:           # ties on the first keys: sort on every column
         order = _canonical_order(Detections.concat(list(parts)))
-    boxes = boxes[order]
-    objectness = objectness[order]
-    chunk = np.concatenate([p.chunk for p in parts])[order]
+    chunk = np.concatenate([p.chunk for p in parts])
     # Only boxes that reach into another chunk's extent can suppress or be suppressed
     # (same-chunk pairs never interact, and an overlap above a threshold >= 0 needs
-    # intersecting boxes): NMS runs on those; all the others are kept.
-    sub = np.flatnonzero(_near_other_groups(boxes, chunk))
+    # intersecting boxes): NMS runs on those, in the canonical order; the others are kept.
+    sub = order[_near_other_groups(boxes, chunk)[order]]
     keep_sub = nms(boxes[sub], objectness[sub], iou_threshold=iou_threshold, kind=kind,
                    groups=chunk[sub])
-    kept = np.ones(len(boxes), np.bool_)
+    del boxes, objectness, chunk
+    kept = np.ones(len(order), np.bool_)
     kept[sub] = False
     kept[sub[keep_sub]] = True
-    rows: NDArray[np.intp] = order[kept]
+    rows: NDArray[np.intp] = order[kept[order]]
     return rows
 
 
@@ -474,24 +479,30 @@ def _near_other_groups(boxes: NDArray[np.float64], groups: NDArray[np.integer]
     order = np.argsort(groups, kind="stable")
     g = np.asarray(groups)[order]
     starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    del g
     if starts.size < 2:
         return mask
-    b = boxes[order]
-    lo = np.minimum.reduceat(b[:, :2], starts, axis=0)     # (G, 2) group x0, y0
-    hi = np.maximum.reduceat(b[:, 2:], starts, axis=0)     # (G, 2) group x1, y1
     stops = np.append(starts[1:], n)
-    hit = np.zeros(n, np.bool_)
+    # (G, 4) bounding rectangle of each group's boxes, read group by group (no sorted
+    # copy of the boxes: the root merge of a large image holds ~6e5 of them)
+    rect = np.array([_bounds(boxes[order[a:b]]) for a, b in zip(starts, stops, strict=True)])
+    lo, hi = rect[:, :2], rect[:, 2:]
     for a in range(starts.size):
         others = np.flatnonzero((lo[:, 0] <= hi[a, 0]) & (hi[:, 0] >= lo[a, 0])
                                 & (lo[:, 1] <= hi[a, 1]) & (hi[:, 1] >= lo[a, 1]))
         others = others[others != a]
         if others.size == 0:
             continue
-        mine = b[starts[a]:stops[a]]
+        rows = order[starts[a]:stops[a]]
+        mine = boxes[rows]
         near = np.zeros(mine.shape[0], np.bool_)
         for o in others.tolist():
             near |= ((mine[:, 0] <= hi[o, 0]) & (mine[:, 2] >= lo[o, 0])
                      & (mine[:, 1] <= hi[o, 1]) & (mine[:, 3] >= lo[o, 1]))
-        hit[starts[a]:stops[a]] = near
-    mask[order] = hit
+        mask[rows] = near
     return mask
+
+
+def _bounds(b: NDArray[np.float64]) -> NDArray[np.float64]:
+    """(4,) x0, y0, x1, y1 of the rectangle that holds the boxes ``b`` (M >= 1, 4)."""
+    return np.concatenate([b[:, :2].min(axis=0), b[:, 2:].max(axis=0)])
