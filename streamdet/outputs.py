@@ -160,7 +160,8 @@ def to_table(dets: Detections, *, wcs: WCS | None = None,
     astropy.table.Table
         Columns (units in ``Column.unit``): ``x``, ``y`` (box centre, px),
         ``ra``, ``dec`` (deg, ICRS, ra in [0, 360); with a WCS), ``width``,
-        ``height`` (px), ``width_arcsec``, ``height_arcsec`` (with a pixel scale),
+        ``height`` (px, float32), ``width_arcsec``, ``height_arcsec`` (float32; with a
+        pixel scale),
         each parameter by name, ``flux_apparent`` and ``pb`` (with ``pb``),
         ``objectness``, ``probability``, ``prior``, ``chunk``, and the box ``x0``,
         ``y0``, ``x1``, ``y1`` (px; four flat columns rather than one (N, 4) column
@@ -187,8 +188,10 @@ def to_table(dets: Detections, *, wcs: WCS | None = None,
     x *= 0.5
     y = boxes[:, 1] + boxes[:, 3]
     y *= 0.5
-    width = boxes[:, 2] - boxes[:, 0]
-    height = boxes[:, 3] - boxes[:, 1]
+    # Sizes in float32 (7 significant digits: ample for a size; positions stay float64),
+    # computed in float64 and rounded once.
+    width = np.subtract(boxes[:, 2], boxes[:, 0], out=np.empty(len(boxes), np.float32))
+    height = np.subtract(boxes[:, 3], boxes[:, 1], out=np.empty(len(boxes), np.float32))
 
     # Columns are gathered first and handed over without another copy (a 16384^2
     # field gives ~350k rows); with copy=False the box, parameter and score columns
@@ -203,7 +206,8 @@ def to_table(dets: Detections, *, wcs: WCS | None = None,
     cols["width"], cols["height"] = width, height
     col_units["width"] = col_units["height"] = u.pix
     if scale is not None:
-        cols["width_arcsec"], cols["height_arcsec"] = width * scale, height * scale
+        cols["width_arcsec"] = width * np.float32(scale)
+        cols["height_arcsec"] = height * np.float32(scale)
         col_units["width_arcsec"] = col_units["height_arcsec"] = u.arcsec
     params = dets.params.astype(np.float64, copy=False)
     for k, name in enumerate(dets.param_names):
