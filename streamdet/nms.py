@@ -355,21 +355,44 @@ def pixel_core_region(x_range: tuple[int, int], y_range: tuple[int, int], *,
     )
 
 
-def _order_by_score_and_centre(boxes: NDArray[np.float64], objectness: NDArray[np.floating]
+BoxRows = NDArray[np.float64] | Callable[[NDArray[np.intp]], NDArray[np.float64]]
+"""(N, 4) boxes, or a function that returns the boxes of the rows it is given."""
+
+
+def _rows_of(boxes: BoxRows) -> Callable[[NDArray[np.intp]], NDArray[np.float64]]:
+    if isinstance(boxes, np.ndarray):
+        return boxes.__getitem__
+    return boxes
+
+
+def _order_by_score_and_centre(boxes: BoxRows, objectness: NDArray[np.floating]
                                ) -> NDArray[np.intp] | None:
-    """Objectness descending, then centre x, centre y; None when those keys tie."""
-    neg = -objectness.astype(np.float64)
-    cx = boxes[:, 0] + boxes[:, 2]
+    """Objectness descending, then centre x, centre y; None when those keys tie.
+
+    One stable sort on the score; only the runs of tied scores are then sorted by
+    centre, so no centre keys of size N are built (the root merge of a 16384^2 image
+    orders ~6e5 rows while its parts are still held).
+    """
+    neg = np.negative(objectness)                   # exact for any float dtype
+    order = np.argsort(neg, kind="stable")
+    ranked = neg[order]
+    tied = np.flatnonzero(ranked[1:] == ranked[:-1])
+    del ranked
+    if tied.size == 0:
+        return order
+    pos = np.union1d(tied, tied + 1)                # every place in a run of equal scores
+    rows = order[pos]
+    b = _rows_of(boxes)(rows)
+    cx = b[:, 0] + b[:, 2]
     cx *= 0.5
-    cy = boxes[:, 1] + boxes[:, 3]
+    cy = b[:, 1] + b[:, 3]
     cy *= 0.5
-    order = np.lexsort((cy, cx, neg))
-    tie = np.ones(max(len(order) - 1, 0), np.bool_)
-    for key in (neg, cx, cy):                      # one permuted key at a time
-        k = key[order]
-        tie &= k[1:] == k[:-1]
-    if np.any(tie):
+    # runs keep their places (pos is sorted by score); inside a run, centre x then y
+    within = np.lexsort((cy, cx, neg[rows]))
+    o, x, y = neg[rows][within], cx[within], cy[within]
+    if np.any((o[1:] == o[:-1]) & (x[1:] == x[:-1]) & (y[1:] == y[:-1])):
         return None
+    order[pos] = rows[within]
     return order
 
 
@@ -437,7 +460,7 @@ def merge_rows(parts: Sequence[Detections], *, iou_threshold: float, kind: NMSKi
     # columns is gathered once, for the rows kept, and nothing of size N is permuted
     # but the order itself (the root merge of a 16384^2 image joins ~6e5 rows, and the
     # parts are still held while it runs).
-    boxes = np.concatenate([p.boxes for p in parts])
+    boxes = _union_rows([p.boxes for p in parts])   # the union's boxes, read row by row
     objectness = np.concatenate([p.objectness for p in parts])
     order = _order_by_score_and_centre(boxes, objectness)
     if order is None:           # ties on the first keys: sort on every column
@@ -447,9 +470,9 @@ def merge_rows(parts: Sequence[Detections], *, iou_threshold: float, kind: NMSKi
     # (same-chunk pairs never interact, and an overlap above a threshold >= 0 needs
     # intersecting boxes): NMS runs on those, in the canonical order; the others are kept.
     sub = order[_near_other_groups(boxes, chunk)[order]]
-    keep_sub = nms(boxes[sub], objectness[sub], iou_threshold=iou_threshold, kind=kind,
+    keep_sub = nms(boxes(sub), objectness[sub], iou_threshold=iou_threshold, kind=kind,
                    groups=chunk[sub])
-    del boxes, objectness, chunk
+    del objectness, chunk
     kept = np.ones(len(order), np.bool_)
     kept[sub] = False
     kept[sub[keep_sub]] = True
@@ -457,13 +480,30 @@ def merge_rows(parts: Sequence[Detections], *, iou_threshold: float, kind: NMSKi
     return rows
 
 
-def _near_other_groups(boxes: NDArray[np.float64], groups: NDArray[np.integer]
-                       ) -> NDArray[np.bool_]:
+def _union_rows(arrays: Sequence[NDArray[np.float64]]
+                ) -> Callable[[NDArray[np.intp]], NDArray[np.float64]]:
+    """Rows of the concatenation of ``arrays`` (each (n_k, 4)), without building it."""
+    offsets = np.cumsum([0] + [len(a) for a in arrays])
+
+    def take(index: NDArray[np.intp]) -> NDArray[np.float64]:
+        index = np.asarray(index, np.intp)
+        out = np.empty((len(index), 4), np.float64)
+        which = np.searchsorted(offsets, index, side="right") - 1
+        for k, a in enumerate(arrays):
+            m = which == k
+            if m.any():
+                out[m] = a[index[m] - offsets[k]]
+        return out
+
+    return take
+
+
+def _near_other_groups(boxes: BoxRows, groups: NDArray[np.integer]) -> NDArray[np.bool_]:
     """Mask of the boxes that touch the bounding rectangle of another group's boxes.
 
     Parameters
     ----------
-    boxes : (N, 4) float64, xyxy px
+    boxes : (N, 4) float64, xyxy px, or a function giving the boxes of given rows
     groups : (N,) int
         Group label (chunk of origin) of each box.
 
@@ -472,10 +512,11 @@ def _near_other_groups(boxes: NDArray[np.float64], groups: NDArray[np.integer]
     (N,) bool
         A superset of the boxes that intersect a box of another group.
     """
-    n = boxes.shape[0]
+    n = len(groups)
     mask = np.zeros(n, np.bool_)
     if n < 2:
         return mask
+    rows_of = _rows_of(boxes)
     order = np.argsort(groups, kind="stable")
     g = np.asarray(groups)[order]
     starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
@@ -485,7 +526,7 @@ def _near_other_groups(boxes: NDArray[np.float64], groups: NDArray[np.integer]
     stops = np.append(starts[1:], n)
     # (G, 4) bounding rectangle of each group's boxes, read group by group (no sorted
     # copy of the boxes: the root merge of a large image holds ~6e5 of them)
-    rect = np.array([_bounds(boxes[order[a:b]]) for a, b in zip(starts, stops, strict=True)])
+    rect = np.array([_bounds(rows_of(order[a:b])) for a, b in zip(starts, stops, strict=True)])
     lo, hi = rect[:, :2], rect[:, 2:]
     for a in range(starts.size):
         others = np.flatnonzero((lo[:, 0] <= hi[a, 0]) & (hi[:, 0] >= lo[a, 0])
@@ -494,7 +535,7 @@ def _near_other_groups(boxes: NDArray[np.float64], groups: NDArray[np.integer]
         if others.size == 0:
             continue
         rows = order[starts[a]:stops[a]]
-        mine = boxes[rows]
+        mine = rows_of(rows)
         near = np.zeros(mine.shape[0], np.bool_)
         for o in others.tolist():
             near |= ((mine[:, 0] <= hi[o, 0]) & (mine[:, 2] >= lo[o, 0])
