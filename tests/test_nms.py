@@ -15,6 +15,8 @@ from streamdet.errors import StreamdetValueError
 from streamdet.nms import (
     _canonical_order,
     _near_other_groups,
+    _order_by_score_and_centre,
+    _union_rows,
     merge,
     merge_rows,
     nms,
@@ -455,3 +457,33 @@ def test_merge_edge_cases() -> None:
         merge(d, Detections.empty(("flux",)), iou_threshold=0.5)
     with pytest.raises(StreamdetValueError, match=r"\[0, 1\]"):
         merge(d, iou_threshold=2.0)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_score_and_centre_order_equals_a_full_lexsort(seed: int) -> None:
+    """One sort on the score, then only the tied runs by centre: the same order as a
+    lexsort on (objectness desc, centre x, centre y), with many ties (few distinct
+    scores, integer centres), and None exactly when all three keys tie."""
+    rng = np.random.default_rng(seed)
+    n = 500
+    boxes = np.round(_boxes(rng, n, 30.0)) if seed % 2 else _boxes(rng, n)
+    scores = rng.choice(rng.random(40).astype(np.float32), n) if seed < 4 else \
+        rng.random(n).astype(np.float32)
+    cx, cy = 0.5 * (boxes[:, 0] + boxes[:, 2]), 0.5 * (boxes[:, 1] + boxes[:, 3])
+    ref = np.lexsort((cy, cx, -scores.astype(np.float64)))
+    full_tie = np.any((np.diff(scores[ref]) == 0) & (np.diff(cx[ref]) == 0)
+                      & (np.diff(cy[ref]) == 0))
+    got = _order_by_score_and_centre(boxes, scores)
+    if full_tie:
+        assert got is None
+    else:
+        assert got is not None and np.array_equal(got, ref)
+    # the same through a row accessor over parts (what merge_rows uses)
+    cut = [0, 123, 124, 400, n]
+    rows = _union_rows([boxes[a:b] for a, b in itertools.pairwise(cut)])
+    idx = rng.permutation(n)
+    np.testing.assert_array_equal(rows(idx), boxes[idx])
+    via = _order_by_score_and_centre(rows, scores)
+    assert (via is None) == (got is None)
+    if got is not None:
+        assert via is not None and np.array_equal(via, got)
