@@ -1,11 +1,15 @@
-"""Source characterisation on the image: an elliptical Gaussian fitted at each detection.
+"""Source characterisation on the image: forced photometry, and Gaussian fits of the
+bright sources.
 
 The network places and sizes its boxes well, but its flux and shape regressions are
 coarse (a few 10^5 weights, grid cells of 4-8 px). Like the classical finders, the
-engine then measures each source on the pixels themselves: a 2D elliptical Gaussian
-(peak, centre, covariance) is fitted by Levenberg-Marquardt, vectorised over all the
-detections of a window, starting from the network's position and shape convolved with
-the restoring beam. Integrated flux is ``peak * sqrt(det C_obs / det C_beam)``
+engine then measures each source on the pixels themselves, vectorised over all the
+detections of a window. Every source gets forced photometry: the peak of a Gaussian
+with the network's shape convolved with the restoring beam, at the detection, by linear
+least squares (the matched filter when the shape is right). From a peak of ``fit_snr``
+times the local noise, a 2D elliptical Gaussian (peak, centre, covariance) is fitted by
+Levenberg-Marquardt from that start (at lower signal-to-noise a free fit widens on the
+noise and biases the flux up). Integrated flux is ``peak * sqrt(det C_obs / det C_beam)``
 (Jy/beam -> Jy) and the intrinsic shape is ``C_obs - C_beam`` (deconvolution).
 
 Conventions: pixel ``(i, j)`` is row ``y = i``, column ``x = j``; sizes are FWHM;
@@ -86,11 +90,11 @@ def shape_of(cov: NDArray[np.float64]
 
 @dataclass(frozen=True)
 class _Stamps:
-    """The fitted pixels of N sources, fitted pixels first along axis 1 (P columns).
+    """The stamps of N sources, (N, P) each (fitted pixels first when compact).
 
     ``gx, gy``: pixel offsets from each stamp's central pixel ``(cx, cy)``; ``pix``: the
-    data there (0 where not fitted); ``weight``: 1 where fitted; ``q0``: squared
-    Mahalanobis distance under the starting shape; ``p0``: the start parameters
+    data there (0 where not fitted); ``weight``: 1 where fitted (inside the image,
+    finite, within the aperture of the starting shape); ``p0``: (N, 6) start parameters
     (peak by linear least squares, centre offsets, inverse covariance terms).
     """
 
