@@ -492,6 +492,8 @@ def measure_sources(dets: Detections, data: NDArray[np.floating], *, origin: tup
 
 
 def _with_params(dets: Detections, params: NDArray[np.float64]) -> Detections:
+    """``dets`` with new parameter values, in the dtype of its own."""
     return Detections(boxes=dets.boxes, objectness=dets.objectness,
-                      probability=dets.probability, prior=dets.prior, params=params,
+                      probability=dets.probability, prior=dets.prior,
+                      params=params.astype(dets.params.dtype, copy=False),
                       param_names=dets.param_names, chunk=dets.chunk)

@@ -223,7 +223,9 @@ def decode(grid: ArrayLike, contract: ModelContract, *,
     else:
         prob = np.ones(tile.size, np.float32)
     pidx = [contract.channel_index(c) for c in contract.param_channels]
-    params = decode_params(vals[:, pidx], contract)
+    # float32: 7 significant digits are ample for fluxes, sizes and angles, and the
+    # catalogue is held for the whole run (16 bytes a row less with 4 parameters)
+    params = decode_params(vals[:, pidx], contract).astype(np.float32)
     return Detections(
         boxes=boxes,
         objectness=obj[tile, box, gy, gx].astype(np.float32),

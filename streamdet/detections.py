@@ -29,8 +29,9 @@ class Detections:
         Detection probability in [0, 1].
     prior : (N,) int16
         Index of the box prior (anchor) that produced the detection.
-    params : (N, P) float64
-        Decoded physical parameters, in the order of ``param_names``.
+    params : (N, P) float
+        Decoded physical parameters, in the order of ``param_names`` (float32 from the
+        decoder; any float dtype is accepted).
     param_names : tuple of str
         Names of the ``P`` parameter columns (e.g. ``("flux", "bmaj", "bmin", "pa")``).
     chunk : (N,) int32
@@ -41,7 +42,7 @@ class Detections:
     objectness: NDArray[np.float32]
     probability: NDArray[np.float32]
     prior: NDArray[np.int16]
-    params: NDArray[np.float64]
+    params: NDArray[np.floating]
     param_names: tuple[str, ...] = ()
     chunk: NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, np.int32))
 
@@ -71,7 +72,7 @@ class Detections:
             objectness=np.zeros(0, np.float32),
             probability=np.zeros(0, np.float32),
             prior=np.zeros(0, np.int16),
-            params=np.zeros((0, len(names)), np.float64),
+            params=np.zeros((0, len(names)), np.float32),
             param_names=names,
             chunk=np.zeros(0, np.int32),
         )
@@ -185,7 +186,7 @@ class Detections:
         """(N, 2) float64 box centres ``(x, y)`` in pixels."""
         return 0.5 * (self.boxes[:, :2] + self.boxes[:, 2:])
 
-    def param(self, name: str) -> NDArray[np.float64]:
+    def param(self, name: str) -> NDArray[np.floating]:
         """Return the column of parameter ``name``."""
         try:
             return self.params[:, self.param_names.index(name)]

@@ -209,7 +209,7 @@ def to_table(dets: Detections, *, wcs: WCS | None = None,
         cols["width_arcsec"] = width * np.float32(scale)
         cols["height_arcsec"] = height * np.float32(scale)
         col_units["width_arcsec"] = col_units["height_arcsec"] = u.arcsec
-    params = dets.params.astype(np.float64, copy=False)
+    params = dets.params
     for k, name in enumerate(dets.param_names):
         cols[name] = params[:, k] if not copy else params[:, k].copy()
         if units.get(name):
