@@ -332,11 +332,13 @@ def local_noise(data: NDArray[np.floating], centres: NDArray[np.float64], *,
     off = np.arange(-half, half + 1, step)
     ix = np.rint(centres[:, 0]).astype(np.int64) - origin[1]
     iy = np.rint(centres[:, 1]).astype(np.int64) - origin[0]
-    yy = np.repeat(iy[:, None] + off[None, :], off.size, axis=1)
-    xx = np.tile(ix[:, None] + off[None, :], (1, off.size))
-    inside = (yy >= 0) & (yy < ny) & (xx >= 0) & (xx < nx)
-    sample = np.where(inside, img[yy.clip(0, ny - 1), xx.clip(0, nx - 1)], np.nan)
-    sample = sample.astype(np.float64)
+    rows, cols = iy[:, None] + off[None, :], ix[:, None] + off[None, :]
+    flat = (rows.clip(0, ny - 1) * nx)[:, :, None] + cols.clip(0, nx - 1)[:, None, :]
+    sample = img.ravel()[flat.reshape(n, -1)].astype(np.float64)
+    inside = (((rows >= 0) & (rows < ny))[:, :, None]
+              & ((cols >= 0) & (cols < nx))[:, None, :]).reshape(n, -1)
+    if not inside.all():
+        sample[~inside] = np.nan
     med = _row_medians(sample)
     noise: NDArray[np.float64] = 1.4826 * _row_medians(np.abs(sample - med[:, None]))
     return noise
