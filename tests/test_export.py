@@ -95,6 +95,8 @@ def test_default_network_geometry(default_net: YoloCianna) -> None:
     assert default_net.receptive_start == -92
     assert c.nbox == 9 and c.n_channels == 99
     assert c.priors == ((6.0, 6.0),) * 6 + ((12.0, 9.0), (9.0, 12.0), (24.0, 24.0))
+    # a new export measures by forced photometry, the free fit from a 20-sigma peak
+    assert c.measure["fit_snr"] == 20.0
 
 
 # --------------------------------------------------------------------------- export
