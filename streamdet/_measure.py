@@ -107,23 +107,39 @@ class _Stamps:
     p0: NDArray[np.float64]
 
 
+def _box_samples(img: NDArray[np.floating], ix: NDArray[np.int64], iy: NDArray[np.int64],
+                 off: NDArray[np.int64]) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """Pixels ``img[iy + dy, ix + dx]`` for every pair of offsets ``dy, dx`` in ``off``.
+
+    Returns
+    -------
+    pix : (N, K^2) float64
+        Row-major over the box (row offset slow, column offset fast); out-of-image
+        samples hold the nearest edge pixel.
+    inside : (N, K^2) bool
+        The sample lies in ``img``.
+    """
+    ny, nx = img.shape
+    n = len(ix)
+    rows, cols = iy[:, None] + off[None, :], ix[:, None] + off[None, :]   # (N, K)
+    inside = (((rows >= 0) & (rows < ny))[:, :, None]
+              & ((cols >= 0) & (cols < nx))[:, None, :]).reshape(n, -1)
+    flat = (rows.clip(0, ny - 1) * nx)[:, :, None] + cols.clip(0, nx - 1)[:, None, :]
+    pix = np.asarray(img).ravel()[flat.reshape(n, -1)].astype(np.float64)
+    return pix, inside
+
+
 def _stamps(img: NDArray[np.floating], centres: NDArray[np.float64],
             cov0: NDArray[np.float64], *, origin: tuple[int, int], radius: int,
             aperture: float, compact: bool = True) -> _Stamps:
     """The stamps of N sources; ``compact``: fitted pixels first and the stamps cut to
     the largest fitted count (what an iterative fit pays for), else the whole squares."""
     n = centres.shape[0]
-    ny, nx = img.shape
     off = np.arange(-radius, radius + 1)
     ix = np.rint(centres[:, 0]).astype(np.int64) - origin[1]
     iy = np.rint(centres[:, 1]).astype(np.int64) - origin[0]
-    rows, cols = iy[:, None] + off[None, :], ix[:, None] + off[None, :]   # (N, 2r + 1)
     side = off.size
-    # (N, P) stamps, P = (2r + 1)^2, row-major: row offset slow, column offset fast
-    inside = (((rows >= 0) & (rows < ny))[:, :, None]
-              & ((cols >= 0) & (cols < nx))[:, None, :]).reshape(n, -1)
-    flat = (rows.clip(0, ny - 1) * nx)[:, :, None] + cols.clip(0, nx - 1)[:, None, :]
-    pix = np.asarray(img).ravel()[flat.reshape(n, -1)].astype(np.float64)
+    pix, inside = _box_samples(img, ix, iy, off)
     valid = inside & np.isfinite(pix)
     pix = np.where(valid, pix, 0.0)
     # Coordinates relative to each stamp's central pixel keep the numbers small.
@@ -325,18 +341,13 @@ def local_noise(data: NDArray[np.floating], centres: NDArray[np.float64], *,
         Jy/beam; NaN where no sample is finite.
     """
     img = np.asarray(data)
-    ny, nx = img.shape
     n = len(centres)
     if n == 0:
         return np.zeros(0)
     off = np.arange(-half, half + 1, step)
     ix = np.rint(centres[:, 0]).astype(np.int64) - origin[1]
     iy = np.rint(centres[:, 1]).astype(np.int64) - origin[0]
-    rows, cols = iy[:, None] + off[None, :], ix[:, None] + off[None, :]
-    flat = (rows.clip(0, ny - 1) * nx)[:, :, None] + cols.clip(0, nx - 1)[:, None, :]
-    sample = img.ravel()[flat.reshape(n, -1)].astype(np.float64)
-    inside = (((rows >= 0) & (rows < ny))[:, :, None]
-              & ((cols >= 0) & (cols < nx))[:, None, :]).reshape(n, -1)
+    sample, inside = _box_samples(img, ix, iy, off)
     if not inside.all():
         sample[~inside] = np.nan
     med = _row_medians(sample)

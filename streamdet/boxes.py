@@ -26,6 +26,7 @@ __all__ = [
     "box_diou_paired",
     "box_iou",
     "box_iou_paired",
+    "centre_columns",
     "check_boxes",
     "cxcywh_to_xyxy",
     "xyxy_to_cxcywh",
@@ -93,6 +94,19 @@ def xyxy_to_cxcywh(boxes: ArrayLike) -> Boxes:
     out[:, 2] = b[:, 2] - b[:, 0]
     out[:, 3] = b[:, 3] - b[:, 1]
     return out
+
+
+def centre_columns(boxes: Boxes) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Centres of xyxy boxes as two new columns ``(cx, cy)``, each (N,) float64, px.
+
+    The same values as the first two columns of :func:`xyxy_to_cxcywh`, computed in
+    place (no (N, 2) or (N, 4) temporaries, for catalogues of ~10^6 rows); no checks.
+    """
+    cx = boxes[:, 0] + boxes[:, 2]
+    cx *= 0.5
+    cy = boxes[:, 1] + boxes[:, 3]
+    cy *= 0.5
+    return cx, cy
 
 
 def cxcywh_to_xyxy(boxes: ArrayLike) -> Boxes:

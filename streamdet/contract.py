@@ -589,14 +589,15 @@ def _validate(c: ModelContract) -> None:
     iou = c.nms.get("iou_threshold")
     if not isinstance(iou, int | float) or isinstance(iou, bool) or not 0 < float(iou) <= 1:
         raise _fail(f"nms.iou_threshold {iou!r} must be a number in (0, 1]")
+    def finite_nonnegative(v: object) -> bool:
+        return _is_number(v) and 0 <= float(v) < math.inf  # type: ignore[arg-type]
+
     for key in ("bmin_resolved", "bmaj_resolved"):
         resolved = c.measure.get(key)
-        if (not isinstance(resolved, int | float) or isinstance(resolved, bool)
-                or not 0 <= float(resolved) < math.inf):
+        if not finite_nonnegative(resolved):
             raise _fail(f"measure.{key} {resolved!r} must be a finite number >= 0")
     fit_snr = c.measure.get("fit_snr")
-    if fit_snr is not None and (not isinstance(fit_snr, int | float) or isinstance(fit_snr, bool)
-                                or not 0 <= float(fit_snr) < math.inf):
+    if fit_snr is not None and not finite_nonnegative(fit_snr):
         raise _fail(f"measure.fit_snr {fit_snr!r} must be a finite number >= 0, or null "
                     "(forced photometry only)")
     if "default" not in c.thresholds:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
 from .errors import StreamdetValueError
 
@@ -124,19 +124,10 @@ class Detections:
         else:
             # Each output row is read straight from its part: no union of a column is
             # built (the root merge of a 16384^2 image gathers ~3.5e5 rows).
-            offsets = np.cumsum([0] + [len(b) for b in store["boxes"]])
-            index = np.asarray(index, np.intp)
-            which = np.searchsorted(offsets, index, side="right") - 1
-            rows = [np.flatnonzero(which == k) for k in range(len(offsets) - 1)]
-            local = [index[r] - offsets[k] for k, r in enumerate(rows)]
-            del which
+            located = _locate([len(b) for b in store["boxes"]], index)
 
             def column(name: str) -> NDArray[Any]:
-                cols = store[name]
-                out = np.empty((len(index), *cols[0].shape[1:]), np.result_type(*cols))
-                for r, loc, c in zip(rows, local, cols, strict=True):
-                    out[r] = c[loc]
-                return out
+                return _take_rows(store[name], located)
 
         built: dict[str, NDArray[Any]] = {}
         for name in fields:
@@ -193,3 +184,28 @@ class Detections:
         except ValueError:
             raise StreamdetValueError(
                 f"no parameter {name!r}; have {self.param_names}") from None
+
+
+Located = list[tuple[NDArray[np.intp], NDArray[np.intp]]]
+"""Per part: the output positions of its rows and their indices within it."""
+
+
+def _locate(lengths: Sequence[int], index: ArrayLike) -> Located:
+    """Where rows ``index`` of a concatenation of parts of ``lengths`` rows come from."""
+    offsets = np.cumsum([0, *lengths])
+    index = np.asarray(index, np.intp)
+    which = np.searchsorted(offsets, index, side="right") - 1
+    located = []
+    for k in range(len(lengths)):
+        at = np.flatnonzero(which == k)
+        located.append((at, index[at] - offsets[k]))
+    return located
+
+
+def _take_rows(arrays: Sequence[NDArray[Any]], located: Located) -> NDArray[Any]:
+    """The located rows of the concatenation of ``arrays``, without building it."""
+    n = sum(len(at) for at, _ in located)
+    out = np.empty((n, *arrays[0].shape[1:]), np.result_type(*arrays))
+    for (at, local), a in zip(located, arrays, strict=True):
+        out[at] = a[local]
+    return out

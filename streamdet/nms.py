@@ -58,8 +58,8 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from .boxes import _diou, _iou, check_boxes
-from .detections import Detections
+from .boxes import _diou, _iou, centre_columns, check_boxes
+from .detections import Detections, _locate, _take_rows
 from .errors import StreamdetValueError
 
 __all__ = [
@@ -382,14 +382,11 @@ def _order_by_score_and_centre(boxes: BoxRows, objectness: NDArray[np.floating]
         return order
     pos = np.union1d(tied, tied + 1)                # every place in a run of equal scores
     rows = order[pos]
-    b = _rows_of(boxes)(rows)
-    cx = b[:, 0] + b[:, 2]
-    cx *= 0.5
-    cy = b[:, 1] + b[:, 3]
-    cy *= 0.5
+    cx, cy = centre_columns(_rows_of(boxes)(rows))
+    score = neg[rows]
     # runs keep their places (pos is sorted by score); inside a run, centre x then y
-    within = np.lexsort((cy, cx, neg[rows]))
-    o, x, y = neg[rows][within], cx[within], cy[within]
+    within = np.lexsort((cy, cx, score))
+    o, x, y = score[within], cx[within], cy[within]
     if np.any((o[1:] == o[:-1]) & (x[1:] == x[:-1]) & (y[1:] == y[:-1])):
         return None
     order[pos] = rows[within]
@@ -483,17 +480,11 @@ def merge_rows(parts: Sequence[Detections], *, iou_threshold: float, kind: NMSKi
 def _union_rows(arrays: Sequence[NDArray[np.float64]]
                 ) -> Callable[[NDArray[np.intp]], NDArray[np.float64]]:
     """Rows of the concatenation of ``arrays`` (each (n_k, 4)), without building it."""
-    offsets = np.cumsum([0] + [len(a) for a in arrays])
+    lengths = [len(a) for a in arrays]
 
     def take(index: NDArray[np.intp]) -> NDArray[np.float64]:
-        index = np.asarray(index, np.intp)
-        out = np.empty((len(index), 4), np.float64)
-        which = np.searchsorted(offsets, index, side="right") - 1
-        for k, a in enumerate(arrays):
-            m = which == k
-            if m.any():
-                out[m] = a[index[m] - offsets[k]]
-        return out
+        rows: NDArray[np.float64] = _take_rows(arrays, _locate(lengths, index))
+        return rows
 
     return take
 
