@@ -24,9 +24,8 @@ from typing import Any
 import numpy as np
 
 import streamdet
-from streamdet._infer import owned_region, shift_to, window_tiles
+from streamdet._infer import owned_region, refine_detections, window_tiles
 from streamdet._plan import padded_size, plan_windows
-from streamdet._refine import refine_centres
 from streamdet.contract import normalise
 from streamdet.decode import decode
 from streamdet.detections import Detections
@@ -110,12 +109,12 @@ def main() -> None:
             with stage("decode"):
                 parts.append(decode(grid[:, :, gy0:gy1, gx0:gx1], contract, threshold=threshold,
                                     origins=np.array([[t.core[2], t.core[0]]], np.float64)))
-        with stage("NMS"):
-            dets = nms_detections(Detections.concat(parts), iou_threshold=cfg.iou_threshold,
-                                  kind=cfg.nms_kind)
-        dets = owned(dets, owned_region(w, limit))
+        dets = Detections.concat(parts)
         with stage("refine"):
-            dets = shift_to(dets, refine_centres(data, dets.centers, origin=(y0, x0)))
+            dets = refine_detections(dets, data, origin=(y0, x0))
+        with stage("NMS"):
+            dets = nms_detections(dets, iou_threshold=cfg.iou_threshold, kind=cfg.nms_kind)
+        dets = owned(dets, owned_region(w, limit))
         if measure is not None and len(dets):
             with stage("measure"):
                 dets = measure(dets, data, origin=(y0, x0))

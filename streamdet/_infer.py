@@ -10,14 +10,14 @@ from numpy.typing import NDArray
 
 from ._measure import MeasureConfig
 from ._plan import Window, plan_windows, round_up
-from ._refine import refine_centres
+from ._refine import one_per_peak, refine_centres
 from .contract import Model, normalise
 from .decode import decode
 from .detections import Detections
 from .nms import NMSKind, nms_detections, owned
 
-__all__ = ["detect_window", "even_tile", "owned_region", "shift_to", "skip_window",
-           "window_tiles"]
+__all__ = ["detect_window", "even_tile", "owned_region", "refine_detections", "shift_to",
+           "skip_window", "window_tiles"]
 
 # A model whose session spreads one forward pass over several intra-op threads runs
 # one pass at a time per process (no oversubscription); single-threaded sessions run
@@ -96,7 +96,9 @@ def detect_window(data: NDArray[np.floating], window: Window, model: Model, *, t
         ``"iou"`` or ``"diou"``.
     refine : bool
         Move each owned box onto the sub-pixel peak of the image
-        (:func:`streamdet._refine.refine_centres`); ownership is decided before.
+        (:func:`refine_detections`) before the window's NMS, so that the NMS here and
+        in the cross-window merge compare the same boxes, and ownership is decided on
+        the refined centres.
     measure : MeasureConfig or None
         Measure flux and shape on ``data`` (:func:`streamdet._measure.measure_sources`);
         None keeps the network's values.
@@ -143,11 +145,11 @@ def detect_window(data: NDArray[np.floating], window: Window, model: Model, *, t
                 parts.append(decode(cells, contract, threshold=threshold,
                                     origins=np.array([[t.core[2], t.core[0]]], np.float64)))
     dets = Detections.concat(parts) if parts else Detections.empty(names)
-    dets = nms_detections(dets, iou_threshold=iou_threshold, kind=nms_kind)
-    # Ownership by box centre (see owned_region).
-    dets = owned(dets, owned_region(window, limit)).with_chunk(window.index)
     if refine and len(dets):
-        dets = shift_to(dets, refine_centres(np.asarray(data), dets.centers, origin=(ry0, rx0)))
+        dets = refine_detections(dets, np.asarray(data), origin=(ry0, rx0))
+    dets = nms_detections(dets, iou_threshold=iou_threshold, kind=nms_kind)
+    # Ownership by (refined) box centre (see owned_region).
+    dets = owned(dets, owned_region(window, limit)).with_chunk(window.index)
     if measure is not None and len(dets):
         dets = measure(dets, np.asarray(data), origin=(ry0, rx0))
     return dets
@@ -163,6 +165,34 @@ def owned_region(window: Window, limit: tuple[int, int, int, int]
     inf = np.inf
     return (-inf if cx0 == lx0 else cx0 - 0.5, -inf if cy0 == ly0 else cy0 - 0.5,
             inf if cx1 == lx1 else cx1 - 0.5, inf if cy1 == ly1 else cy1 - 0.5)
+
+
+def refine_detections(dets: Detections, data: NDArray[np.floating], *,
+                      origin: tuple[int, int]) -> Detections:
+    """Move every box onto the sub-pixel image peak and keep one box per peak.
+
+    Parameters
+    ----------
+    dets : Detections
+        Decoded boxes, image px.
+    data : (ny, nx) float array, Jy/beam
+        Pixels around the boxes; ``data[0, 0]`` is image pixel ``origin`` ``(y0, x0)``.
+    origin : tuple of int
+        ``(y0, x0)``.
+
+    Returns
+    -------
+    Detections
+        The boxes translated onto their refined centres
+        (:func:`streamdet._refine.refine_centres`), without the duplicates that land on
+        a peak another box of higher objectness holds
+        (:func:`streamdet._refine.one_per_peak`); input order otherwise.
+    """
+    centres = refine_centres(data, dets.centers, origin=origin)
+    keep = one_per_peak(centres, dets.objectness, dets.boxes)
+    if keep.size < len(dets):
+        dets, centres = dets.take(keep), centres[keep]
+    return shift_to(dets, centres)
 
 
 def shift_to(dets: Detections, centres: NDArray[np.float64]) -> Detections:

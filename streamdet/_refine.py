@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["refine_centres"]
+__all__ = ["one_per_peak", "refine_centres"]
 
 
 def refine_centres(data: NDArray[np.floating], centres: NDArray[np.float64], *,
@@ -74,3 +74,39 @@ def refine_centres(data: NDArray[np.floating], centres: NDArray[np.float64], *,
     out[ok, 0] = new_x[ok]
     out[ok, 1] = new_y[ok]
     return out
+
+
+def one_per_peak(centres: NDArray[np.float64], objectness: NDArray[np.floating],
+                 boxes: NDArray[np.float64]) -> NDArray[np.intp]:
+    """Rows to keep so that no two detections share a refined centre.
+
+    Two boxes of one source (two priors, or two cells) are often refined onto the same
+    image peak, where they get bit-identical centres; the box of higher objectness is
+    the source, the others are duplicates (an IoU-based NMS keeps both when their sizes
+    differ). Ties are broken by the box itself (smaller first), so the choice does not
+    depend on the order of the rows.
+
+    Parameters
+    ----------
+    centres : (N, 2) float64
+        Refined centres ``(x, y)``, image px (:func:`refine_centres`).
+    objectness : (N,) float
+        Scores; the highest of each group of equal centres is kept.
+    boxes : (N, 4) float64, xyxy px
+        The boxes (tie-break only).
+
+    Returns
+    -------
+    (K,) intp
+        Indices of the kept rows, ascending.
+    """
+    n = centres.shape[0]
+    if n < 2:
+        return np.arange(n, dtype=np.intp)
+    score = np.negative(np.asarray(objectness, np.float64))
+    order = np.lexsort((boxes[:, 3], boxes[:, 2], boxes[:, 1], boxes[:, 0], score,
+                        centres[:, 1], centres[:, 0]))
+    ranked = centres[order]
+    first = np.r_[True, np.any(ranked[1:] != ranked[:-1], axis=1)]
+    keep: NDArray[np.intp] = np.sort(order[first])
+    return keep

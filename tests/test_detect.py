@@ -13,7 +13,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 import streamdet
-from streamdet._infer import shift_to
+from streamdet._infer import refine_detections
 from streamdet._measure import measure_sources
 from streamdet._refine import refine_centres
 from streamdet.cli import main
@@ -44,17 +44,17 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Model:
 
 def reference(image: np.ndarray, model: Model, threshold: float = THRESHOLD,
               refine: bool = True, measure: bool = True) -> Detections:
-    """Whole-image forward pass (one ONNX call), decode, one global NMS, peak refinement,
-    Gaussian fits on the whole image."""
+    """Whole-image forward pass (one ONNX call), decode, peak refinement (one box per
+    peak), one global NMS, Gaussian fits on the whole image."""
     c = model.contract
     s = c.stride[-1]
     ny, nx = image.shape
     buf = np.zeros((-(-ny // s) * s, -(-nx // s) * s), np.float32)
     buf[:ny, :nx] = normalise(image, c)
     dets = decode(model.run(buf[None, None]), c, threshold=threshold)
-    dets = nms_detections(dets, iou_threshold=c.nms["iou_threshold"], kind=c.nms["kind"])
     if refine:
-        dets = shift_to(dets, refine_centres(image, dets.centers, origin=(0, 0)))
+        dets = refine_detections(dets, image, origin=(0, 0))
+    dets = nms_detections(dets, iou_threshold=c.nms["iou_threshold"], kind=c.nms["kind"])
     how = _measurement(c, None)
     if measure and how is not None:
         dets = measure_sources(dets, image, origin=(0, 0), beam_px=how.beam_px,
