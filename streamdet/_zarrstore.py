@@ -13,6 +13,13 @@ A store is a Zarr v3 group holding:
   spectral for cubes, as header cards), ``beam`` (degrees), ``freq_hz``, ``bunit``;
 - while a conversion is unfinished, ``streamdet-progress.json``: the write-blocks done so far.
 
+Crash safety: a store is built (group, arrays, progress file) in a hidden directory beside
+its path, ``.NAME.creating-PID``, and renamed onto the path only when whole, so a store at
+its path always has its ``image`` array; a store is removed by renaming it to
+``.NAME.removing-PID`` first. Either kind left by a killed process is deleted by the next
+conversion of the same path (:func:`remove_stale_siblings`). The completeness attribute is
+the last metadata written.
+
 Metadata is consolidated when the store is completed, so ``xarray.open_zarr(store)`` opens it
 without warnings.
 """
@@ -23,6 +30,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -39,7 +47,7 @@ from zarr.codecs import BloscCodec, BloscShuffle, ZstdCodec
 
 from ._fits import wcs_from_cards
 from ._version import __version__
-from .errors import StreamdetFileNotFoundError, StreamdetValueError
+from .errors import IncompleteStoreError, StreamdetFileNotFoundError, StreamdetValueError
 
 __all__ = [
     "ARRAY",
@@ -59,9 +67,12 @@ __all__ = [
     "read_coord",
     "read_meta",
     "remove_partials",
+    "remove_stale_siblings",
+    "remove_store",
     "save_progress",
     "shape_spec",
     "stored_bytes",
+    "structure_problem",
     "wcs_from_meta",
 ]
 
@@ -75,6 +86,8 @@ DEFAULT_CHUNKS_IMAGE = (1024, 1024)
 DEFAULT_CHUNKS_CUBE = (64, 256, 256)
 ZSTD_LEVEL = 1  # zstd level 1: ~1.3 GB/s/core on noise-like float32, ratio within 1% of level 3
 _PARTIAL = re.compile(r"\.[0-9a-f]{32}\.partial$")  # zarr LocalStore's temporary files
+_CREATING = "creating"  # .NAME.creating-PID: a store being built, renamed onto NAME when whole
+_REMOVING = "removing"  # .NAME.removing-PID: a store being deleted
 
 
 def _compressors(codec: str) -> Any:
@@ -219,32 +232,130 @@ def wcs_from_meta(meta: StoreMeta) -> WCS | None:
     return None if not meta.wcs_cards else wcs_from_cards(meta.wcs_cards, shape=meta.shape)
 
 
+_ACTIVE: set[str] = set()  # names of the sibling directories this process is using now
+
+
+def _sibling(path: Path, kind: str) -> Path:
+    return path.parent / f".{path.name}.{kind}-{os.getpid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+def remove_stale_siblings(path: Path, *, all_stale: bool = False) -> list[Path]:
+    """Delete the ``.NAME.creating-PID`` / ``.NAME.removing-PID`` directories beside ``path``
+    left by killed or interrupted processes (those whose PID is not running, or with
+    ``all_stale``, for a caller holding the store's lock, every one not in use by this
+    process); return them."""
+    parent = path.parent if str(path.parent) else Path(".")
+    removed: list[Path] = []
+    prefixes = tuple(f".{path.name}.{kind}-" for kind in (_CREATING, _REMOVING))
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return removed
+    for name in names:
+        prefix = next((p for p in prefixes if name.startswith(p)), None)
+        if prefix is None or not name[len(prefix):].isdigit():
+            continue
+        pid = int(name[len(prefix):])
+        victim = parent / name
+        if str(victim.absolute()) in _ACTIVE or (
+                not all_stale and pid != os.getpid() and _pid_alive(pid)):
+            continue
+        if victim.is_dir() and not victim.is_symlink():
+            shutil.rmtree(victim, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                victim.unlink()
+        removed.append(victim)
+    return removed
+
+
+def remove_store(path: Path) -> None:
+    """Delete a store directory: rename it aside first (one atomic step), then delete it, so
+    a kill part-way never leaves a half-deleted store at ``path``."""
+    trash = _sibling(path, _REMOVING)
+    _ACTIVE.add(str(trash.absolute()))
+    try:
+        if trash.exists():
+            shutil.rmtree(trash)
+        os.rename(path, trash)
+        shutil.rmtree(trash)
+    finally:
+        _ACTIVE.discard(str(trash.absolute()))
+
+
 def create_store(path: Path, *, shape: tuple[int, ...], dims: tuple[str, ...],
                  chunks: tuple[int, ...], shards: tuple[int, ...] | None, codec: str,
                  attrs: dict[str, Any], bunit: str | None,
                  channels: NDArray[np.float64] | None, channel_unit: str | None,
                  n_blocks: int) -> None:
     """Create an empty, incomplete store (group, ``image`` array, ``freq`` coordinate, a
-    progress file with none of its ``n_blocks`` write-blocks done)."""
+    progress file with none of its ``n_blocks`` write-blocks done).
+
+    The store is built in ``.NAME.creating-PID`` beside ``path`` and renamed onto ``path``
+    (which must not exist, or be an empty directory) when whole: a kill at any point
+    leaves either no store or a whole empty one."""
     group_attrs = {"streamdet_format": FORMAT, "streamdet_version": __version__,
                    COMPLETE: False, **attrs}
-    root = zarr.open_group(path, mode="w-", zarr_format=3, attributes=group_attrs)
-    root.create_array(ARRAY, shape=shape, dtype="float32", chunks=chunks, shards=shards,
-                      compressors=_compressors(codec), fill_value=np.nan,
-                      dimension_names=dims, attributes={"units": bunit} if bunit else {})
-    if channels is not None:
-        coord = root.create_array(COORD, shape=channels.shape, dtype="float64",
-                                  chunks=channels.shape, compressors=None,
-                                  dimension_names=(COORD,),
-                                  attributes={"units": channel_unit} if channel_unit else {})
-        coord[...] = channels
-    save_progress(path, (), n_blocks)
+    tmp = _sibling(path, _CREATING)
+    _ACTIVE.add(str(tmp.absolute()))
+    try:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        root = zarr.open_group(tmp, mode="w-", zarr_format=3, attributes=group_attrs)
+        root.create_array(ARRAY, shape=shape, dtype="float32", chunks=chunks, shards=shards,
+                          compressors=_compressors(codec), fill_value=np.nan,
+                          dimension_names=dims, attributes={"units": bunit} if bunit else {})
+        if channels is not None:
+            coord = root.create_array(COORD, shape=channels.shape, dtype="float64",
+                                      chunks=channels.shape, compressors=None,
+                                      dimension_names=(COORD,),
+                                      attributes={"units": channel_unit} if channel_unit
+                                      else {})
+            coord[...] = channels
+        save_progress(tmp, (), n_blocks)
+        os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        _ACTIVE.discard(str(tmp.absolute()))
+
+
+def structure_problem(path: Path, meta: StoreMeta, *, coord: bool) -> str | None:
+    """Why an incomplete store cannot be resumed (its ``image`` array is missing or does
+    not match its recorded layout, or its ``freq`` coordinate is missing), or None."""
+    try:
+        root = zarr.open_group(path, mode="r", zarr_format=3)
+        arr = root[ARRAY] if ARRAY in root else None
+        if not isinstance(arr, zarr.Array):
+            return f"no {ARRAY!r} array"
+        if (arr.shape, arr.dtype, arr.chunks, arr.shards) != (
+                meta.shape, np.dtype("float32"), meta.chunks, meta.shards):
+            return f"the {ARRAY!r} array does not match the recorded layout"
+        if coord and not isinstance(root[COORD] if COORD in root else None, zarr.Array):
+            return f"no {COORD!r} coordinate"
+    except Exception as exc:  # zarr raises many types on damaged metadata
+        return f"unreadable metadata ({type(exc).__name__}: {exc})"
+    return None
 
 
 def open_array(path: Path, *, write: bool = False) -> zarr.Array[Any]:
     """The ``image`` array of a store."""
     root = zarr.open_group(path, mode="r+" if write else "r", zarr_format=3)
-    arr = root[ARRAY]
+    arr = root[ARRAY] if ARRAY in root else None
+    if arr is None:
+        raise IncompleteStoreError(f"{str(path)!r} has no {ARRAY!r} array (an interrupted "
+                                   "conversion); run streamdet convert again to finish it")
     if not isinstance(arr, zarr.Array):
         raise StreamdetValueError(f"{str(path)!r}: {ARRAY!r} is not an array")
     return arr
@@ -279,16 +390,17 @@ def load_progress(path: Path) -> tuple[set[int], int | None]:
 
 
 def remove_partials(path: Path) -> None:
-    """Delete temporary chunk files left by a killed writer."""
+    """Delete temporary chunk (and progress) files left by a killed writer."""
     for dirpath, _dirs, files in os.walk(path):
         for name in files:
-            if _PARTIAL.search(name):
+            if _PARTIAL.search(name) or name == f".{PROGRESS}.tmp":
                 with contextlib.suppress(OSError):
                     os.unlink(os.path.join(dirpath, name))
 
 
 def finish_store(path: Path) -> None:
-    """Consolidate metadata, then mark the store complete and drop the progress file."""
+    """Consolidate metadata, then mark the store complete (the last metadata written; a kill
+    before it leaves a store that a re-run finishes) and drop the progress file."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "consolidated metadata is not part of the v3 spec"
         zarr.consolidate_metadata(path)

@@ -16,6 +16,10 @@ Restart: the blocks done are recorded in ``streamdet-progress.json`` inside the 
 the same conversion again on an incomplete store resumes: only blocks not recorded are
 (re)written, and writing a block is idempotent, so the content equals that of an
 uninterrupted run. The attribute ``streamdet_complete`` becomes true only at the very end.
+The store itself is built beside its path and renamed into place when whole, so a kill at
+any point of a conversion, its creation included, leaves a state that a re-run finishes:
+no store, a whole store to resume, or (from an older version) a store whose creation was
+cut short, which is recreated.
 """
 
 from __future__ import annotations
@@ -23,7 +27,6 @@ from __future__ import annotations
 import itertools
 import math
 import os
-import shutil
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -50,9 +53,12 @@ from ._zarrstore import (
     open_array,
     read_meta,
     remove_partials,
+    remove_stale_siblings,
+    remove_store,
     save_progress,
     shape_spec,
     stored_bytes,
+    structure_problem,
 )
 from .errors import IncompleteStoreError, OutputExistsError, StreamdetValueError
 from .io import NoCelestialWCSWarning
@@ -237,17 +243,24 @@ def _remove_output(out: Path) -> None:
         if not is_zarr_store(out) and any(out.iterdir()):
             raise StreamdetValueError(f"refusing to overwrite {str(out)!r}: a non-empty "
                                       "directory that is not a Zarr store")
-        shutil.rmtree(out)
+        remove_store(out)
     else:
         out.unlink()
 
 
-def _prepare(out: Path, img: FitsImage, params: dict[str, Any], *,
-             overwrite: bool) -> tuple[StoreMeta | None, set[int]]:
-    """Remove, reject or resume an existing output; return its metadata and blocks done."""
+def _prepare(out: Path, img: FitsImage, params: dict[str, Any], *, overwrite: bool,
+             coord: bool) -> tuple[StoreMeta | None, set[int]]:
+    """Remove, reject or resume an existing output; return its metadata and blocks done.
+
+    A store whose creation was interrupted (streamdet's own, incomplete, without a usable
+    ``image`` array) and an empty directory are replaced without ``overwrite``: they hold
+    nothing to keep."""
     check_output(out, overwrite=True)  # parent exists and is writable
     if out.resolve() == img.path.resolve():
         raise StreamdetValueError(f"output {str(out)!r} is the input file")
+    remove_stale_siblings(out)
+    if out.is_dir() and not out.is_symlink() and not any(out.iterdir()):
+        out.rmdir()
     if not (out.exists() or out.is_symlink()):
         return None, set()
     if overwrite:
@@ -261,6 +274,9 @@ def _prepare(out: Path, img: FitsImage, params: dict[str, Any], *,
     if meta.complete:
         raise OutputExistsError(f"output {str(out)!r} exists and is complete; pass "
                                 "overwrite=True (--overwrite) to convert again")
+    if structure_problem(out, meta, coord=coord) is not None:
+        remove_store(out)  # killed while being created: no block was written, start afresh
+        return None, set()
     diffs = _differences(meta, img, params)
     if diffs:
         raise StreamdetValueError(f"{str(out)!r} holds an unfinished conversion with other "
@@ -374,7 +390,8 @@ def convert(fits_path: str | os.PathLike[str], store: str | os.PathLike[str], *,
     params = {"shape": list(img.shape), "chunks": list(chunk_shape),
               "shards": list(shard_shape) if shard_shape else None, "codec": codec,
               "hdu": img.hdu}
-    meta, done = _prepare(out, img, params, overwrite=overwrite)
+    meta, done = _prepare(out, img, params, overwrite=overwrite,
+                          coord=sky.channels is not None)
     resumed = meta is not None
     grid = _Grid(img.shape, block if meta is None else meta.block)
     if meta is None:
