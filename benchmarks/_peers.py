@@ -442,8 +442,12 @@ def bdsf_catalogue(path: str | os.PathLike[str], *, thresh_isl: float = 3.0,
         # PyBDSF leaves the FITS file open; it is closed (with a ResourceWarning) when
         # its image object is collected, here, where that warning is expected
         warnings.simplefilter("ignore", ResourceWarning)
+        # a header without BPA (the real SDC1 images): PyBDSF needs the beam given
+        beam = (None if "BPA" in header else
+                (float(header["BMAJ"]), float(header["BMIN"]), 0.0))
         img = bdsf.process_image(str(path), frequency=freq_hz, thresh_isl=thresh_isl,
-                                 thresh_pix=thresh_pix, quiet=True, ncores=ncores)
+                                 thresh_pix=thresh_pix, quiet=True, ncores=ncores,
+                                 beam=beam)
         img.write_catalog(outfile=str(srl), format="fits", catalog_type="srl", clobber=True)
         del img
         gc.collect()

@@ -41,6 +41,7 @@ writes ``results.json`` in the work directory.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import math
@@ -108,19 +109,6 @@ class Row:
     note: str = ""
 
 
-def _field(workdir: Path, *, size: int, freq: int, seed: int,
-           offset: tuple[float, float], faint: bool) -> tuple[Path, Path, int, int]:
-    stem = (f"field_{freq}_{size}_s{seed}_{offset[0]:+g}_{offset[1]:+g}"
-            + ("_faint" if faint else ""))
-    image, truth = workdir / f"{stem}.fits", workdir / f"{stem}.truth.txt"
-    if not (image.exists() and truth.exists()):
-        table = streamdet.simulate(image, truth=truth, size=size, freq=freq, seed=seed,
-                                   offset=offset, faint=faint, overwrite=True, quiet=True)
-    else:
-        table = read_sdc1(truth)
-    return image, truth, len(table), in_training_box(table["ra_core"], table["dec_core"], freq)
-
-
 def _model(arg: Path | None, image: Path) -> Path | None:
     if arg is not None:
         return arg
@@ -135,19 +123,20 @@ def _model(arg: Path | None, image: Path) -> Path | None:
         return None
 
 
-def _score(row: Row, raw_path: Path, truth: Path, freq: int, workdir: Path) -> Row:
+def _score(row: Row, raw_path: Path, truth: Path, freq: int, workdir: Path, *,
+           train: bool = False) -> Row:
     raw = Table.read(raw_path, format="ascii.ecsv")
     cat = sdc1_catalogue(raw, freq=freq)
     sub = workdir / (raw_path.stem + ".sdc1.txt")
     write_sdc1(cat, sub, overwrite=True)
-    res = streamdet.score(cat, truth, freq=freq)
+    res = streamdet.score(cat, truth, freq=freq, train=train)
     row.score, row.n_det, row.n_match = res.score, res.n_det, res.n_match
     row.purity, row.acc_pc, row.accuracy = res.purity, res.acc_pc, dict(res.accuracy)
     return row
 
 
 def _run(finder: str, label: str, options: dict[str, Any], image: Path, truth: Path,
-         freq: int, workdir: Path) -> Row:
+         freq: int, workdir: Path, *, train: bool = False) -> Row:
     row = Row(finder=finder, threshold=label)
     out = workdir / f"{image.stem}.{finder}_{label}.ecsv"
     t0 = time.perf_counter()
@@ -158,7 +147,7 @@ def _run(finder: str, label: str, options: dict[str, Any], image: Path, truth: P
         print(f"  {finder} {label}: FAILED {row.note}", file=sys.stderr, flush=True)
         return row
     row.seconds, row.rss_mb = float(stats["seconds"]), float(stats["rss_mb"])
-    _score(row, out, truth, freq, workdir)
+    _score(row, out, truth, freq, workdir, train=train)
     print(f"  {finder} {label}: score {row.score:.1f}, {row.n_det} detections, "
           f"{row.seconds:.1f} s ({time.perf_counter() - t0:.1f} s with start-up and "
           "scoring)", file=sys.stderr, flush=True)
@@ -195,23 +184,158 @@ def accuracy_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> list[Row]:
-    """Command-line entry point; returns the rows."""
+@dataclass(frozen=True)
+class Field:
+    """One image to score every finder on."""
+
+    section: str
+    name: str
+    image: Path
+    truth: Path
+    freq: int
+    train: bool            # score inside the SDC1 training box (the real region lies there)
+    n_true: int
+    note: str = ""
+
+
+#: The shifted sky (section c): noise 30% above the band's, another primary-beam
+#: position, five times the population's share of AGN.
+SHIFTED = {"noise_factor": 1.3, "offset": (0.35, -0.85), "agn_fraction": 0.10, "seed": 6_161_616}
+
+
+def _sim_field(section: str, workdir: Path, *, size: int, freq: int, seed: int,
+               offset: tuple[float, float], faint: bool = True,
+               noise_rms: float | None = None, agn_fraction: float | None = None,
+               note: str = "") -> Field:
+    tag = "" if noise_rms is None else f"_n{noise_rms:.3g}"
+    tag += "" if agn_fraction is None else f"_agn{agn_fraction:g}"
+    stem = (f"field_{freq}_{size}_s{seed}_{offset[0]:+g}_{offset[1]:+g}"
+            + ("_faint" if faint else "") + tag)
+    image, truth = workdir / f"{stem}.fits", workdir / f"{stem}.truth.txt"
+    if not (image.exists() and truth.exists()):
+        table = streamdet.simulate(image, truth=truth, size=size, freq=freq, seed=seed,
+                                   offset=offset, faint=faint, noise_rms=noise_rms,
+                                   agn_fraction=agn_fraction, overwrite=True, quiet=True)
+    else:
+        table = read_sdc1(truth)
+    n_box = in_training_box(table["ra_core"], table["dec_core"], freq)
+    note = note + (f"; {n_box} truth rows in the SDC1 training box, not scored" if n_box else "")
+    return Field(section, f"{freq} MHz seed {seed}", image, truth, freq, False, len(table),
+                 note)
+
+
+def fields(sections: list[str], workdir: Path, *, size: int, seeds: list[int],
+           freqs: list[int], faint: bool = True,
+           offset: tuple[float, float] | None = None) -> list[Field]:
+    """The benchmark's images: (a) the real validation region, (b) fresh simulated
+    fields per band and seed, (c) the shifted simulated sky."""
+    out: list[Field] = []
+    if "real" in sections:
+        from _real import REGIONS, real_region
+
+        try:
+            image, truth, n = real_region("val", workdir)
+        except FileNotFoundError as exc:
+            print(f"note: {exc}; section (a) skipped", file=sys.stderr)
+        else:
+            y0, y1 = REGIONS["val"]
+            out.append(Field("a", "real SDC1 560 MHz validation region", image, truth, 560,
+                             True, n, f"rows {y0}-{y1 - 1} of B1_1000h_west (520 x "
+                             f"{y1 - y0} px), real truth: every embedded source"))
+    if "sim" in sections:
+        for freq in freqs:
+            for seed in seeds:
+                off = offset if offset is not None else default_offset(size, freq)
+                out.append(_sim_field("b", workdir, size=size, freq=freq, seed=seed,
+                                      offset=off, faint=faint,
+                                      note=f"{size}^2 px, offset {off} deg"))
+    if "shifted" in sections:
+        from streamdet._population import band
+
+        rms = SHIFTED["noise_factor"] * band(560).noise
+        f = _sim_field("c", workdir, size=size, freq=560, seed=int(SHIFTED["seed"]),
+                       offset=SHIFTED["offset"], faint=faint, noise_rms=rms,
+                       agn_fraction=float(SHIFTED["agn_fraction"]),
+                       note=(f"{size}^2 px, noise {rms * 1e6:.3f} uJy/beam (1.3x), offset "
+                             f"{SHIFTED['offset']} deg, AGN fraction "
+                             f"{SHIFTED['agn_fraction']:g}"))
+        out.append(dataclasses.replace(f, name="shifted sky, 560 MHz"))
+    return out
+
+
+def run_field(f: Field, args: argparse.Namespace, workdir: Path) -> list[Row]:
+    """Every finder on one field."""
+    rows: list[Row] = []
+    model = None if args.skip_streamdet else _model(args.model, f.image)
+    if model is not None:
+        for preset in args.presets:
+            rows.append(_run("streamdet", preset, {"model": str(model), "threshold": preset,
+                                                   "threads": args.threads},
+                             f.image, f.truth, f.freq, workdir, train=f.train))
+    if not args.skip_peers:
+        sep_th = args.sep_thresh or ([2.25, 2.5, 3.0] if f.freq == 1400 else [2.5, 3.0, 5.0])
+        for name, module, threshs, key in (("sep", "sep", sep_th, "thresh"),
+                                           ("bdsf", "bdsf", args.bdsf_thresh, "thresh_pix")):
+            if importlib.util.find_spec(module) is None:
+                rows.append(Row(finder=name, threshold="-",
+                                note=f"not installed: pip install {module}"))
+                continue
+            for th in threshs:
+                rows.append(_run(name, f"{th:g} sigma", {key: th}, f.image, f.truth, f.freq,
+                                 workdir, train=f.train))
+    return rows
+
+
+def _best(rows: list[Row], finder: str | None = None, *, min_purity: float = 0.0) -> Row | None:
+    """Highest-scoring row of a finder (of any peer when None) at or above a purity."""
+    cand = [r for r in rows if not math.isnan(r.score) and r.purity >= min_purity
+            and (r.finder == finder if finder else r.finder != "streamdet")]
+    return max(cand, key=lambda r: r.score, default=None)
+
+
+def summary(results: list[tuple[Field, list[Row]]]) -> str:
+    """One line per field: streamdet's best preset against PyBDSF and the best peer."""
+    lines = ["| section | field | streamdet (preset) | purity | PyBDSF best | best peer | "
+             "x PyBDSF | x best peer |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for f, rows in results:
+        sd = _best(rows, "streamdet", min_purity=0.95) or _best(rows, "streamdet")
+        bd, peer = _best(rows, "bdsf"), _best(rows)
+        if sd is None:
+            continue
+
+        def ratio(r: Row | None, sd: Row = sd) -> str:
+            return f"{sd.score / r.score:.2f}" if r is not None and r.score > 0 else "-"
+
+        lines.append(
+            f"| ({f.section}) | {f.name} | {sd.score:.1f} ({sd.threshold}) | {sd.purity:.3f} | "
+            + (f"{bd.score:.1f} ({bd.threshold})" if bd else "-") + " | "
+            + (f"{peer.finder} {peer.score:.1f} ({peer.threshold})" if peer else "-")
+            + f" | {ratio(bd)} | {ratio(peer)} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> list[tuple[Field, list[Row]]]:
+    """Command-line entry point; returns each field with its rows."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--freq", type=int, choices=(560, 1400), default=560)
-    ap.add_argument("--size", type=int, default=4096)
-    ap.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    ap.add_argument("--sections", nargs="+", choices=("real", "sim", "shifted"),
+                    default=["real", "sim", "shifted"],
+                    help="(a) real validation region, (b) simulated fields, (c) shifted sky")
+    ap.add_argument("--freqs", type=int, nargs="+", choices=(560, 1400), default=[560, 1400])
+    ap.add_argument("--size", type=int, default=2048, help="simulated field side, px")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[DEFAULT_SEED, 5_151_515])
     ap.add_argument("--offset", type=float, nargs=2, default=None, metavar=("DRA", "DDEC"),
-                    help="field centre offset from the pointing, deg (default: "
+                    help="simulated field centre offset from the pointing, deg (default: "
                          "default_offset(size, freq))")
     ap.add_argument("--model", type=Path, default=None,
-                    help="ONNX model (default: the bundled model for the image)")
+                    help="ONNX model (default: the bundled model for each image)")
     ap.add_argument("--threads", type=int, default=2, help="streamdet ONNX Runtime threads")
     ap.add_argument("--presets", nargs="+", default=["best", "purity"])
-    ap.add_argument("--sep-thresh", type=float, nargs="+", default=[2.25, 2.5, 3.0, 5.0])
+    ap.add_argument("--sep-thresh", type=float, nargs="+", default=None,
+                    help="SEP thresholds, sigma (default 2.5 3 5; 2.25 2.5 3 at 1.4 GHz)")
     ap.add_argument("--bdsf-thresh", type=float, nargs="+", default=[4.0, 5.0])
     ap.add_argument("--no-faint", action="store_true",
-                    help="simulate the field without the faint population")
+                    help="simulate the fields without the faint population")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--skip-peers", action="store_true")
     ap.add_argument("--skip-streamdet", action="store_true")
@@ -219,51 +343,30 @@ def main(argv: list[str] | None = None) -> list[Row]:
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench_quality_"))
     workdir.mkdir(parents=True, exist_ok=True)
-    offset = ((float(args.offset[0]), float(args.offset[1])) if args.offset is not None
-              else default_offset(args.size, args.freq))
-    image, truth, n_true, n_box = _field(workdir, size=args.size, freq=args.freq, seed=args.seed,
-                                         offset=offset, faint=not args.no_faint)
-    print(f"field: {args.size}^2 px at {args.freq} MHz, seed {args.seed}, offset {offset} deg, "
-          f"{'without' if args.no_faint else 'with'} the faint population, "
-          f"{n_true} true sources ({n_box} in the SDC1 training box, not scored); {image}",
-          flush=True)
-
-    rows: list[Row] = []
-    model = None if args.skip_streamdet else _model(args.model, image)
-    if model is not None:
-        print(f"model: {model} (threads {args.threads})", flush=True)
-        for preset in args.presets:
-            rows.append(_run("streamdet", preset, {"model": str(model), "threshold": preset,
-                                                   "threads": args.threads},
-                             image, truth, args.freq, workdir))
-    if not args.skip_peers:
-        for name, module, threshs, key in (("sep", "sep", args.sep_thresh, "thresh"),
-                                           ("bdsf", "bdsf", args.bdsf_thresh, "thresh_pix")):
-            if importlib.util.find_spec(module) is None:
-                rows.append(Row(finder=name, threshold="-",
-                                note=f"not installed: pip install {module}"))
-                continue
-            for th in threshs:
-                rows.append(_run(name, f"{th:g} sigma", {key: th}, image, truth, args.freq,
-                                 workdir))
-
-    print()
-    print(markdown(rows))
-    print()
-    print(accuracy_table(rows))
-    peers = [r.score for r in rows if r.finder != "streamdet" and not math.isnan(r.score)]
-    best = max(peers, default=math.nan)
-    for r in rows:
-        if r.finder == "streamdet" and not math.isnan(r.score) and best > 0:
-            print(f"\nstreamdet {r.threshold} / best peer: {r.score:.1f} / {best:.1f} = "
-                  f"{r.score / best:.2f}", end="")
-    print()
+    offset = (float(args.offset[0]), float(args.offset[1])) if args.offset else None
+    todo = fields(args.sections, workdir, size=args.size, seeds=args.seeds, freqs=args.freqs,
+                  faint=not args.no_faint, offset=offset)
+    results: list[tuple[Field, list[Row]]] = []
+    for f in todo:
+        print(f"\n### ({f.section}) {f.name}: {f.n_true} true sources; {f.note}\n"
+              f"{f.image}", flush=True)
+        rows = run_field(f, args, workdir)
+        results.append((f, rows))
+        print()
+        print(markdown(rows))
+        print()
+        print(accuracy_table(rows), flush=True)
+    print("\n### Summary (streamdet: its best preset at purity >= 0.95; peers: their best "
+          "threshold on each field)\n")
+    print(summary(results))
     with open(workdir / "results.json", "w", encoding="utf-8") as fh:
-        json.dump({"freq": args.freq, "size": args.size, "seed": args.seed,
-                   "faint": not args.no_faint,
-                   "offset": offset, "n_true": n_true, "model": str(model),
-                   "cpus": os.cpu_count(), "rows": [asdict(r) for r in rows]}, fh, indent=1)
-    return rows
+        json.dump({"cpus": os.cpu_count(), "model": str(args.model),
+                   "fields": [{**{k: str(v) if isinstance(v, Path) else v
+                                  for k, v in asdict(f).items()},
+                               "rows": [asdict(r) for r in rows]} for f, rows in results]},
+                  fh, indent=1)
+    print(f"\nresults: {workdir / 'results.json'}")
+    return results
 
 
 if __name__ == "__main__":

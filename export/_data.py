@@ -434,10 +434,13 @@ class CutoutSampler:
         Random flips and 90-degree rotations.
     margin : int
         Sources up to this far outside a cutout still define ignore regions.
+    share : sequence of float, optional
+        Probability of drawing each field (normalised); default: by sampling area.
     """
 
     def __init__(self, fields: Sequence[Field], *, size: int, contract: ModelContract,
-                 selection: SelectionConfig, augment: bool = True, margin: int = 32) -> None:
+                 selection: SelectionConfig, augment: bool = True, margin: int = 32,
+                 share: Sequence[float] | None = None) -> None:
         if not fields:
             raise StreamdetValueError("no training field")
         unknown = [n for n in contract.param_names if n not in _PARAM_VALUES]
@@ -454,6 +457,13 @@ class CutoutSampler:
         for f in self.fields:
             y0, y1, x0, x1 = f.region
             areas.append(max(y1 - y0, 1) * max(x1 - x0, 1))
+        if share is not None:
+            w = np.asarray(share, np.float64)
+            if w.shape != (len(self.fields),) or not np.all(np.isfinite(w)) or np.any(w < 0) \
+                    or w.sum() <= 0:
+                raise StreamdetValueError(f"share must hold {len(self.fields)} non-negative "
+                                          f"weights, not all zero; got {list(share)!r}")
+            areas = list(w)
         self._p = np.asarray(areas, np.float64) / float(sum(areas))
         q = len(contract.param_channels)
         self._pa_cols = np.zeros(q, bool)

@@ -130,6 +130,11 @@ class TrainConfig:
         User FITS/Zarr images with SDC1-format truth catalogues, trained on as well.
     pb : str or None
         Primary-beam FITS image for the user images.
+    image_fraction : float or None
+        Share of the training cutouts drawn from the user images (the rest from the
+        simulated fields); None: every field by its area. A real image is small beside
+        the simulated fields (the real SDC1 training region is 0.3 Mpix against 67), so
+        by area it would hardly be seen. Ignored without both images and simulated fields.
     cutout, batch : int
         Training cutout side (px, a multiple of the stride) and cutouts per step.
     augment : bool
@@ -188,6 +193,7 @@ class TrainConfig:
     val_offset: tuple[float, float] = (0.0, -0.8)
     images: tuple[tuple[str, str], ...] = ()
     pb: str | None = None
+    image_fraction: float | None = None
     cutout: int = 256
     batch: int = 8
     augment: bool = True
@@ -241,6 +247,8 @@ class TrainConfig:
             (0.0 <= self.ignore_snr_min <= self.snr_min,
              f"ignore_snr_min must be in [0, snr_min], got {self.ignore_snr_min}"),
             (len(self.field_offsets) >= 1, "field_offsets must not be empty"),
+            (self.image_fraction is None or 0.0 <= self.image_fraction <= 1.0,
+             f"image_fraction must be in [0, 1], got {self.image_fraction!r}"),
             (0.0 < self.purity_target <= 1.0, "purity_target must be in (0, 1]"),
             (0.0 <= self.val_threshold_min < 1.0, "val_threshold_min must be in [0, 1)"),
             (min(self.val_every, self.checkpoint_every, self.log_every) >= 1,
@@ -736,6 +744,19 @@ def _load_fields(config: TrainConfig, wd: Path, quiet: bool | None) -> list[Fiel
     return fields
 
 
+def _field_shares(config: TrainConfig, fields: Sequence[Field]) -> list[float] | None:
+    """Sampling weight of each field (simulated ones first, then the user images), or None
+    (by area) without ``image_fraction``: the images share ``image_fraction`` by area
+    among themselves, the simulated fields the rest."""
+    if config.image_fraction is None or not config.images or config.fields == 0:
+        return None
+    n_sim = config.fields
+    area = [float((f.region[1] - f.region[0]) * (f.region[3] - f.region[2])) for f in fields]
+    sim, img = sum(area[:n_sim]), sum(area[n_sim:])
+    frac = float(config.image_fraction)
+    return [a / sim * (1.0 - frac) for a in area[:n_sim]] + [a / img * frac for a in area[n_sim:]]
+
+
 def _save_state(path: Path, net: YoloCianna, opt: torch.optim.Optimizer, step: int,
                 rng: np.random.Generator, best: Mapping[str, Any], config: TrainConfig) -> None:
     from streamdet._atomic import atomic_path
@@ -811,7 +832,8 @@ def train(config: TrainConfig, workdir: str | os.PathLike[str], *, resume: bool 
                       reinject_obj=config.reinject_obj, weights=config.loss_weights())
     spec_before = dataclasses.replace(spec, reinject_obj=0.0)  # no re-injection yet
     sampler = CutoutSampler(fields, size=config.cutout, contract=contract,
-                            selection=config.selection(), augment=config.augment)
+                            selection=config.selection(), augment=config.augment,
+                            share=_field_shares(config, fields))
     net.to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     rng = np.random.default_rng([config.seed, 1])

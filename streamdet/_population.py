@@ -357,7 +357,7 @@ def primary_beam(separation_deg: ArrayLike, freq: int) -> NDArray[np.float64]:
 
 
 def draw_sources(rng: np.random.Generator, *, size: int, freq: int,
-                 faint: bool = True) -> SourceDraw:
+                 faint: bool = True, agn_fraction: float | None = None) -> SourceDraw:
     """Draw the sources of a ``size`` x ``size`` field: Poisson count, bootstrap rows.
 
     The count is Poisson with mean ``density x area`` (area = (size x pixel)^2);
@@ -379,6 +379,9 @@ def draw_sources(rng: np.random.Generator, *, size: int, freq: int,
         Band (MHz).
     faint : bool
         Add the faint population below the catalogue's turnover.
+    agn_fraction : float, optional
+        Fraction of the catalogue sources resampled from the population's AGN
+        (classes 1 and 2); None: the population's own mix (plain bootstrap).
 
     Returns
     -------
@@ -389,7 +392,14 @@ def draw_sources(rng: np.random.Generator, *, size: int, freq: int,
     pop = population(freq)
     side_deg = size * b.pixel_arcsec / 3600.0
     n = int(rng.poisson(b.density * side_deg * side_deg))
-    rows = rng.integers(0, pop.flux.size, size=n)
+    if agn_fraction is None:
+        rows = rng.integers(0, pop.flux.size, size=n)
+    else:
+        agn = np.flatnonzero(pop.cls != 3)
+        sfg = np.flatnonzero(pop.cls == 3)
+        is_agn = rng.random(n) < agn_fraction
+        rows = np.where(is_agn, agn[rng.integers(0, agn.size, size=n)],
+                        sfg[rng.integers(0, sfg.size, size=n)])
     flux = pop.flux[rows].astype(np.float64)
     bmaj = np.maximum(pop.bmaj[rows].astype(np.float64), SIZE_FLOOR_ARCSEC)
     bmin = pop.bmin[rows].astype(np.float64)

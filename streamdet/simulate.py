@@ -66,6 +66,7 @@ result does not depend on the strip height.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from pathlib import Path
@@ -89,7 +90,14 @@ from ._population import (
     primary_beam,
 )
 from ._progress import progress_bar
-from ._render import CorrelatedNoise, StripRenderer, sidelobe_patterns, source_components
+from ._render import (
+    MEAN_SIDE_BEAMS,
+    CorrelatedNoise,
+    MeanFilter,
+    StripRenderer,
+    sidelobe_patterns,
+    source_components,
+)
 from ._version import __version__
 from .catalog import SDC1_COLUMNS, write_sdc1
 from .errors import StreamdetValueError
@@ -104,7 +112,9 @@ _STRIP_PIXELS = 1 << 21  # pixels per strip (2 Mpix: 16 MB as float64)
 def simulate(path: str | os.PathLike[str], *, truth: str | os.PathLike[str] | None = None,
              size: int = 2048, freq: int = 560, seed: int = 0,
              offset: tuple[float, float] = (0.0, 0.0), noise: bool = True,
-             sidelobes: bool = False, faint: bool = True, overwrite: bool = False,
+             sidelobes: bool = False, faint: bool = True, zero_mean: bool = True,
+             noise_rms: float | None = None,
+             agn_fraction: float | None = None, overwrite: bool = False,
              quiet: bool | None = None) -> Table:
     """Write a simulated SDC1-like continuum image (FITS) and return its truth.
 
@@ -121,7 +131,8 @@ def simulate(path: str | os.PathLike[str], *, truth: str | os.PathLike[str] | No
         Band in MHz: 560, 1400 or 9200 (sets pixel, beam, noise and population).
     seed : int
         Non-negative random seed; the image and truth are a pure function of
-        (seed, size, freq, offset, noise, sidelobes, faint).
+        (seed, size, freq, offset, noise, sidelobes, faint, zero_mean, noise_rms,
+        agn_fraction).
     offset : (float, float)
         (dRA, dDec) in degrees of the field centre from (RA 0, Dec -30).
     noise : bool
@@ -132,6 +143,18 @@ def simulate(path: str | os.PathLike[str], *, truth: str | os.PathLike[str] | No
         Add the faint population below the catalogue's turnover (rendered and in
         the truth); ``False`` draws the catalogue population alone, whose sources
         are the same as with it.
+    zero_mean : bool
+        Take the sky's local mean out, as an interferometer does (it misses the total
+        flux): the sky minus its average over a square of
+        :data:`~streamdet._render.MEAN_SIDE_BEAMS` beams, before the noise. The real
+        560 MHz SDC1 map averages 0.06 uJy/beam, the sky it shows 0.45 (measured by
+        ``benchmarks/calibrate_sim.py``). ``False``: sources on a zero background.
+    noise_rms : float, optional
+        Rms of the map noise, Jy/beam (> 0); default: the band's (a 1000 h SDC1 map).
+    agn_fraction : float, optional
+        Fraction in [0, 1] of the catalogue population's sources drawn from its AGN
+        (classes 1 and 2: lobed and compact); default: the population's own mix. The
+        faint population is unchanged. A shifted sky for robustness checks.
     overwrite : bool
         Replace existing outputs (otherwise :class:`~streamdet.errors.OutputExistsError`).
     quiet : bool or None
@@ -149,21 +172,32 @@ def simulate(path: str | os.PathLike[str], *, truth: str | os.PathLike[str] | No
     Raises
     ------
     StreamdetValueError
-        Bad ``freq``, ``size``, ``seed`` or ``offset``, or ``truth`` equal to ``path``.
+        Bad ``freq``, ``size``, ``seed``, ``offset``, ``noise_rms`` or ``agn_fraction``,
+        or ``truth`` equal to ``path``.
     OutputExistsError
         An output exists and ``overwrite`` is false.
     """
     return _simulate(path, truth=truth, size=size, freq=freq, seed=seed, offset=offset,
-                     noise=noise, sidelobes=sidelobes, faint=faint, overwrite=overwrite,
-                     quiet=quiet)
+                     noise=noise, sidelobes=sidelobes, faint=faint, zero_mean=zero_mean,
+                     noise_rms=noise_rms,
+                     agn_fraction=agn_fraction, overwrite=overwrite, quiet=quiet)
 
 
 def _simulate(path: str | os.PathLike[str], *, truth: str | os.PathLike[str] | None,
               size: int, freq: int, seed: int, offset: tuple[float, float], noise: bool,
               sidelobes: bool, faint: bool, overwrite: bool, quiet: bool | None,
-              strip_rows: int | None = None) -> Table:
+              zero_mean: bool = True, noise_rms: float | None = None,
+              agn_fraction: float | None = None, strip_rows: int | None = None) -> Table:
     """:func:`simulate` with the strip height as a parameter (tests vary it)."""
     b = band(freq)
+    if noise_rms is not None:
+        rms = float(noise_rms)
+        if not (np.isfinite(rms) and rms > 0):
+            raise StreamdetValueError(f"noise_rms must be a positive number (Jy/beam), "
+                                      f"got {noise_rms!r}")
+        b = dataclasses.replace(b, noise=rms)
+    if agn_fraction is not None and not 0.0 <= float(agn_fraction) <= 1.0:
+        raise StreamdetValueError(f"agn_fraction must be in [0, 1], got {agn_fraction!r}")
     n = _check_int("size", size, _MIN_SIZE)
     s = _check_int("seed", seed, 0)
     centre = _centre(offset)
@@ -177,10 +211,12 @@ def _simulate(path: str | os.PathLike[str], *, truth: str | os.PathLike[str] | N
             raise StreamdetValueError(f"truth {str(tpath)!r} must differ from the image path")
         check_output(tpath, overwrite=overwrite)
 
-    header = _header(n, b, centre, seed=s, noise=noise, sidelobes=sidelobes, faint=faint)
+    header = _header(n, b, centre, seed=s, noise=noise, sidelobes=sidelobes, faint=faint,
+                     zero_mean=zero_mean)
     wcs = WCS(header).celestial
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([s, b.freq, 0])))
-    draw = draw_sources(rng, size=n, freq=b.freq, faint=bool(faint))
+    draw = draw_sources(rng, size=n, freq=b.freq, faint=bool(faint),
+                        agn_fraction=None if agn_fraction is None else float(agn_fraction))
     ra, dec = wcs.all_pix2world(draw.x, draw.y, 0)
     north = _north_angle(wcs, ra, dec, draw.x, draw.y, b)
     gain = primary_beam(_separation(ra, dec, *POINTING), b.freq)
@@ -192,7 +228,7 @@ def _simulate(path: str | os.PathLike[str], *, truth: str | os.PathLike[str] | N
     table.meta.update({"freq_mhz": b.freq, "size": n, "seed": s, "offset_deg": centre,
                        "pixel_arcsec": b.pixel_arcsec, "beam_fwhm_arcsec": b.beam_fwhm_arcsec,
                        "noise_jy_beam": b.noise if noise else 0.0, "density_deg2": b.density,
-                       "faint": bool(faint)})
+                       "faint": bool(faint), "zero_mean": bool(zero_mean)})
 
     patterns = sidelobe_patterns(draw, gain=gain, band=b) if sidelobes else None
     # Free the draw and its sky positions before the renderer makes its sorted copies of
@@ -201,6 +237,10 @@ def _simulate(path: str | os.PathLike[str], *, truth: str | os.PathLike[str] | N
     del draw, ra, dec, ra_c, dec_c, north, gain
     renderer = StripRenderer(comps.gaussians, width=n, stamps=comps.stamps, patterns=patterns)
     del comps, patterns
+    sky = (MeanFilter(renderer.render, height=n,
+                      side_px=MEAN_SIDE_BEAMS * b.beam_fwhm_arcsec / b.pixel_arcsec,
+                      block_rows=rows).strip
+           if zero_mean else renderer.render)
     noise_gen = (CorrelatedNoise(seed=s, tag=b.freq, width=n, rms=b.noise,
                                  beam_sigma_px=b.beam_sigma_px) if noise else None)
     with atomic_path(out, overwrite=overwrite) as tmp:
@@ -209,7 +249,7 @@ def _simulate(path: str | os.PathLike[str], *, truth: str | os.PathLike[str] | N
             fh.write(header.tostring().encode("ascii"))
             for y0 in range(0, n, rows):
                 y1 = min(n, y0 + rows)
-                strip = renderer.render(y0, y1)
+                strip = sky(y0, y1)
                 if noise_gen is not None:
                     strip += noise_gen.strip(y0, y1)
                 strip.astype(">f4").tofile(fh)
@@ -245,7 +285,7 @@ def _centre(offset: tuple[float, float]) -> tuple[float, float]:
 
 
 def _header(n: int, b: Band, centre: tuple[float, float], *, seed: int, noise: bool,
-            sidelobes: bool, faint: bool) -> fits.Header:
+            sidelobes: bool, faint: bool, zero_mean: bool = True) -> fits.Header:
     cdelt = b.pixel_arcsec / 3600.0
     beam = b.beam_fwhm_arcsec / 3600.0
     hz = b.freq * 1e6
@@ -295,6 +335,7 @@ def _header(n: int, b: Band, centre: tuple[float, float], *, seed: int, noise: b
         ("SIMNOISE", b.noise if noise else 0.0, "[Jy/beam] noise rms"),
         ("SIMSIDEL", bool(sidelobes), "sidelobes added"),
         ("SIMFAINT", bool(faint), "faint population below the catalogue added"),
+        ("SIMZMEAN", bool(zero_mean), "sky mean over 100 beams taken out"),
         ("PBRA", POINTING[0], "[deg] primary-beam pointing RA"),
         ("PBDEC", POINTING[1], "[deg] primary-beam pointing Dec"),
     ]

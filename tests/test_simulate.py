@@ -244,7 +244,8 @@ def _peak_fit(img: np.ndarray, x0: int, y0: int) -> tuple[float, float, float]:
 
 def test_truth_positions_and_fluxes_match_image_peaks(tmp_path: Path) -> None:
     out = tmp_path / "f.fits"
-    truth = simulate(out, size=512, freq=560, seed=1, noise=False, faint=False, quiet=True)
+    truth = simulate(out, size=512, freq=560, seed=1, noise=False, faint=False, zero_mean=False,
+                     quiet=True)
     data, h = _image(out)
     img = data[0, 0]
     w = WCS(h).celestial
@@ -322,9 +323,10 @@ def test_noise_in_the_image_has_the_requested_rms(tmp_path: Path) -> None:
 
 
 def test_sidelobes_only_near_bright_sources(tmp_path: Path) -> None:
-    simulate(tmp_path / "a.fits", size=512, freq=560, seed=11, noise=False, quiet=True)
-    t = simulate(tmp_path / "b.fits", size=512, freq=560, seed=11, noise=False, sidelobes=True,
-                 quiet=True)
+    simulate(tmp_path / "a.fits", size=512, freq=560, seed=11, noise=False, zero_mean=False,
+             quiet=True)
+    t = simulate(tmp_path / "b.fits", size=512, freq=560, seed=11, noise=False, zero_mean=False,
+                 sidelobes=True, quiet=True)
     a, _ = _image(tmp_path / "a.fits")
     b, _ = _image(tmp_path / "b.fits")
     diff = (b - a)[0, 0]
@@ -506,8 +508,10 @@ def test_simulate_faint_population(tmp_path: Path) -> None:
            zip(with_f["ra_core"], with_f["dec_core"], strict=True)}
     assert all((round(float(r), 9), round(float(d), 9)) in pos for r, d in
                zip(without["ra_core"], without["dec_core"], strict=True))
-    # the faint sources add their flux to the noise-free image
+    # the faint sources add their flux to the noise-free image (without taking the sky's
+    # mean out)
     kw["noise"] = False
+    kw["zero_mean"] = False
     simulate(tmp_path / "c.fits", faint=False, **kw)
     simulate(tmp_path / "d.fits", **kw)
     extra = _image(tmp_path / "d.fits")[0].sum() - _image(tmp_path / "c.fits")[0].sum()
@@ -609,7 +613,7 @@ def test_failure_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.Monke
 
     monkeypatch.setattr(StripRenderer, "render", failing)
     with pytest.raises(RuntimeError, match="disk on fire"):
-        _simulate(tmp_path / "f.fits", truth=tmp_path / "t.txt", size=128, freq=560, seed=0,
+        _simulate(tmp_path / "f.fits", truth=tmp_path / "t.txt", size=512, freq=560, seed=0,
                   offset=(0.0, 0.0), noise=True, sidelobes=False, faint=True, overwrite=False,
                   quiet=True, strip_rows=16)
     assert os.listdir(tmp_path) == []
@@ -650,3 +654,29 @@ def test_primary_beam_file_matches_the_truth_gain(tmp_path: Path) -> None:
         write_primary_beam(pb_path, freq=1400)
     with pytest.raises(StreamdetValueError, match="1234"):
         write_primary_beam(tmp_path / "x.fits", freq=1234)
+
+
+def test_zero_mean_takes_the_local_mean_out(tmp_path: Path) -> None:
+    """Strip by strip, the sky's mean over MEAN_SIDE_BEAMS beams is taken out: the image
+    equals the sky minus that sky filtered over the whole image at once."""
+    from scipy.ndimage import uniform_filter
+
+    from streamdet._render import MEAN_SIDE_BEAMS
+
+    kw: dict[str, Any] = dict(size=600, freq=560, seed=8, noise=False, quiet=True)
+    simulate(tmp_path / "flat.fits", zero_mean=False, **kw)
+    _simulate(tmp_path / "zm.fits", truth=None, offset=(0.0, 0.0), sidelobes=False,
+              faint=True, overwrite=False, strip_rows=7, **kw)
+    flat = np.squeeze(_image(tmp_path / "flat.fits")[0]).astype(np.float64)
+    got4, header = _image(tmp_path / "zm.fits")
+    got = np.squeeze(got4)
+    assert header["SIMZMEAN"] is True
+    side = 2 * round(0.5 * (MEAN_SIDE_BEAMS * band(560).beam_fwhm_arcsec
+                            / band(560).pixel_arcsec - 1)) + 1
+    expect = flat - uniform_filter(flat, side, mode="constant")
+    np.testing.assert_allclose(got, expect, rtol=0, atol=1e-6 * float(np.abs(flat).max()))
+    # the interior's mean is ~0, the sky's was positive; sources keep their peaks
+    inner = slice(side // 2, -(side // 2))
+    assert flat[inner, inner].mean() > 0
+    assert abs(got[inner, inner].mean()) < 0.05 * flat[inner, inner].mean()
+    assert np.median(got) < 0 <= flat.min()
