@@ -39,7 +39,16 @@ import numpy as np
 import zarr
 
 from ._atomic import check_output
-from ._fits import FitsImage, Region, read_block, scan_fits, sky_metadata, wcs_to_cards
+from ._fits import (
+    FitsImage,
+    Region,
+    SkyMeta,
+    read_block,
+    scan_fits,
+    sky_metadata,
+    wcs_to_cards,
+)
+from ._lock import output_lock
 from ._progress import progress_bar
 from ._zarrstore import (
     CODECS,
@@ -258,7 +267,7 @@ def _prepare(out: Path, img: FitsImage, params: dict[str, Any], *, overwrite: bo
     check_output(out, overwrite=True)  # parent exists and is writable
     if out.resolve() == img.path.resolve():
         raise StreamdetValueError(f"output {str(out)!r} is the input file")
-    remove_stale_siblings(out)
+    remove_stale_siblings(out, all_stale=True)  # under the lock: no other writer
     if out.is_dir() and not out.is_symlink() and not any(out.iterdir()):
         out.rmdir()
     if not (out.exists() or out.is_symlink()):
@@ -390,6 +399,18 @@ def convert(fits_path: str | os.PathLike[str], store: str | os.PathLike[str], *,
     params = {"shape": list(img.shape), "chunks": list(chunk_shape),
               "shards": list(shard_shape) if shard_shape else None, "codec": codec,
               "hdu": img.hdu}
+    check_output(out, overwrite=True)  # parent exists and is writable
+    with output_lock(out):  # one writer at a time: a second is refused at once
+        return _convert_locked(out, img, params, sky, chunk_shape, shard_shape, block,
+                               codec=codec, overwrite=overwrite, verify=verify,
+                               quiet=quiet, t0=t0)
+
+
+def _convert_locked(out: Path, img: FitsImage, params: dict[str, Any], sky: SkyMeta,
+                    chunk_shape: tuple[int, ...], shard_shape: tuple[int, ...] | None,
+                    block: tuple[int, ...], *, codec: str, overwrite: bool, verify: bool,
+                    quiet: bool | None, t0: float) -> ConvertReport:
+    """The conversion proper, under the store's lock."""
     meta, done = _prepare(out, img, params, overwrite=overwrite,
                           coord=sky.channels is not None)
     resumed = meta is not None
@@ -410,7 +431,7 @@ def convert(fits_path: str | os.PathLike[str], store: str | os.PathLike[str], *,
                      channels=sky.channels, channel_unit=sky.channel_unit, n_blocks=grid.n)
     if sky.wcs is None:
         warnings.warn(NoCelestialWCSWarning(f"{str(img.path)!r}: {sky.problem}; the store has "
-                                            "pixel coordinates only"), stacklevel=2)
+                                            "pixel coordinates only"), stacklevel=3)
     array = open_array(out, write=True)
     todo = [i for i in range(grid.n) if i not in done]
     last_save = time.monotonic()

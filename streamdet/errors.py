@@ -11,6 +11,7 @@ __all__ = [
     "InvalidFITSError",
     "InvalidModelError",
     "OutputExistsError",
+    "OutputLockedError",
     "StreamdetError",
     "StreamdetFileNotFoundError",
     "StreamdetValueError",
@@ -37,6 +38,10 @@ class StreamdetFileNotFoundError(StreamdetError, FileNotFoundError):
 
 class OutputExistsError(StreamdetError, FileExistsError):
     """The output exists and ``overwrite`` was not given."""
+
+
+class OutputLockedError(StreamdetError, RuntimeError):
+    """Another writer holds the output's lock (a store or file being written)."""
 
 
 class InvalidFITSError(StreamdetValueError):
