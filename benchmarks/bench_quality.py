@@ -205,16 +205,16 @@ SHIFTED = {"noise_factor": 1.3, "offset": (0.35, -0.85), "agn_fraction": 0.10, "
 
 def _sim_field(section: str, workdir: Path, *, size: int, freq: int, seed: int,
                offset: tuple[float, float], faint: bool = True,
-               noise_rms: float | None = None, agn_fraction: float | None = None,
+               noise_scale: float = 1.0, agn_fraction: float | None = None,
                note: str = "") -> Field:
-    tag = "" if noise_rms is None else f"_n{noise_rms:.3g}"
+    tag = "" if noise_scale == 1.0 else f"_n{noise_scale:g}"
     tag += "" if agn_fraction is None else f"_agn{agn_fraction:g}"
     stem = (f"field_{freq}_{size}_s{seed}_{offset[0]:+g}_{offset[1]:+g}"
             + ("_faint" if faint else "") + tag)
     image, truth = workdir / f"{stem}.fits", workdir / f"{stem}.truth.txt"
     if not (image.exists() and truth.exists()):
         table = streamdet.simulate(image, truth=truth, size=size, freq=freq, seed=seed,
-                                   offset=offset, faint=faint, noise_rms=noise_rms,
+                                   offset=offset, faint=faint, noise_scale=noise_scale,
                                    agn_fraction=agn_fraction, overwrite=True, quiet=True)
     else:
         table = read_sdc1(truth)
@@ -254,7 +254,8 @@ def fields(sections: list[str], workdir: Path, *, size: int, seeds: list[int],
 
         rms = SHIFTED["noise_factor"] * band(560).noise
         f = _sim_field("c", workdir, size=size, freq=560, seed=int(SHIFTED["seed"]),
-                       offset=SHIFTED["offset"], faint=faint, noise_rms=rms,
+                       offset=SHIFTED["offset"], faint=faint,
+                       noise_scale=float(SHIFTED["noise_factor"]),
                        agn_fraction=float(SHIFTED["agn_fraction"]),
                        note=(f"{size}^2 px, noise {rms * 1e6:.3f} uJy/beam (1.3x), offset "
                              f"{SHIFTED['offset']} deg, AGN fraction "

@@ -27,18 +27,16 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.ndimage import correlate1d, map_coordinates, uniform_filter1d
+from scipy.ndimage import correlate1d, map_coordinates
 from scipy.optimize import nnls
 from scipy.signal import fftconvolve
 
 from ._population import AgnTemplates, Band, SourceDraw
 
 __all__ = [
-    "MEAN_SIDE_BEAMS",
     "Components",
     "CorrelatedNoise",
     "Gaussians",
-    "MeanFilter",
     "Patterns",
     "StripRenderer",
     "TemplateStamps",
@@ -510,90 +508,6 @@ class StripRenderer:
         dx = (np.arange(c0, c1) - b.x[i])[None, :]
         dy = (np.arange(r0, r1) - b.y[i])[None, :]
         out[r0 - y0:r1 - y0, c0:c1] += b.kernel(dx, dy, b.params[i:i + 1])[0]
-
-
-# ----------------------------------------------------------------------------- bowls
-
-#: An interferometer does not measure the total flux: the real SDC1 560 MHz 1000 h map has
-#: a mean of 0.06 uJy/beam (its median -0.22) where the sky it shows averages 0.45 (the
-#: simulator's sky before the mean is taken out; ``benchmarks/calibrate_sim.py``), so every
-#: source sits a little below zero. Modelled as ``sky - (sky averaged over a square of side
-#: MEAN_SIDE_BEAMS beam FWHM)``, applied to the sky before the noise is added.
-MEAN_SIDE_BEAMS = 100.0
-
-
-class MeanFilter:
-    """``sky - (sky averaged over a square)`` over strips requested in order.
-
-    Each row is rendered once and held (float32) only while a square around a row still
-    to be written reaches it; the square's column sums are updated row by row (one row
-    added, one dropped), so the cost is O(pixels) whatever the square's side.
-
-    Parameters
-    ----------
-    render : callable ``(y0, y1) -> (y1 - y0, width) float64``
-        The sky renderer (:meth:`StripRenderer.render`).
-    height : int
-        Image rows.
-    side_px : float
-        Side of the averaging square, px (rounded to an odd number); beyond the image
-        the sky counts as zero.
-    block_rows : int
-        Rows rendered per call of ``render``.
-    """
-
-    def __init__(self, render: Callable[[int, int], FloatArray], *, height: int,
-                 side_px: float, block_rows: int = 32) -> None:
-        self._render = render
-        self._height = int(height)
-        self._side = max(1, 2 * round(0.5 * (float(side_px) - 1.0)) + 1)
-        self._m = self._side // 2
-        self._block = max(1, int(block_rows))
-        self._blocks: list[tuple[int, NDArray[np.float32]]] = []   # (first row, rows)
-        self._next = 0               # next row to render
-        self._sum: FloatArray | None = None   # column sums of rows [y - m, y + m]
-        self._y = -1                 # the row _sum is centred on
-
-    def _row(self, y: int) -> NDArray[np.float32]:
-        while self._next <= y:
-            y1 = min(self._height, self._next + self._block)
-            self._blocks.append((self._next, self._render(self._next, y1).astype(np.float32)))
-            self._next = y1
-        for first, rows in self._blocks:
-            if first <= y < first + rows.shape[0]:
-                return rows[y - first]
-        raise ValueError(f"strips must come in order: row {y} was dropped")
-
-    def _advance(self, y: int) -> None:
-        """Centre the column sums on row ``y`` (>= the current one)."""
-        m, h = self._m, self._height
-        if self._sum is None:
-            self._sum = np.zeros(self._row(0).shape[0], np.float64)
-            for r in range(0, min(h, m + 1)):
-                self._sum += self._row(r)
-            self._y = 0
-        while self._y < y:
-            add, drop = self._y + m + 1, self._y - m
-            if add < h:
-                self._sum += self._row(add)
-            if drop >= 0:
-                self._sum -= self._row(drop)
-            self._y += 1
-        keep = self._y - m                     # rows below this are never needed again
-        self._blocks = [(f, b) for f, b in self._blocks if f + b.shape[0] > keep]
-
-    def strip(self, y0: int, y1: int) -> FloatArray:
-        """Rows ``y0 .. y1 - 1`` of the filtered sky (``y0`` never below an earlier one)."""
-        if y0 < self._y:
-            raise ValueError(f"strips must come in order: row {y0} after row {self._y}")
-        out = np.empty((y1 - y0, 0 if y1 <= y0 else self._row(y0).shape[0]), np.float64)
-        area = float(self._side) ** 2
-        for k, y in enumerate(range(y0, y1)):
-            self._advance(y)
-            assert self._sum is not None
-            box = uniform_filter1d(self._sum, self._side, mode="constant", cval=0.0)
-            out[k] = self._row(y) - box * (self._side / area)
-        return out
 
 
 # ----------------------------------------------------------------------------- noise

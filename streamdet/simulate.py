@@ -91,9 +91,7 @@ from ._population import (
 )
 from ._progress import progress_bar
 from ._render import (
-    MEAN_SIDE_BEAMS,
     CorrelatedNoise,
-    MeanFilter,
     StripRenderer,
     sidelobe_patterns,
     source_components,
@@ -106,6 +104,15 @@ __all__ = ["simulate", "write_primary_beam"]
 
 _MIN_SIZE = 64
 _FITS_BLOCK = 2880
+#: Noise rms added, as a fraction of the band's map noise (``Band.noise``, the MAD of a
+#: real 1000 h map: 0.38 uJy/beam at 560 MHz). The MAD holds the confusion of the faint
+#: sources too: with the faint population calibrated on the real truth, a noise of
+#: 0.32 uJy/beam gives the real map's MAD of 0.38 (``benchmarks/calibrate_sim.py``). No real
+#: map of the other bands: their noise is the map's.
+THERMAL: dict[int, float] = {560: 0.32 / 0.38}
+#: Share of the sky's mean brightness an interferometer misses: the real 560 MHz map
+#: averages 0.06 uJy/beam where its truth's sources give 0.40 (``zero_mean``).
+MISSING_MEAN = 0.85
 _STRIP_PIXELS = 1 << 21  # pixels per strip (2 Mpix: 16 MB as float64)
 
 
@@ -113,7 +120,7 @@ def simulate(path: str | os.PathLike[str], *, truth: str | os.PathLike[str] | No
              size: int = 2048, freq: int = 560, seed: int = 0,
              offset: tuple[float, float] = (0.0, 0.0), noise: bool = True,
              sidelobes: bool = False, faint: bool = True, zero_mean: bool = True,
-             noise_rms: float | None = None,
+             noise_scale: float = 1.0,
              agn_fraction: float | None = None, overwrite: bool = False,
              quiet: bool | None = None) -> Table:
     """Write a simulated SDC1-like continuum image (FITS) and return its truth.
@@ -131,7 +138,7 @@ def simulate(path: str | os.PathLike[str], *, truth: str | os.PathLike[str] | No
         Band in MHz: 560, 1400 or 9200 (sets pixel, beam, noise and population).
     seed : int
         Non-negative random seed; the image and truth are a pure function of
-        (seed, size, freq, offset, noise, sidelobes, faint, zero_mean, noise_rms,
+        (seed, size, freq, offset, noise, sidelobes, faint, zero_mean, noise_scale,
         agn_fraction).
     offset : (float, float)
         (dRA, dDec) in degrees of the field centre from (RA 0, Dec -30).
@@ -144,13 +151,13 @@ def simulate(path: str | os.PathLike[str], *, truth: str | os.PathLike[str] | No
         the truth); ``False`` draws the catalogue population alone, whose sources
         are the same as with it.
     zero_mean : bool
-        Take the sky's local mean out, as an interferometer does (it misses the total
-        flux): the sky minus its average over a square of
-        :data:`~streamdet._render.MEAN_SIDE_BEAMS` beams, before the noise. The real
-        560 MHz SDC1 map averages 0.06 uJy/beam, the sky it shows 0.45 (measured by
-        ``benchmarks/calibrate_sim.py``). ``False``: sources on a zero background.
-    noise_rms : float, optional
-        Rms of the map noise, Jy/beam (> 0); default: the band's (a 1000 h SDC1 map).
+        Take the sky's mean brightness out, as an interferometer does (it misses the
+        total flux): every pixel less :data:`MISSING_MEAN` of the sources' attenuated
+        flux per beam of the field (header ``SIMLEVEL``). The real 560 MHz SDC1 map
+        averages 0.06 uJy/beam (median -0.22), the sky it shows ~0.4
+        (``benchmarks/calibrate_sim.py``). ``False``: sources on a zero background.
+    noise_scale : float
+        Multiplies the map noise (> 0): 1 gives the band's (a 1000 h SDC1 map).
     agn_fraction : float, optional
         Fraction in [0, 1] of the catalogue population's sources drawn from its AGN
         (classes 1 and 2: lobed and compact); default: the population's own mix. The
@@ -172,30 +179,29 @@ def simulate(path: str | os.PathLike[str], *, truth: str | os.PathLike[str] | No
     Raises
     ------
     StreamdetValueError
-        Bad ``freq``, ``size``, ``seed``, ``offset``, ``noise_rms`` or ``agn_fraction``,
+        Bad ``freq``, ``size``, ``seed``, ``offset``, ``noise_scale`` or ``agn_fraction``,
         or ``truth`` equal to ``path``.
     OutputExistsError
         An output exists and ``overwrite`` is false.
     """
     return _simulate(path, truth=truth, size=size, freq=freq, seed=seed, offset=offset,
                      noise=noise, sidelobes=sidelobes, faint=faint, zero_mean=zero_mean,
-                     noise_rms=noise_rms,
+                     noise_scale=noise_scale,
                      agn_fraction=agn_fraction, overwrite=overwrite, quiet=quiet)
 
 
 def _simulate(path: str | os.PathLike[str], *, truth: str | os.PathLike[str] | None,
               size: int, freq: int, seed: int, offset: tuple[float, float], noise: bool,
               sidelobes: bool, faint: bool, overwrite: bool, quiet: bool | None,
-              zero_mean: bool = True, noise_rms: float | None = None,
+              zero_mean: bool = True, noise_scale: float = 1.0,
               agn_fraction: float | None = None, strip_rows: int | None = None) -> Table:
     """:func:`simulate` with the strip height as a parameter (tests vary it)."""
     b = band(freq)
-    if noise_rms is not None:
-        rms = float(noise_rms)
-        if not (np.isfinite(rms) and rms > 0):
-            raise StreamdetValueError(f"noise_rms must be a positive number (Jy/beam), "
-                                      f"got {noise_rms!r}")
-        b = dataclasses.replace(b, noise=rms)
+    scale = float(noise_scale)
+    if not (np.isfinite(scale) and scale > 0):
+        raise StreamdetValueError(f"noise_scale must be a positive number, got {noise_scale!r}")
+    if scale != 1.0:
+        b = dataclasses.replace(b, noise=b.noise * scale)
     if agn_fraction is not None and not 0.0 <= float(agn_fraction) <= 1.0:
         raise StreamdetValueError(f"agn_fraction must be in [0, 1], got {agn_fraction!r}")
     n = _check_int("size", size, _MIN_SIZE)
@@ -237,11 +243,12 @@ def _simulate(path: str | os.PathLike[str], *, truth: str | os.PathLike[str] | N
     del draw, ra, dec, ra_c, dec_c, north, gain
     renderer = StripRenderer(comps.gaussians, width=n, stamps=comps.stamps, patterns=patterns)
     del comps, patterns
-    sky = (MeanFilter(renderer.render, height=n,
-                      side_px=MEAN_SIDE_BEAMS * b.beam_fwhm_arcsec / b.pixel_arcsec,
-                      block_rows=rows).strip
-           if zero_mean else renderer.render)
-    noise_gen = (CorrelatedNoise(seed=s, tag=b.freq, width=n, rms=b.noise,
+    # what an interferometer misses: the sky's mean brightness, Jy/beam
+    level = (float(np.sum(np.asarray(table["flux"]) * np.asarray(table["pb"])))
+             * b.beam_area_px / float(n * n) * MISSING_MEAN) if zero_mean else 0.0
+    header["SIMLEVEL"] = (level, "[Jy/beam] sky mean taken out")
+    thermal = b.noise * THERMAL.get(b.freq, 1.0)
+    noise_gen = (CorrelatedNoise(seed=s, tag=b.freq, width=n, rms=thermal,
                                  beam_sigma_px=b.beam_sigma_px) if noise else None)
     with atomic_path(out, overwrite=overwrite) as tmp:
         with open(tmp, "wb") as fh, progress_bar(total=n, desc="simulate", unit="row",
@@ -249,7 +256,7 @@ def _simulate(path: str | os.PathLike[str], *, truth: str | os.PathLike[str] | N
             fh.write(header.tostring().encode("ascii"))
             for y0 in range(0, n, rows):
                 y1 = min(n, y0 + rows)
-                strip = sky(y0, y1)
+                strip = renderer.render(y0, y1) - level
                 if noise_gen is not None:
                     strip += noise_gen.strip(y0, y1)
                 strip.astype(">f4").tofile(fh)
@@ -332,10 +339,12 @@ def _header(n: int, b: Band, centre: tuple[float, float], *, seed: int, noise: b
         ("SPECSYS", "TOPOCENT", ""),
         ("ORIGIN", f"streamdet {__version__}", ""),
         ("SIMSEED", seed, "random seed"),
-        ("SIMNOISE", b.noise if noise else 0.0, "[Jy/beam] noise rms"),
+        ("SIMNOISE", b.noise if noise else 0.0, "[Jy/beam] map noise (noise + confusion)"),
+        ("SIMTHERM", b.noise * THERMAL.get(b.freq, 1.0) if noise else 0.0,
+         "[Jy/beam] rms of the noise added"),
         ("SIMSIDEL", bool(sidelobes), "sidelobes added"),
         ("SIMFAINT", bool(faint), "faint population below the catalogue added"),
-        ("SIMZMEAN", bool(zero_mean), "sky mean over 100 beams taken out"),
+        ("SIMZMEAN", bool(zero_mean), "the sky's mean brightness taken out"),
         ("PBRA", POINTING[0], "[deg] primary-beam pointing RA"),
         ("PBDEC", POINTING[1], "[deg] primary-beam pointing Dec"),
     ]
