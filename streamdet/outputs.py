@@ -3,13 +3,16 @@
 :func:`to_table` turns :class:`~streamdet.detections.Detections` (pixels) into an
 astropy table with sky coordinates and primary-beam corrected fluxes;
 :func:`to_sdc1` reduces it to the SDC1 submission columns; :func:`write_catalogue`
-and :func:`write_regions` write files atomically.
+and :func:`write_regions` write files atomically, a block of rows at a time (the memory
+of writing is a block's, whatever the size of the catalogue).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import gc
 import importlib.util
+import io
 import os
 import warnings
 from collections.abc import Mapping
@@ -18,8 +21,9 @@ from typing import Any, Literal
 
 import astropy.units as u
 import numpy as np
+from astropy.io import fits
 from astropy.io.fits.verify import VerifyWarning
-from astropy.table import Table
+from astropy.table import Column, Table
 from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
 from numpy.typing import NDArray
@@ -384,9 +388,182 @@ def _is_sdc1(table: Table) -> bool:
     return tuple(table.colnames) == SDC1_COLUMNS
 
 
+# ------------------------------------------------------------ writing in blocks
+#
+# Every format is written a block of rows at a time, so that the memory of writing is
+# bounded by a block, not the table: astropy's writers format or convert the whole table
+# at once (its ECSV writer holds every value as a Python string, ~8x the text: 0.9 GB
+# more for the ~430k sources of a 16384^2 field). The files are the ones astropy writes
+# (the tests compare them with astropy's whole-table writes): the headers come from
+# astropy itself, written for a zero-row slice of the table.
+
+_BLOCK_ROWS: int | None = None       # rows per block for every format (tests); None: below
+_TEXT_BLOCK_VALUES = 1 << 16         # values per block of text (~7 MB of Python strings)
+_BINARY_BLOCK_BYTES = 1 << 21        # bytes of records per block of FITS or parquet (~3x)
+
+
+class _NotBlockable(Exception):
+    """A block's header differs from the whole table's: write the table in one piece."""
+
+
+def _block_rows(table: Table, *, text: bool) -> int:
+    if _BLOCK_ROWS is not None:
+        return max(1, int(_BLOCK_ROWS))
+    if text:
+        return max(1, _TEXT_BLOCK_VALUES // max(1, len(table.colnames)))
+    row_bytes = sum(int(np.prod(table[c].shape[1:], dtype=np.int64)) * table[c].dtype.itemsize
+                    for c in table.colnames)
+    return max(1, _BINARY_BLOCK_BYTES // max(1, row_bytes))
+
+
+def _row_slices(n: int, rows: int) -> list[slice]:
+    """Consecutive slices of ``rows`` rows covering ``range(n)`` (the last one partial)."""
+    return [slice(i, min(i + rows, n)) for i in range(0, n, rows)]
+
+
+def _plain(table: Table, kinds: str) -> bool:
+    """Every column a plain 1-d, unmasked :class:`~astropy.table.Column` of these kinds."""
+    return all(type(table[c]) is Column and table[c].ndim == 1 and table[c].dtype.kind in kinds
+               for c in table.colnames)
+
+
+def _str_values(values: NDArray[Any]) -> list[str]:
+    """``str`` of each value as a NumPy scalar: astropy's ECSV text of a column."""
+    if values.dtype.kind == "f" and values.dtype.itemsize == 8:
+        # repr of a Python float is the shortest round-trip text, as NumPy's str of a
+        # float64 (the same digits and the same switch to exponents), and faster
+        return list(map(repr, values.tolist()))
+    if values.dtype.kind in "biu":
+        return list(map(str, values.tolist()))          # ints, True / False
+    return list(map(str, values))                       # float32 and others: NumPy's own
+
+
+def _write_ecsv(table: Table, tmp: Path) -> None:
+    head = io.StringIO()
+    table[:0].write(head, format="ascii.ecsv")         # astropy's own header (YAML)
+    header = head.getvalue()
+    rows = _block_rows(table, text=True)
+    with open(tmp, "w", encoding="utf-8", newline="") as fh:
+        fh.write(header)
+        if _plain(table, "biuf"):
+            # Numbers only: astropy writes str(value) of each, space-separated, nothing to
+            # quote; formatted here a block at a time.
+            cols = [np.asarray(table[c]) for c in table.colnames]
+            for part in _row_slices(len(table), rows):
+                strs = [_str_values(c[part]) for c in cols]
+                fh.write(os.linesep.join(map(" ".join, zip(*strs, strict=True))) + os.linesep)
+                del strs
+            return
+        # Anything else (strings, masked values, mixins, arrays): astropy writes each block,
+        # its header dropped.
+        for part in _row_slices(len(table), rows):
+            text = io.StringIO()
+            table[part].write(text, format="ascii.ecsv")
+            value = text.getvalue()
+            if not value.startswith(header):
+                raise _NotBlockable
+            fh.write(value[len(header):])
+            del text, value
+            gc.collect()  # the writer's objects hold the block's strings in reference cycles
+
+
+def _fits_file(table: Table) -> io.BytesIO:
+    """The FITS file astropy writes for ``table`` (as ``Table.write(format="fits")``)."""
+    out = io.BytesIO()
+    table.write(out, format="fits")
+    return out
+
+
+def _card_offset(image: bytes, keyword: str, start: int = 0) -> int:
+    key = keyword.ljust(8).encode("ascii") + b"= "
+    for off in range(start, len(image), 80):
+        if image[off:off + 10] == key:
+            return off
+    raise _NotBlockable
+
+
+def _write_fits(table: Table, tmp: Path) -> None:
+    template = _fits_file(table[:0]).getvalue()              # primary + table header, no rows
+    n = len(table)
+    if n == 0:
+        tmp.write_bytes(template)
+        return
+    primary = len(fits.PrimaryHDU().header.tostring())
+    naxis1 = _card_offset(template, "NAXIS1", primary)
+    naxis2 = _card_offset(template, "NAXIS2", primary)
+    row_bytes = int(fits.Card.fromstring(template[naxis1:naxis1 + 80]).value)
+    old = fits.Card.fromstring(template[naxis2:naxis2 + 80])
+    card = fits.Card("NAXIS2", n, old.comment).image.encode("ascii")
+    size = len(template)
+    with open(tmp, "wb") as fh:
+        fh.write(template[:naxis2] + card + template[naxis2 + 80:])
+        for part in _row_slices(n, _block_rows(table, text=False)):
+            rows = part.stop - part.start
+            with _fits_file(table[part]).getbuffer() as block:
+                # the block's header must be the table's but for NAXIS2
+                if (len(block) < size + rows * row_bytes or block[:naxis2] != template[:naxis2]
+                        or block[naxis2 + 80:size] != template[naxis2 + 80:size]):
+                    raise _NotBlockable
+                fh.write(block[size:size + rows * row_bytes])
+        fh.write(b"\0" * (-(n * row_bytes) % 2880))
+
+
+def _write_parquet(table: Table, tmp: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if len(table) == 0 or not _plain(table, "biufSU"):
+        raise _NotBlockable  # masked, mixin or array columns: astropy's whole-table writer
+    table[:0].write(tmp, format="parquet")             # astropy's own schema and metadata
+    schema = pq.read_schema(tmp)
+    cols = [np.asarray(table[c]) for c in table.colnames]
+    # as astropy's writer: little-endian values, one row group per block
+    with pq.ParquetWriter(tmp, schema, version="2.4") as writer:
+        for part in _row_slices(len(table), _block_rows(table, text=False)):
+            arrays = [pa.array(c[part].astype(c.dtype.newbyteorder("<"), copy=False),
+                               type=schema.field(name).type)
+                      for name, c in zip(table.colnames, cols, strict=True)]
+            writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
+            del arrays
+
+
+_BLOCK_WRITERS = {"ecsv": _write_ecsv, "fits": _write_fits, "parquet": _write_parquet}
+
+
+def _write_sdc1(table: Table, tmp: Path) -> tuple[int, int]:
+    """The SDC1 text of ``table`` (an SDC1 table as it is, else through :func:`to_sdc1`),
+    a block at a time: the file :func:`streamdet.catalog.write_sdc1` writes.
+
+    Returns the number of sources written and of those dropped (non-finite values).
+    """
+    from .catalog import _FORMATS, _checked_columns
+
+    as_is = _is_sdc1(table)
+    fmt = " ".join(_FORMATS[c] for c in SDC1_COLUMNS) + "\n"
+    written = 0
+    with open(tmp, "w", encoding="ascii") as fh:
+        fh.write(" ".join(SDC1_COLUMNS) + "\n")
+        for part in _row_slices(len(table), _block_rows(table, text=True)):
+            block = table[part]
+            if not as_is:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", CatalogueWarning)  # counted: one warning
+                    block = to_sdc1(block)
+                block["id"] += written                     # ids run 0..N-1 over the blocks
+            cols = _checked_columns(block)
+            rows = zip(*(cols[c].tolist() for c in SDC1_COLUMNS), strict=True)
+            fh.writelines(fmt.format(*row) for row in rows)
+            written += len(block)
+            del block, cols, rows
+    return written, (0 if as_is else len(table) - written)
+
+
 def write_catalogue(table: Table, path: str | os.PathLike[str], *,
                     format: CatalogueFormat = "sdc1", overwrite: bool = False) -> Path:
     """Write a catalogue, atomically.
+
+    Every format is written a block of rows at a time: the memory needed beyond the
+    table's is bounded by a block (a few MB), whatever the number of rows.
 
     Parameters
     ----------
@@ -396,11 +573,15 @@ def write_catalogue(table: Table, path: str | os.PathLike[str], *,
         Output file.
     format : {"sdc1", "ecsv", "fits", "parquet"}
         ``"sdc1"``: the SDC1 submission text (through :func:`to_sdc1` unless the
-        table already has exactly the SDC1 columns, then
-        :func:`streamdet.catalog.write_sdc1`); an empty catalogue gives a
+        table already has exactly the SDC1 columns; the file
+        :func:`streamdet.catalog.write_sdc1` writes); an empty catalogue gives a
         header-only file and a :class:`CatalogueWarning` (the official scorer
         cannot score it). ``"ecsv"``, ``"fits"``, ``"parquet"``: the whole table
-        with units and meta, through astropy (parquet needs ``pyarrow``).
+        with units and meta, the file astropy's ``Table.write`` writes (headers
+        and schema from astropy; parquet in row groups; parquet needs
+        ``pyarrow``). Tables with masked, mixin or multidimensional columns are
+        written by astropy in one piece where a block could differ (FITS,
+        parquet).
     overwrite : bool
         Replace an existing file (otherwise
         :class:`~streamdet.errors.OutputExistsError`).
@@ -427,20 +608,37 @@ def write_catalogue(table: Table, path: str | os.PathLike[str], *,
                              "pip install pyarrow (or choose format 'ecsv' or 'fits')")
     check_output(path, overwrite=overwrite)
     if format == "sdc1":
-        from .catalog import write_sdc1
+        # a table that cannot be written is refused before any file exists
+        if _is_sdc1(table):
+            from .catalog import _checked_columns
 
-        sdc1 = table if _is_sdc1(table) else to_sdc1(table)
-        if len(sdc1) == 0:
+            _checked_columns(table[:0])
+        else:
+            to_sdc1(table[:0])
+        if len(table) == 0:
             warnings.warn(f"writing an empty SDC1 catalogue to {str(path)!r} (header only); "
                           "the SDC1 scorer cannot score an empty catalogue",
                           CatalogueWarning, stacklevel=2)
         with atomic_path(path, overwrite=overwrite) as tmp:
-            write_sdc1(sdc1, tmp)
+            written, dropped = _write_sdc1(table, tmp)
+            # (before the rename: a warning turned into an error leaves no file)
+            if dropped:
+                warnings.warn(f"dropping {dropped} of {len(table)} sources with non-finite "
+                              "position, flux or shape from the SDC1 catalogue",
+                              CatalogueWarning, stacklevel=2)
+            if written == 0 and len(table):
+                warnings.warn(f"writing an empty SDC1 catalogue to {str(path)!r} (header "
+                              "only); the SDC1 scorer cannot score an empty catalogue",
+                              CatalogueWarning, stacklevel=2)
         return Path(path)
     with atomic_path(path, overwrite=overwrite) as tmp, warnings.catch_warnings():
         # Long meta keys become FITS HIERARCH cards; astropy warns about each one.
         warnings.simplefilter("ignore", VerifyWarning)
-        table.write(tmp, format=_ASTROPY_FORMATS[format])
+        try:
+            _BLOCK_WRITERS[format](table, tmp)
+        except _NotBlockable:
+            tmp.unlink(missing_ok=True)
+            table.write(tmp, format=_ASTROPY_FORMATS[format])
     return Path(path)
 
 
@@ -465,7 +663,7 @@ def write_regions(table: Table, path: str | os.PathLike[str], *,
 
     The text is formatted here, vectorised, in the DS9 dialect that the
     ``regions`` package writes and reads (building ``regions`` objects costs about
-    1 ms per source, minutes for an SDC1 catalogue).
+    1 ms per source, minutes for an SDC1 catalogue), a block of rows at a time.
 
     Parameters
     ----------
@@ -486,39 +684,55 @@ def write_regions(table: Table, path: str | os.PathLike[str], *,
     ra_name = "ra" if "ra" in names else ("ra_cent" if "ra_cent" in names else None)
     dec_name = "dec" if "dec" in names else ("dec_cent" if "dec_cent" in names else None)
     has_shape = ({"bmaj", "bmin"} <= names or {"b_maj", "b_min"} <= names) and "pa" in names
-    lines = ["# Region file format: DS9 streamdet " + __version__]
-    if ra_name and dec_name and has_shape:
-        ra = _column(table, (ra_name,), u.deg)
-        dec = _column(table, (dec_name,), u.deg)
-        bmaj, bmin, pa = _ellipse(table)
-        good = _finite_rows(ra, dec, bmaj, bmin, pa)
-        lines.append("icrs")
-        lines += [f'ellipse({r:.9f},{d:.9f},{a:.6f}",{b:.6f}",{p:.6f})'
-                  for r, d, a, b, p in zip(ra[good].tolist(), dec[good].tolist(),
-                                           (bmaj[good] / 2).tolist(), (bmin[good] / 2).tolist(),
-                                           np.mod(pa[good] + 90.0, 360.0).tolist(),
-                                           strict=True)]
-    else:
-        if {"x0", "y0", "x1", "y1"} <= names:
-            b = np.stack([np.asarray(table[c], np.float64) for c in ("x0", "y0", "x1", "y1")],
-                         axis=1).reshape(-1, 4)
-            x, y = 0.5 * (b[:, 0] + b[:, 2]), 0.5 * (b[:, 1] + b[:, 3])
-            w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
-        elif {"x", "y", "width", "height"} <= names:
-            x, y = np.asarray(table["x"], np.float64), np.asarray(table["y"], np.float64)
-            w = np.asarray(table["width"], np.float64)
-            h = np.asarray(table["height"], np.float64)
-        else:
-            raise StreamdetValueError("a region file needs ra/dec with bmaj/bmin/pa, or pixel "
-                                      f"boxes; the table has {table.colnames}")
-        good = _finite_rows(x, y, w, h)
-        lines.append("image")
-        lines += [f"box({cx:.6f},{cy:.6f},{bw:.6f},{bh:.6f},0)"
-                  for cx, cy, bw, bh in zip((x[good] + 1).tolist(), (y[good] + 1).tolist(),
-                                            w[good].tolist(), h[good].tolist(), strict=True)]
-    if not good.all():
-        warnings.warn(f"skipping {int((~good).sum())} of {len(good)} sources with non-finite "
-                      "values in the region file", CatalogueWarning, stacklevel=2)
+    sky = bool(ra_name and dec_name and has_shape)
+    if not sky and not ({"x0", "y0", "x1", "y1"} <= names
+                        or {"x", "y", "width", "height"} <= names):
+        raise StreamdetValueError("a region file needs ra/dec with bmaj/bmin/pa, or pixel "
+                                  f"boxes; the table has {table.colnames}")
+    skipped = 0
     with atomic_path(path, overwrite=overwrite) as tmp:
-        tmp.write_text("\n".join(lines) + "\n", encoding="ascii")
+        with open(tmp, "w", encoding="ascii") as fh:
+            fh.write("# Region file format: DS9 streamdet " + __version__ + "\n")
+            fh.write("icrs\n" if sky else "image\n")
+            # a block of rows at a time: the text of one block in memory, not the table's
+            for part in _row_slices(len(table), _block_rows(table, text=True)):
+                block = table[part]
+                lines = (_sky_regions(block, ra_name or "", dec_name or "") if sky
+                         else _pixel_regions(block))
+                skipped += len(block) - len(lines)
+                fh.writelines(line + "\n" for line in lines)
+                del block, lines
+        if skipped:  # before the rename: a warning turned into an error leaves no file
+            warnings.warn(f"skipping {skipped} of {len(table)} sources with non-finite "
+                          "values in the region file", CatalogueWarning, stacklevel=2)
     return Path(path)
+
+
+def _sky_regions(table: Table, ra_name: str, dec_name: str) -> list[str]:
+    """DS9 ICRS ellipses of the rows with finite values."""
+    ra = _column(table, (ra_name,), u.deg)
+    dec = _column(table, (dec_name,), u.deg)
+    bmaj, bmin, pa = _ellipse(table)
+    good = _finite_rows(ra, dec, bmaj, bmin, pa)
+    return [f'ellipse({r:.9f},{d:.9f},{a:.6f}",{b:.6f}",{p:.6f})'
+            for r, d, a, b, p in zip(ra[good].tolist(), dec[good].tolist(),
+                                     (bmaj[good] / 2).tolist(), (bmin[good] / 2).tolist(),
+                                     np.mod(pa[good] + 90.0, 360.0).tolist(), strict=True)]
+
+
+def _pixel_regions(table: Table) -> list[str]:
+    """DS9 image boxes (1-based) of the rows with finite values."""
+    names = set(table.colnames)
+    if {"x0", "y0", "x1", "y1"} <= names:
+        b = np.stack([np.asarray(table[c], np.float64) for c in ("x0", "y0", "x1", "y1")],
+                     axis=1).reshape(-1, 4)
+        x, y = 0.5 * (b[:, 0] + b[:, 2]), 0.5 * (b[:, 1] + b[:, 3])
+        w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+    else:
+        x, y = np.asarray(table["x"], np.float64), np.asarray(table["y"], np.float64)
+        w = np.asarray(table["width"], np.float64)
+        h = np.asarray(table["height"], np.float64)
+    good = _finite_rows(x, y, w, h)
+    return [f"box({cx:.6f},{cy:.6f},{bw:.6f},{bh:.6f},0)"
+            for cx, cy, bw, bh in zip((x[good] + 1).tolist(), (y[good] + 1).tolist(),
+                                      w[good].tolist(), h[good].tolist(), strict=True)]

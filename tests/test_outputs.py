@@ -499,3 +499,284 @@ def test_empty_region_file_parses(tmp_path: Path) -> None:
     assert len(Regions.read(str(path), format="ds9")) == 0
     with pytest.raises(StreamdetValueError, match="does not exist"):
         write_regions(t, tmp_path / "nope" / "x.reg")
+
+
+# ------------------------------------------------------------ blocked writers
+#
+# Every format is written a block of rows at a time (issue 14: astropy's ECSV writer held
+# the whole table as text). A block of 5 rows gives several blocks and a partial last one;
+# each file is compared with the one written another way (astropy's whole-table writer,
+# catalog.write_sdc1, one block).
+
+BLOCK = 5
+
+
+@pytest.fixture
+def blocks(monkeypatch: pytest.MonkeyPatch) -> list[list[slice]]:
+    """Blocks of BLOCK rows; records the slices each writer ran over."""
+    monkeypatch.setattr(outputs, "_BLOCK_ROWS", BLOCK)
+    seen: list[list[slice]] = []
+    real = outputs._row_slices
+
+    def spy(n: int, rows: int) -> list[slice]:
+        out = real(n, rows)
+        seen.append(out)
+        return out
+
+    monkeypatch.setattr(outputs, "_row_slices", spy)
+    return seen
+
+
+def _assert_blocked(seen: list[list[slice]], n: int) -> None:
+    assert seen, "the writer did not go through blocks"
+    parts = seen[-1]
+    assert [p.start for p in parts] == list(range(0, n, BLOCK))
+    assert sum(p.stop - p.start for p in parts) == n
+    if n > 2 * BLOCK and n % BLOCK:
+        assert len(parts) > 2 and parts[-1].stop - parts[-1].start == n % BLOCK
+
+
+def _numbers_table(n: int, seed: int = 3) -> Table:
+    """A catalogue from to_table plus columns of every numeric kind, with awkward values."""
+    rng = np.random.default_rng(seed)
+    t = to_table(_dets(n, seed=seed), wcs=_sdc1_wcs())
+    t["i8"] = rng.integers(-2**62, 2**62, n, dtype=np.int64)
+    t["i1"] = rng.integers(-128, 128, n).astype(np.int8)
+    t["u2"] = rng.integers(0, 2**16, n).astype(np.uint16)
+    t["flag"] = rng.random(n) < 0.5
+    special = np.array([0.0, -0.0, np.nan, np.inf, -np.inf, 1e16, 9999999999999998.0, 1e-4,
+                        9.9999e-5, 5e-324, 1.7976931348623157e308, 0.1, 1 / 3, 2.0**53])
+    f8 = rng.integers(0, 2**63, n, dtype=np.uint64).view(np.float64)   # any bit pattern
+    f8[:min(n, len(special))] = special[:n]
+    f4 = rng.integers(0, 2**32, n, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    special4 = np.array([0.0, -0.0, np.nan, np.inf, -np.inf, 1e16, 1e-4, 9.9999e-5, 1e-45,
+                         3.4028235e38, 0.1, 1 / 3, 2.0**24, 16777217.0], np.float32)
+    f4[:min(n, len(special4))] = special4[:n]
+    t["f8"], t["f4"] = f8, f4
+    t["f4"].unit = u.mJy
+    t["f4"].description = "float32 of any bit pattern"
+    t["x"].format = ".3f"
+    return t
+
+
+def _mixed_table(n: int, seed: int = 4) -> Table:
+    """Strings, masked values and a 2-d column: not numbers alone."""
+    from astropy.table import MaskedColumn
+
+    rng = np.random.default_rng(seed)
+    t = to_table(_dets(n, seed=seed), wcs=_sdc1_wcs())
+    t["name"] = np.array([f'src "{i}", a b' for i in range(n)], dtype="U16")
+    t["snr"] = MaskedColumn(rng.normal(10, 3, n), mask=rng.random(n) < 0.3, unit=u.one)
+    t["count"] = MaskedColumn(rng.integers(0, 100, n), mask=rng.random(n) < 0.3)
+    t["pair"] = rng.normal(size=(n, 2))
+    return t
+
+
+def _astropy_write(t: Table, path: Path, fmt: str) -> None:
+    from astropy.io.fits.verify import VerifyWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", VerifyWarning)   # HIERARCH cards, as write_catalogue
+        t.write(path, format={"ecsv": "ascii.ecsv"}.get(fmt, fmt))
+
+
+def _assert_same_read(a: Path, b: Path) -> None:
+    """Both files read back alike: columns, dtypes, units, descriptions, formats, values
+    (every bit of every float but NaN payloads), meta."""
+    ta, tb = Table.read(a), Table.read(b)
+    assert ta.colnames == tb.colnames and len(ta) == len(tb)
+    for c in ta.colnames:
+        assert ta[c].dtype == tb[c].dtype, c
+        assert (ta[c].unit or None) == (tb[c].unit or None), c
+        assert ta[c].description == tb[c].description and ta[c].format == tb[c].format, c
+        np.testing.assert_array_equal(np.asarray(ta[c]), np.asarray(tb[c]), err_msg=c)
+        assert np.array_equal(np.ma.getmaskarray(ta[c]), np.ma.getmaskarray(tb[c])), c
+    assert dict(ta.meta) == dict(tb.meta)
+
+
+@pytest.mark.parametrize("fmt", ["ecsv", "fits"])
+@pytest.mark.parametrize("n", [0, 1, 23])
+@pytest.mark.parametrize("make", [_numbers_table, _mixed_table], ids=["numbers", "mixed"])
+def test_blocked_file_is_astropys(tmp_path: Path, blocks: list[list[slice]], fmt: str, n: int,
+                                  make: object) -> None:
+    t = make(n)  # type: ignore[operator]
+    if fmt == "ecsv":
+        t.meta["nested"] = {"list": [1, 2.5, "x"], "text": "a: b"}   # YAML, not FITS
+    ours, ref = tmp_path / f"ours.{fmt}", tmp_path / f"ref.{fmt}"
+    write_catalogue(t, ours, format=fmt)  # type: ignore[arg-type]
+    _astropy_write(t, ref, fmt)
+    assert ours.read_bytes() == ref.read_bytes()      # the very file astropy writes
+    if n:
+        _assert_blocked(blocks, n)
+        _assert_same_read(ours, ref)
+        back = Table.read(ours)
+        for c in t.colnames:   # and what was written, to the last bit (NaN payloads aside)
+            # (astropy reads its own FITS int8 column back as bool, and strings as bytes)
+            if t[c].dtype.kind != "U" and not (fmt == "fits" and c == "i1"):
+                mask = np.ma.getmaskarray(t[c])   # (FITS masks NaN on reading: data kept)
+                np.testing.assert_array_equal(np.ma.getdata(back[c])[~mask],
+                                              np.ma.getdata(t[c])[~mask], err_msg=c)
+    elif make is _numbers_table:
+        _assert_same_read(ours, ref)                   # empty in, empty out, same columns
+        assert len(Table.read(ours)) == 0 and Table.read(ours).colnames == t.colnames
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("n", [0, 1, 23])
+@pytest.mark.parametrize("make", [_numbers_table, _mixed_table], ids=["numbers", "mixed"])
+def test_blocked_parquet_reads_as_astropys(tmp_path: Path, blocks: list[list[slice]], n: int,
+                                           make: object) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    t = make(n)  # type: ignore[operator]
+    t.meta["nested"] = {"list": [1, 2.5, "x"]}
+    if make is _mixed_table:
+        t.remove_column("pair")          # astropy cannot write an empty table with it
+    ours, ref = tmp_path / "ours.parquet", tmp_path / "ref.parquet"
+    write_catalogue(t, ours, format="parquet")
+    _astropy_write(t, ref, "parquet")
+    _assert_same_read(ours, ref)
+    assert pq.read_schema(ours).equals(pq.read_schema(ref), check_metadata=True)
+    if n and make is _numbers_table:
+        _assert_blocked(blocks, n)
+        assert pq.ParquetFile(ours).num_row_groups == -(-n // BLOCK)   # one per block
+    assert len(Table.read(ours)) == n
+
+
+def _nan_rows(t: Table, rows: list[int]) -> Table:
+    for r in rows:
+        if r < len(t):
+            t["flux"][r] = np.nan
+    return t
+
+
+@pytest.mark.parametrize("n", [1, 23])
+def test_blocked_sdc1_is_write_sdc1s_file(tmp_path: Path, blocks: list[list[slice]],
+                                          n: int) -> None:
+    from streamdet.catalog import write_sdc1
+
+    t = _nan_rows(_sdc1_table(n, seed=2), [3, 11, 12, 22])
+    bad = int(np.count_nonzero(~np.isfinite(t["flux"])))
+    ours, ref = tmp_path / "ours.txt", tmp_path / "ref.txt"
+    if bad:
+        with pytest.warns(CatalogueWarning, match=f"dropping {bad} of {n} sources") as rec:
+            write_catalogue(t, ours)
+        assert len(rec) == 1                           # one warning, all blocks counted
+        with pytest.warns(CatalogueWarning, match="dropping"):
+            s = to_sdc1(t)
+    else:
+        write_catalogue(t, ours)
+        s = to_sdc1(t)
+    write_sdc1(s, ref)
+    assert ours.read_bytes() == ref.read_bytes()
+    _assert_blocked(blocks, n)
+    ids = [int(line.split()[0]) for line in ours.read_text().splitlines()[1:]]
+    assert ids == list(range(n - bad))                 # ids run on across the blocks
+    # an SDC1 table, written as it is
+    ours2, ref2 = tmp_path / "ours2.txt", tmp_path / "ref2.txt"
+    s["id"] = np.arange(len(s)) * 7 + 3
+    write_catalogue(s, ours2)
+    write_sdc1(s, ref2)
+    assert ours2.read_bytes() == ref2.read_bytes()
+
+
+def test_blocked_sdc1_with_every_row_dropped(tmp_path: Path, blocks: list[list[slice]]) -> None:
+    t = _sdc1_table(12)
+    t["flux"] = np.nan
+    path = tmp_path / "none.txt"
+    with pytest.warns(CatalogueWarning) as rec:
+        write_catalogue(t, path)
+    assert [str(w.message).split()[0] for w in rec] == ["dropping", "writing"]
+    assert path.read_text().split() == list(SDC1_COLUMNS)
+    # with warnings as errors nothing is left behind
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CatalogueWarning)
+        with pytest.raises(CatalogueWarning):
+            write_catalogue(t, tmp_path / "err.txt")
+    assert not (tmp_path / "err.txt").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("sky", [True, False])
+@pytest.mark.parametrize("n", [0, 1, 23])
+def test_blocked_regions_are_one_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        blocks: list[list[slice]], sky: bool, n: int) -> None:
+    if sky:
+        t = _sdc1_table(n, seed=6)
+    else:
+        with pytest.warns(NoWCSWarning):
+            t = to_table(_dets(n, seed=6))
+    for r in (4, 20):
+        if r < n:
+            t["pa" if sky else "x0"][r] = np.nan if sky else np.inf
+    bad = 2 if n > 20 else (1 if n > 4 else 0)
+    ours, ref = tmp_path / "ours.reg", tmp_path / "ref.reg"
+    for path, rows in ((ours, BLOCK), (ref, 10**9)):
+        monkeypatch.setattr(outputs, "_BLOCK_ROWS", rows)
+        if bad:
+            with pytest.warns(CatalogueWarning, match=f"skipping {bad} of {n}") as rec:
+                write_regions(t, path)
+            assert len(rec) == 1
+        else:
+            write_regions(t, path)
+        if rows == BLOCK:
+            _assert_blocked(blocks, n)
+    assert ours.read_bytes() == ref.read_bytes()
+    lines = ours.read_text().splitlines()
+    assert lines[1] == ("icrs" if sky else "image") and len(lines) == 2 + n - bad
+
+
+# A 200k-row catalogue (a 16384^2 field gives 4-6e5): writing it must take a block's
+# memory, not the table's. astropy's ECSV writer took ~8x the text of the table.
+_BIG = 200_000
+
+
+@pytest.fixture(scope="module")
+def big_table() -> tuple[Table, int]:
+    """The catalogue and the size of its whole text (the ECSV data lines, from a sample)."""
+    import io
+
+    t = to_table(_dets(_BIG, size=12000.0, seed=8), wcs=_sdc1_wcs(n=12000), copy=False)
+    head, sample = io.StringIO(), io.StringIO()
+    t[:0].write(head, format="ascii.ecsv")
+    t[:2000].write(sample, format="ascii.ecsv")
+    text = (len(sample.getvalue()) - len(head.getvalue())) * (_BIG // 2000)
+    return t, text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["ecsv", "fits", "parquet", "sdc1", "regions"])
+def test_writing_takes_a_blocks_memory(tmp_path: Path, big_table: tuple[Table, int],
+                                       fmt: str) -> None:
+    import gc
+    import tracemalloc
+
+    t, text = big_table
+    pa = pytest.importorskip("pyarrow") if fmt == "parquet" else None
+    path = tmp_path / f"big.{fmt}"
+    gc.collect()
+    pool = None
+    if pa is not None:        # pyarrow's buffers are not Python allocations: counted apart
+        pool = pa.proxy_memory_pool(pa.default_memory_pool())
+        _ARROW_POOLS.append(pool)     # kept: arrow may free into it after the test
+        previous = pa.default_memory_pool()
+        pa.set_memory_pool(pool)
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        if fmt == "regions":
+            write_regions(t, path)
+        else:
+            write_catalogue(t, path, format=fmt)  # type: ignore[arg-type]
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+        if pa is not None:
+            pa.set_memory_pool(previous)
+    if pool is not None:
+        peak += pool.max_memory()
+    assert path.stat().st_size > 0.1 * text
+    # well under the text of the whole table (~57 MB): a block's text or records
+    assert peak < text / 5, f"{fmt}: {peak / 1e6:.1f} MB for a {text / 1e6:.0f} MB text"
+
+
+_ARROW_POOLS: list[object] = []
