@@ -40,7 +40,7 @@ from streamdet.errors import StreamdetValueError
 from ._data import simulated_field
 from .train import _grid, _score_subset, candidate_submission
 
-__all__ = ["retune_best", "retune_measure", "retune_purity"]
+__all__ = ["Labelled", "retune_best", "retune_measure", "retune_purity"]
 
 
 def _fields(workdir: str | os.PathLike[str], *, freq: int, seeds: Sequence[int], size: int,
@@ -54,10 +54,41 @@ def _fields(workdir: str | os.PathLike[str], *, freq: int, seeds: Sequence[int],
     return out
 
 
+Labelled = tuple[str | os.PathLike[str], str | os.PathLike[str], bool]
+"""A labelled validation image: (image, SDC1 truth, score inside the SDC1 training box)."""
+
+_Field = tuple[Path, Table, bool]
+
+
+def _groups(workdir: str | os.PathLike[str], *, freq: int, seeds: Sequence[int], size: int,
+            offset: tuple[float, float], images: Sequence[Labelled]) -> list[list[_Field]]:
+    """The validation groups: the simulated fields pooled (when ``seeds``), then each
+    labelled image on its own."""
+    groups: list[list[_Field]] = []
+    if seeds:
+        groups.append([(image, truth, False) for image, truth in
+                       _fields(workdir, freq=freq, seeds=seeds, size=size, offset=offset)])
+    for image, truth, train in images:
+        groups.append([(Path(image), read_sdc1(truth), bool(train))])
+    if not groups:
+        raise StreamdetValueError("give at least one validation seed or labelled image")
+    return groups
+
+
+def _relative(scores: np.ndarray) -> np.ndarray:
+    """(G, C) group scores -> (C,) mean over groups of each score over the group's first
+    candidate's (the reference), so that a small real image weighs as much as a pool of
+    large simulated fields; with one group the order is the pooled score's."""
+    ref = np.maximum(np.abs(scores[:, :1]), 1.0)
+    rel: np.ndarray = (scores / ref).mean(axis=0)
+    return rel
+
+
 def retune_purity(model: str | os.PathLike[str], out: str | os.PathLike[str], *, freq: int,
                   seeds: Sequence[int], size: int, offset: tuple[float, float],
                   purity_target: float, workdir: str | os.PathLike[str],
-                  threshold_min: float = 0.05, overwrite: bool = False) -> dict[str, float]:
+                  threshold_min: float = 0.05, images: Sequence[Labelled] = (),
+                  overwrite: bool = False) -> dict[str, float]:
     """Choose the ``purity`` preset on pooled simulated fields; write the model to ``out``.
 
     Parameters
@@ -77,6 +108,10 @@ def retune_purity(model: str | os.PathLike[str], out: str | os.PathLike[str], *,
         Cache of the simulated fields.
     threshold_min : float
         Lowest objectness threshold considered.
+    images : sequence of (image, truth, train)
+        Labelled validation images (such as the real SDC1 validation region), each a
+        group of its own: the preset must reach the target on the pooled simulated
+        fields and on each image.
     overwrite : bool
         Replace an existing ``out``.
 
@@ -88,28 +123,38 @@ def retune_purity(model: str | os.PathLike[str], out: str | os.PathLike[str], *,
     """
     if not 0.0 < purity_target <= 1.0:
         raise StreamdetValueError(f"purity target {purity_target} must be in (0, 1]")
-    if not seeds:
-        raise StreamdetValueError("give at least one validation seed")
     check_output(out, overwrite=overwrite)
     mdl = load_model(model)
-    fields = []
-    for image, truth in _fields(workdir, freq=freq, seeds=seeds, size=size, offset=offset):
-        table, sub = candidate_submission(mdl, image, freq=freq, threshold_min=threshold_min)
-        fields.append((np.asarray(table["objectness"], np.float64), sub, truth))
+    groups = []
+    for group in _groups(workdir, freq=freq, seeds=seeds, size=size, offset=offset,
+                         images=images):
+        members = []
+        for image, truth, train in group:
+            table, sub = candidate_submission(mdl, image, freq=freq,
+                                              threshold_min=threshold_min)
+            members.append((np.asarray(table["objectness"], np.float64), sub, truth, train))
+        groups.append(members)
+    fields = [m for g in groups for m in g]
 
     def pooled(t: float) -> tuple[float, int]:
-        """Purity and detections of the catalogues cut at ``t``, each scored as a whole
-        (a candidate's match depends on which others are in the catalogue, so the
-        contributions of a low-threshold run do not add up to a cut's purity)."""
-        n_det = n_match = 0
-        for obj, sub, truth in fields:
-            _, det, match = _score_subset(sub, truth, freq, obj >= t)
-            n_det, n_match = n_det + det, n_match + match
-        return (n_match / n_det if n_det else 0.0), n_det
+        """The lowest purity of the groups' catalogues cut at ``t`` (each catalogue scored
+        as a whole: a candidate's match depends on which others are in it, so the
+        contributions of a low-threshold run do not add up to a cut's purity), and the
+        detections kept."""
+        worst, kept = 1.0, 0
+        for group in groups:
+            n_det = n_match = 0
+            for obj, sub, truth, train in group:
+                _, det, match = _score_subset(sub, truth, freq, obj >= t, train=train)
+                n_det, n_match = n_det + det, n_match + match
+            worst = min(worst, n_match / n_det if n_det else 0.0)
+            kept += n_det
+        return worst, kept
 
     # Purity rises with the threshold: bisect the grid for the lowest one that reaches
     # the target.
-    top = max((float(obj.max()) for obj, _, _ in fields if obj.size), default=threshold_min)
+    top = max((float(obj.max()) for obj, _, _, _ in fields if obj.size),
+              default=threshold_min)
     grid = _grid(threshold_min)
     grid = grid[grid <= top] if (grid <= top).any() else grid[:1]
     lo, hi = 0, len(grid) - 1
@@ -137,6 +182,7 @@ def retune_measure(model: str | os.PathLike[str], out: str | os.PathLike[str], *
                    seeds: Sequence[int], size: int, offset: tuple[float, float],
                    workdir: str | os.PathLike[str], key: str = "bmin_resolved",
                    grid: Sequence[float] = (0.0, 0.25, 0.5, 1.0),
+                   images: Sequence[Labelled] = (),
                    overwrite: bool = False) -> dict[float, float]:
     """Choose the contract's ``measure[key]`` on pooled simulated fields.
 
@@ -144,35 +190,37 @@ def retune_measure(model: str | os.PathLike[str], out: str | os.PathLike[str], *
     infinite grid value stands for ``None``: forced photometry only).
 
     For each value of ``grid``, the fields are detected with it at the ``best`` preset
-    and scored as whole catalogues; the value with the highest pooled score is written
-    to a copy of the model at ``out``. Parameters as :func:`retune_purity`.
+    and scored as whole catalogues; the value with the highest pooled score (with
+    labelled ``images``: the highest mean over the groups of each group's score relative
+    to its score at the first grid value) is written to a copy of the model at ``out``.
+    Parameters as :func:`retune_purity`.
 
     Returns
     -------
     dict
-        Pooled official score for each value of ``grid``.
+        Pooled official score for each value of ``grid`` (summed over the groups).
     """
     if key not in _MEASURE_KEYS:
         raise StreamdetValueError(f"key must be one of {_MEASURE_KEYS}, got {key!r}")
     finite = key != "fit_snr"           # fit_snr: inf stands for None (never fit)
-    if not seeds or not grid or any(not 0 <= g or (finite and np.isinf(g)) for g in grid):
-        raise StreamdetValueError(f"need seeds and a grid of values >= 0, got {seeds}, {grid}")
+    if not grid or any(not 0 <= g or (finite and np.isinf(g)) for g in grid):
+        raise StreamdetValueError(f"need a grid of values >= 0, got {grid}")
     check_output(out, overwrite=overwrite)
     mdl = load_model(model)
     best = np.asarray(mdl.contract.thresholds.get("best", mdl.contract.thresholds["default"]))
-    fields = _fields(workdir, freq=freq, seeds=seeds, size=size, offset=offset)
-    scores: dict[float, float] = {}
-    for value in grid:
+    groups = _groups(workdir, freq=freq, seeds=seeds, size=size, offset=offset, images=images)
+    table_of = np.zeros((len(groups), len(grid)))
+    for j, value in enumerate(grid):
         trial = Model(mdl.path, dataclasses.replace(mdl.contract, measure={
             **mdl.contract.measure, key: _stored(value)}), threads=mdl.threads)
-        total = 0.0
-        for image, truth in fields:
-            table, sub = candidate_submission(trial, image, freq=freq,
-                                              threshold_min=float(best.min()))
-            cut = _cut(table, best)
-            total += _score_subset(sub, truth, freq, cut)[0]
-        scores[float(value)] = total
-    chosen = max(scores, key=lambda v: scores[v])
+        for g, group in enumerate(groups):
+            for image, truth, train in group:
+                table, sub = candidate_submission(trial, image, freq=freq,
+                                                  threshold_min=float(best.min()))
+                table_of[g, j] += _score_subset(sub, truth, freq, _cut(table, best),
+                                                train=train)[0]
+    scores = {float(v): float(table_of[:, j].sum()) for j, v in enumerate(grid)}
+    chosen = float(grid[int(np.argmax(_relative(table_of)))])
     _write_contract(model, out, dataclasses.replace(
         mdl.contract, measure={**mdl.contract.measure, key: _stored(chosen)}),
         overwrite=overwrite)
@@ -191,6 +239,7 @@ def retune_best(model: str | os.PathLike[str], out: str | os.PathLike[str], *, f
                 seeds: Sequence[int], size: int, offset: tuple[float, float],
                 workdir: str | os.PathLike[str], min_purity: float = 0.95,
                 grid: Sequence[float] = tuple(np.round(np.arange(0.05, 0.951, 0.05), 2)),
+                images: Sequence[Labelled] = (),
                 overwrite: bool = False) -> dict[str, float | tuple[float, ...]]:
     """Choose the ``best`` preset on pooled simulated fields; write the model to ``out``.
 
@@ -198,7 +247,10 @@ def retune_best(model: str | os.PathLike[str], out: str | os.PathLike[str], *, f
     global threshold of ``grid``; each cut catalogue is scored as a whole by the official
     scorer on every field. The highest pooled score among the candidates whose pooled
     purity is at least ``min_purity`` is written as ``best`` (and as ``default`` where
-    ``default`` was ``best``); the other presets are kept.
+    ``default`` was ``best``); the other presets are kept. With labelled ``images``
+    (each a group of its own beside the pooled simulated fields), every group must keep
+    ``min_purity`` and the candidates are ranked by the mean over the groups of each
+    group's score relative to its score at the model's own preset.
 
     Parameters
     ----------
@@ -210,6 +262,8 @@ def retune_best(model: str | os.PathLike[str], out: str | os.PathLike[str], *, f
         Pooled purity the preset must keep, in (0, 1].
     grid : sequence of float
         Global objectness thresholds tried, in (0, 1).
+    images : sequence of (image, truth, train)
+        Labelled validation images, as :func:`retune_purity`.
     overwrite : bool
         Replace an existing ``out``.
 
@@ -229,26 +283,30 @@ def retune_best(model: str | os.PathLike[str], out: str | os.PathLike[str], *, f
     values = [float(v) for v in grid]
     if not values or not all(0.0 < v < 1.0 for v in values):
         raise StreamdetValueError(f"grid thresholds must lie in (0, 1), got {list(grid)}")
-    if not seeds:
-        raise StreamdetValueError("give at least one validation seed")
     check_output(out, overwrite=overwrite)
     mdl = load_model(model)
     th = mdl.contract.thresholds
     own = np.asarray(th.get("best", th["default"]), np.float64)
     candidates: list[np.ndarray] = [own, *(np.asarray(v) for v in values)]
     lowest = min(float(own.min()), min(values))
-    totals = np.zeros((len(candidates), 3))  # score, detections, matches
-    for image, truth in _fields(workdir, freq=freq, seeds=seeds, size=size, offset=offset):
-        table, sub = candidate_submission(mdl, image, freq=freq, threshold_min=lowest)
-        for i, cand in enumerate(candidates):
-            totals[i] += _score_subset(sub, truth, freq, _cut(table, cand))
+    groups = _groups(workdir, freq=freq, seeds=seeds, size=size, offset=offset, images=images)
+    per = np.zeros((len(groups), len(candidates), 3))  # score, detections, matches
+    for g, group in enumerate(groups):
+        for image, truth, train in group:
+            table, sub = candidate_submission(mdl, image, freq=freq, threshold_min=lowest)
+            for i, cand in enumerate(candidates):
+                per[g, i] += _score_subset(sub, truth, freq, _cut(table, cand), train=train)
+    group_purity = np.divide(per[:, :, 2], per[:, :, 1], out=np.zeros(per.shape[:2]),
+                             where=per[:, :, 1] > 0)
+    totals = per.sum(axis=0)
     purity = np.divide(totals[:, 2], totals[:, 1], out=np.zeros(len(candidates)),
                        where=totals[:, 1] > 0)
-    ok = np.flatnonzero(purity >= min_purity)
+    worst = group_purity.min(axis=0)
+    ok = np.flatnonzero(worst >= min_purity)
     if ok.size == 0:
         raise StreamdetValueError(f"no candidate preset reaches purity {min_purity} on the "
-                                  f"fields (best {purity.max():.4f})")
-    k = int(ok[np.argmax(totals[ok, 0])])
+                                  f"fields (best {worst.max():.4f})")
+    k = int(ok[np.argmax(_relative(per[:, :, 0])[ok])])
     chosen = candidates[k]
     preset: float | tuple[float, ...] = (tuple(float(v) for v in chosen) if chosen.ndim
                                          else float(chosen))
@@ -258,7 +316,9 @@ def retune_best(model: str | os.PathLike[str], out: str | os.PathLike[str], *, f
     _write_contract(model, out, dataclasses.replace(mdl.contract, thresholds=new),
                     overwrite=overwrite)
     return {"best": preset, "score": float(totals[k, 0]), "purity": float(purity[k]),
-            "previous_score": float(totals[0, 0]), "previous_purity": float(purity[0])}
+            "previous_score": float(totals[0, 0]), "previous_purity": float(purity[0]),
+            "group_scores": tuple(float(v) for v in per[:, k, 0]),
+            "group_purity": tuple(float(v) for v in group_purity[:, k])}
 
 
 def _cut(table: Table, threshold: np.ndarray) -> np.ndarray:
@@ -286,7 +346,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("-o", "--output", type=Path, required=True)
     ap.add_argument("--freq", type=int, choices=(560, 1400, 9200), required=True)
     ap.add_argument("--purity", type=float, default=0.99)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[3000001, 3000002, 3000003])
+    ap.add_argument("--seeds", type=int, nargs="*", default=[3000001, 3000002, 3000003],
+                    help="simulated validation fields (none: only the --image files)")
     ap.add_argument("--size", type=int, default=4096)
     ap.add_argument("--offset", type=float, nargs=2, default=(0.0, -0.8), metavar=("DRA", "DDEC"))
     ap.add_argument("--workdir", type=Path, default=Path("retune_fields"))
@@ -309,15 +370,27 @@ def main(argv: Sequence[str] | None = None) -> None:
                          "(default 0 0.25 0.5 1)")
     ap.add_argument("--min-purity", type=float, default=0.95,
                     help="pooled purity the best preset must keep (with --best)")
+    ap.add_argument("--image", action="append", default=[], metavar="IMG.fits",
+                    help="labelled validation image (repeat; each with a --truth), a group "
+                         "of its own beside the pooled simulated fields")
+    ap.add_argument("--truth", action="append", default=[], metavar="TRUTH.txt")
+    ap.add_argument("--in-train-box", action="store_true",
+                    help="the --image files lie in the SDC1 training box (score them with "
+                         "the scorer's train=True; the real SDC1 region does)")
     args = ap.parse_args(argv)
+    if len(args.image) != len(args.truth):
+        ap.error("--image and --truth must come in pairs")
+    images = [(i, t, bool(args.in_train_box)) for i, t in zip(args.image, args.truth,
+                                                               strict=True)]
     if args.best:
         best = retune_best(args.model, args.output, freq=args.freq, seeds=args.seeds,
                           size=args.size, offset=(args.offset[0], args.offset[1]),
                           workdir=args.workdir, min_purity=args.min_purity,
-                          overwrite=args.overwrite)
+                          images=images, overwrite=args.overwrite)
         print(f"best preset -> {best['best']}: score {best['score']:.1f}, purity "
               f"{best['purity']:.4f} (the model's own: {best['previous_score']:.1f}, "
-              f"{best['previous_purity']:.4f})")
+              f"{best['previous_purity']:.4f}); per group (simulated pool, then each "
+              f"image): scores {best['group_scores']}, purity {best['group_purity']}")
         return
     if args.bmin or args.bmaj or args.fit_snr:
         key = ("bmin_resolved" if args.bmin else "bmaj_resolved" if args.bmaj
@@ -325,14 +398,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         scores = retune_measure(args.model, args.output, freq=args.freq, seeds=args.seeds,
                                 size=args.size, offset=(args.offset[0], args.offset[1]),
                                 workdir=args.workdir, key=key, grid=args.grid,
-                                overwrite=args.overwrite)
+                                images=images, overwrite=args.overwrite)
         print(f"{key}: " + ", ".join(f"{v:g} -> {sc:.1f}" for v, sc in scores.items())
               + f"; chosen {max(scores, key=lambda v: scores[v]):g}")
         return
     res = retune_purity(args.model, args.output, freq=args.freq, seeds=args.seeds,
                         size=args.size, offset=(args.offset[0], args.offset[1]),
                         purity_target=args.purity, workdir=args.workdir,
-                        overwrite=args.overwrite)
+                        images=images, overwrite=args.overwrite)
     print(f"purity preset {res['previous']:.3f} -> {res['purity_threshold']:.3f}: purity "
           f"{res['purity']:.4f} with {res['kept']} detections on {len(args.seeds)} fields")
 

@@ -389,8 +389,8 @@ def _official_scorer() -> Any:
     return Sdc1Scorer
 
 
-def score_catalogue(sub: Table, truth: Table, freq: int, *, use_official: bool = True
-                    ) -> tuple[float, NDArray[np.float64], str]:
+def score_catalogue(sub: Table, truth: Table, freq: int, *, use_official: bool = True,
+                    train: bool = False) -> tuple[float, NDArray[np.float64], str]:
     """Score an SDC1 submission and give each submitted source its contribution.
 
     Parameters
@@ -404,11 +404,14 @@ def score_catalogue(sub: Table, truth: Table, freq: int, *, use_official: bool =
         Band, MHz.
     use_official : bool
         Use ``ska_sdc.Sdc1Scorer`` when importable (else the proxy).
+    train : bool
+        Score inside the SDC1 training box too (the official scorer's ``train=True``;
+        the real SDC1 region of ``benchmarks/_real.py`` lies there).
 
     Returns
     -------
     (score, contribution, scorer)
-        The total score (``ska_sdc``: ``run(mode=0, train=False)``), a ``(N,)`` array
+        The total score (``ska_sdc``: ``run(mode=0, train=train)``), a ``(N,)`` array
         with each source's score if it is matched (mean of the 7 capped terms) or -1,
         and the scorer used (``"ska_sdc"`` or ``"proxy"``).
     """
@@ -425,7 +428,7 @@ def score_catalogue(sub: Table, truth: Table, freq: int, *, use_official: bool =
     sub_df = sub[cols].to_pandas()
     truth_df = truth[cols].to_pandas()
     with _quiet_scorer():
-        result = scorer(sub_df, truth_df, freq).run(mode=0, train=False, detail=True)
+        result = scorer(sub_df, truth_df, freq).run(mode=0, train=train, detail=True)
     contrib = np.full(n, -1.0)
     scores = result.scores_df
     if scores is not None and len(scores):
@@ -673,14 +676,14 @@ def candidate_submission(model: str | os.PathLike[str] | Model, image: str | os.
     return table, sub
 
 
-def _score_subset(sub: Table, truth: Table, freq: int, keep: NDArray[np.bool_]
-                  ) -> tuple[float, int, int]:
+def _score_subset(sub: Table, truth: Table, freq: int, keep: NDArray[np.bool_], *,
+                  train: bool = False) -> tuple[float, int, int]:
     """Official score, detections and matches of the rows ``keep`` of a submission."""
     if not keep.any():
         return 0.0, 0, 0
     part = sub[keep]
     part["id"] = np.arange(len(part), dtype=np.int64)
-    score, contrib, _ = score_catalogue(part, truth, freq)
+    score, contrib, _ = score_catalogue(part, truth, freq, train=train)
     return score, len(part), int((contrib >= 0).sum())
 
 

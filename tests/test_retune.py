@@ -89,3 +89,27 @@ def test_retune_best_keeps_the_highest_score_at_the_purity_floor(tmp_path: Path)
     assert res2["purity"] >= 0.97
     with pytest.raises(StreamdetValueError, match="grid"):
         retune_best(src, tmp_path / "d.onnx", grid=(1.5,), **kw)
+
+
+def test_labelled_images_are_groups_of_their_own(tmp_path: Path) -> None:
+    """A simulated field given as a labelled image (no seeds) chooses what it chooses as a
+    seed; beside the pool it is a second group whose purity must hold too."""
+    from export._data import simulated_field
+
+    src = default_model(freq_hz=560e6, pixel_scale_arcsec=0.6)
+    kw = dict(freq=560, size=768, offset=(0.0, -0.8), workdir=tmp_path / "f")
+    grid = (0.3, 0.5, 0.7)
+    as_seed = retune_best(src, tmp_path / "a.onnx", seeds=[77], min_purity=0.9, grid=grid,
+                          **kw)
+    image, truth = simulated_field(tmp_path / "f", size=768, freq=560, seed=77,
+                                   offset=(0.0, -0.8))
+    alone = retune_best(src, tmp_path / "b.onnx", seeds=[], images=[(image, truth, False)],
+                        min_purity=0.9, grid=grid, **kw)
+    assert np.allclose(alone["best"], as_seed["best"])
+    assert alone["score"] == pytest.approx(as_seed["score"])
+    both = retune_best(src, tmp_path / "c.onnx", seeds=[78], images=[(image, truth, False)],
+                       min_purity=0.9, grid=grid, **kw)
+    assert len(both["group_scores"]) == 2 and min(both["group_purity"]) >= 0.9
+    assert both["score"] == pytest.approx(sum(both["group_scores"]))
+    with pytest.raises(StreamdetValueError, match="seed or labelled image"):
+        retune_best(src, tmp_path / "d.onnx", seeds=[], min_purity=0.9, grid=grid, **kw)
