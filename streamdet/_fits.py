@@ -8,6 +8,12 @@ never counts towards the resident set) and returns native float32 with BSCALE/BZ
 applied and BLANK pixels set to NaN. :func:`sky_metadata` interprets the header: the
 celestial (and, for cubes, spectral) WCS, the restoring beam, the frequency and BUNIT.
 
+Every card streamdet interprets is checked before use (:func:`scan_fits`): a card that
+cannot be parsed, a value of the wrong type, a negative axis length, BSCALE = 0 or non-
+finite scaling, a non-positive or non-finite beam, a non-finite WCS number or a zero or
+absurd celestial pixel raises :class:`~streamdet.errors.InvalidFITSError` naming the
+keyword and its value.
+
 Axes: FITS axes 1 and 2 are x and y. Degenerate (length-1) axes beyond them are dropped;
 at most one longer axis may remain, which becomes the leading ``freq`` axis.
 """
@@ -49,7 +55,80 @@ _CONVERT_STEP = 1 << 20  # elements converted at a time (bounds float64 temporar
 _AIPS_BEAM = re.compile(r"BMAJ\s*=\s*([-+0-9.EeDd]+)\s+BMIN\s*=\s*([-+0-9.EeDd]+)"
                         r"\s+BPA\s*=\s*([-+0-9.EeDd]+)")
 
+_F32_MAX = float(np.finfo(np.float32).max)
+# cards streamdet interprets: one that cannot be parsed is refused by name
+_USED = re.compile(
+    r"^(SIMPLE|XTENSION|BITPIX|NAXIS[0-9]*|PCOUNT|GCOUNT|GROUPS|ZIMAGE|BSCALE|BZERO|BLANK"
+    r"|BUNIT|BMAJ|BMIN|BPA|WCSAXES[A-Z]?|(CRVAL|CRPIX|CDELT|CROTA|CTYPE|CUNIT)[0-9]+[A-Z]?"
+    r"|(PC|CD|PV|PS)[0-9]+_[0-9]+[A-Z]?|(LONPOLE|LATPOLE|RESTFRQ|RESTFREQ|RESTWAV|EQUINOX"
+    r"|EPOCH|MJD-OBS|RADESYS|RADECSYS|SPECSYS)[A-Z]?)$")
+_WCS_REAL = re.compile(r"^((CRVAL|CRPIX|CDELT|CROTA)[0-9]+|(PC|CD|PV)[0-9]+_[0-9]+|LONPOLE"
+                       r"|LATPOLE|RESTFRQ|RESTFREQ|RESTWAV|EQUINOX|EPOCH|MJD-OBS)[A-Z]?$")
+_WCS_TEXT = re.compile(r"^((CTYPE|CUNIT)[0-9]+|PS[0-9]+_[0-9]+|RADESYS|RADECSYS|SPECSYS)"
+                       r"[A-Z]?$")
+
 Region = tuple[tuple[int, int], ...]
+
+
+def _show(value: Any) -> str:
+    """A card value as it reads in a header: strings quoted, numbers as numbers."""
+    if isinstance(value, str):
+        return f"'{value}'"
+    if isinstance(value, bool):
+        return "T" if value else "F"
+    return repr(value) if not isinstance(value, float | np.floating) else repr(float(value))
+
+
+def _bad(path: Path, index: int, key: str, value: str, why: str) -> InvalidFITSError:
+    return InvalidFITSError(f"{str(path)!r}: HDU {index}: {key} = {value} {why}")
+
+
+def _raw_text(card: fits.Card) -> str:
+    """The value text of a card as written (for a card that cannot be parsed)."""
+    image = str(getattr(card, "_image", None) or "")
+    text = image[10:] if image[8:10] == "= " else image[8:]
+    return text.split(" /")[0].strip() or "(no value)"
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+        value, bool | np.bool_)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+
+
+def _check_parsable(header: fits.Header, path: Path, index: int) -> None:
+    """Refuse a card streamdet interprets whose value cannot be parsed (``NAN``, ``INF``,
+    unquoted text...); let astropy fix the others (they are only kept)."""
+    for card in header.cards:
+        try:
+            card.value  # noqa: B018 - raises VerifyError on an unparsable card
+        except Exception:
+            if _USED.match(card.keyword):
+                raise _bad(path, index, card.keyword, _raw_text(card),
+                           "cannot be parsed (not a FITS number, string or logical)") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        header.tostring()  # fixes the other unparsable cards in place, silently
+
+
+def _int_card(header: fits.Header, key: str, default: int | None, path: Path, index: int, *,
+              minimum: int = 0) -> int:
+    value = header.get(key, default)
+    if value is None:
+        raise InvalidFITSError(f"{str(path)!r}: HDU {index}: the {key} card is missing")
+    if not _is_int(value) or value < minimum:
+        raise _bad(path, index, key, _show(value), f"is not an integer >= {minimum}")
+    return int(value)
+
+
+def _real_card(header: fits.Header, key: str, default: float, path: Path, index: int) -> float:
+    value = header.get(key, default)
+    if not _is_real(value) or not math.isfinite(float(value)):
+        raise _bad(path, index, key, _show(value), "is not a finite number")
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -144,18 +223,22 @@ class SkyMeta:
     problem: str | None = None
 
 
-def _data_nbytes(header: fits.Header, *, primary: bool) -> int:
-    bitpix = int(header["BITPIX"])
+def _data_nbytes(header: fits.Header, *, primary: bool, path: Path, index: int) -> int:
+    _check_parsable(header, path, index)
+    bitpix = _int_card(header, "BITPIX", None, path, index, minimum=-64)
     if bitpix not in _RAW_DTYPES:
-        raise ValueError(f"BITPIX {bitpix} is not a FITS value")
-    naxis = int(header["NAXIS"])
+        raise _bad(path, index, "BITPIX", str(bitpix), "is not a FITS value (8, 16, 32, 64, "
+                   "-32 or -64)")
+    naxis = _int_card(header, "NAXIS", None, path, index)
+    if naxis > 999:
+        raise _bad(path, index, "NAXIS", str(naxis), "is more than 999")
     if naxis == 0:
         return 0
-    sizes = [int(header[f"NAXIS{i}"]) for i in range(1, naxis + 1)]
+    sizes = [_int_card(header, f"NAXIS{i}", None, path, index) for i in range(1, naxis + 1)]
     if primary and header.get("GROUPS", False) and sizes[0] == 0:
         sizes = sizes[1:]
-    gcount = int(header.get("GCOUNT", 1))
-    pcount = int(header.get("PCOUNT", 0))
+    gcount = _int_card(header, "GCOUNT", 1, path, index)
+    pcount = _int_card(header, "PCOUNT", 0, path, index)
     return abs(bitpix) // 8 * gcount * (pcount + math.prod(sizes))
 
 
@@ -163,7 +246,10 @@ def _iter_hdus(f: IO[bytes], path: Path) -> Iterator[tuple[int, fits.Header, int
     """Yield ``(index, header, data_offset, data_nbytes)`` of each HDU, reading headers only."""
     offset = 0
     index = 0
+    size = os.fstat(f.fileno()).st_size
     while True:
+        if index and offset >= size:
+            return  # the end of the file (an absurd data size of the HDU before included)
         f.seek(offset)
         first = f.read(80)
         if index == 0:
@@ -180,7 +266,9 @@ def _iter_hdus(f: IO[bytes], path: Path) -> Iterator[tuple[int, fits.Header, int
                 warnings.simplefilter("ignore")
                 header = fits.Header.fromfile(f, endcard=True, padding=True)
             data_offset = f.tell()
-            nbytes = _data_nbytes(header, primary=index == 0)
+            nbytes = _data_nbytes(header, primary=index == 0, path=path, index=index)
+        except InvalidFITSError:
+            raise
         except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
             raise InvalidFITSError(f"{str(path)!r}: HDU {index} has an unreadable or truncated "
                                    f"header ({exc})") from None
@@ -255,17 +343,21 @@ def scan_fits(path: str | os.PathLike[str], *, hdu: int | None = None) -> FitsIm
         raise InvalidFITSError(f"{str(p)!r} has no image HDU with data "
                                f"(HDUs: {', '.join(kinds) or 'none'}){hint}")
     index, header, offset, nbytes = found
+    img = _describe(p, index, header, offset, st)  # its cards checked first, by name
     if offset + nbytes > st.st_size:
         raise InvalidFITSError(f"{str(p)!r} is truncated: HDU {index} needs {nbytes} data bytes "
                                f"from offset {offset} but the file ends {st.st_size - offset} "
                                "bytes after it")
-    return _describe(p, index, header, offset, st)
+    return img
 
 
 def _describe(p: Path, index: int, header: fits.Header, offset: int,
               st: os.stat_result) -> FitsImage:
     bitpix = int(header["BITPIX"])
     naxes = tuple(int(header[f"NAXIS{i}"]) for i in range(1, int(header["NAXIS"]) + 1))
+    for key, want in (("GCOUNT", 1), ("PCOUNT", 0)):
+        if key in header and header[key] != want:
+            raise _bad(p, index, key, _show(header[key]), f"in an image HDU (must be {want})")
     if len(naxes) < 2:
         raise InvalidFITSError(f"{str(p)!r}: HDU {index} holds 1-D data (NAXIS={len(naxes)}, "
                                f"shape {naxes}); need an image (2-D) or a cube (3-D)")
@@ -284,13 +376,50 @@ def _describe(p: Path, index: int, header: fits.Header, offset: int,
     if extra_axis is not None:
         shape = (naxes[extra_axis - 1], *shape)
         dims = ("freq", *dims)
-    bscale = float(header.get("BSCALE", 1.0))
-    bzero = float(header.get("BZERO", 0.0))
+    bscale, bzero = _scaling(header, p, index, bitpix)
     blank_card = header.get("BLANK") if bitpix > 0 else None  # BLANK on float data: ignored
-    blank = int(blank_card) if isinstance(blank_card, int | np.integer) else None
+    if blank_card is not None and not _is_int(blank_card):
+        raise _bad(p, index, "BLANK", _show(blank_card), "is not an integer")
+    blank = int(blank_card) if blank_card is not None else None
+    _check_sky_cards(header, p, index, extra_axis)
     return FitsImage(path=p, hdu=index, header=header, bitpix=bitpix, data_offset=offset,
                      naxes=naxes, shape=shape, dims=dims, extra_axis=extra_axis, bscale=bscale,
                      bzero=bzero, blank=blank, file_size=st.st_size, mtime_ns=st.st_mtime_ns)
+
+
+def _scaling(header: fits.Header, p: Path, index: int, bitpix: int) -> tuple[float, float]:
+    """BSCALE and BZERO, checked: finite, BSCALE not 0, scaled values within float32."""
+    bscale = _real_card(header, "BSCALE", 1.0, p, index)
+    bzero = _real_card(header, "BZERO", 0.0, p, index)
+    if bscale == 0.0:
+        raise _bad(p, index, "BSCALE", _show(bscale), "would make every pixel equal BZERO")
+    if bitpix > 0:  # the largest scaled value of the integer type must fit float32
+        raw_max = 255.0 if bitpix == 8 else 2.0 ** (bitpix - 1)
+        if abs(bzero) + abs(bscale) * raw_max > _F32_MAX:
+            raise _bad(p, index, "BSCALE", f"{_show(bscale)} with BZERO = {_show(bzero)}",
+                       f"scales {bitpix}-bit integers beyond the float32 range")
+    for key, value in (("BSCALE", bscale), ("BZERO", bzero)):
+        if abs(value) > _F32_MAX:
+            raise _bad(p, index, key, _show(value), "is beyond the float32 range")
+    return bscale, bzero
+
+
+def _check_sky_cards(header: fits.Header, p: Path, index: int, extra_axis: int | None) -> None:
+    """WCS numbers finite, WCS texts and BUNIT strings, no zero CDELT on a kept axis, beam
+    cards sane (by name)."""
+    for card in header.cards:
+        key, value = card.keyword, card.value
+        if _WCS_REAL.match(key) and (not _is_real(value) or not math.isfinite(float(value))):
+            raise _bad(p, index, key, _show(value), "is not a finite number")
+        if (_WCS_TEXT.match(key) or key == "BUNIT") and not isinstance(value, str):
+            raise _bad(p, index, key, _show(value), "is not a string")
+    if not any(re.match(r"^CD[0-9]+_[0-9]+$", k) for k in header):  # CDELT not overridden
+        for axis in (1, 2) if extra_axis is None else (1, 2, extra_axis):
+            key = f"CDELT{axis}"
+            if key in header and header[key] == 0:
+                what = "a pixel" if axis < 3 else "a channel"
+                raise _bad(p, index, key, _show(header[key]), f"makes {what} of zero size")
+    _beam(header, p, index)
 
 
 def _read_exact(f: io.RawIOBase, offset: int, buf: memoryview, path: Path) -> None:
@@ -422,12 +551,26 @@ def wcs_from_cards(cards: dict[str, Any], *, shape: tuple[int, ...] | None = Non
     return wcs
 
 
-def _beam(header: fits.Header) -> tuple[float, float, float] | None:
-    try:
-        if "BMAJ" in header and "BMIN" in header:
-            return (float(header["BMAJ"]), float(header["BMIN"]), float(header.get("BPA", 0.0)))
-    except (TypeError, ValueError):
-        return None
+def _beam(header: fits.Header, p: Path, index: int) -> tuple[float, float, float] | None:
+    """The restoring beam (deg): BMAJ/BMIN/BPA, else the last AIPS CLEAN line in HISTORY.
+
+    Raises
+    ------
+    InvalidFITSError
+        BMAJ or BMIN not a positive number below 180 deg, BPA not finite (a lone BMAJ
+        or BMIN is checked, then ignored).
+    """
+    sizes = {}
+    for key in ("BMAJ", "BMIN"):
+        if key in header:
+            value = header[key]
+            if not _is_real(value) or not 0.0 < float(value) < 180.0:
+                raise _bad(p, index, key, _show(value), "is not a beam size (a number of "
+                           "degrees > 0 and < 180)")
+            sizes[key] = float(value)
+    bpa = _real_card(header, "BPA", 0.0, p, index)
+    if len(sizes) == 2:
+        return (sizes["BMAJ"], sizes["BMIN"], bpa)
     found: tuple[float, float, float] | None = None
     for line in header.get("HISTORY", []):  # AIPS: "CLEAN BMAJ= 1.3E-04 BMIN= ... BPA= ..."
         m = _AIPS_BEAM.search(str(line))
@@ -436,8 +579,30 @@ def _beam(header: fits.Header) -> tuple[float, float, float] | None:
                 vals = [float(v.replace("D", "E").replace("d", "e")) for v in m.groups()]
             except ValueError:
                 continue
-            found = (vals[0], vals[1], vals[2])
+            if 0.0 < vals[0] < 180.0 and 0.0 < vals[1] < 180.0 and math.isfinite(vals[2]):
+                found = (vals[0], vals[1], vals[2])
     return found
+
+
+def _check_pixel_scale(header: fits.Header, wcs: WCS, p: Path, index: int) -> None:
+    """Refuse a celestial pixel of zero size, a singular or non-finite pixel matrix, or a
+    pixel larger than 180 deg, naming the cards that set it."""
+    matrix_keys = [k for k in header if re.match(r"^(CD|PC)[12]_[12]$", k)]
+    try:
+        with np.errstate(all="ignore"):
+            m = np.asarray(wcs.celestial.pixel_scale_matrix, dtype=np.float64)
+            det = float(np.linalg.det(m))
+            scales = np.sqrt((m * m).sum(axis=0))
+        ok = bool(np.isfinite(m).all() and math.isfinite(det) and det != 0.0
+                  and (scales <= 180.0).all())
+    except Exception:  # wcslib refuses some matrices outright
+        ok = False
+    if not ok:
+        cards = ", ".join(f"{k} = {_show(header[k])}"
+                          for k in ["CDELT1", "CDELT2", *matrix_keys] if k in header)
+        raise InvalidFITSError(f"{str(p)!r}: HDU {index}: the celestial pixel scale "
+                               f"({cards or 'no CDELT/CD cards'}) is not usable: it must be "
+                               "finite, not singular, and at most 180 deg a pixel")
 
 
 def sky_metadata(img: FitsImage) -> SkyMeta:
@@ -451,7 +616,7 @@ def sky_metadata(img: FitsImage) -> SkyMeta:
     header = img.header
     bunit_card = header.get("BUNIT")
     bunit = (str(bunit_card).strip() or None) if bunit_card is not None else None
-    beam = _beam(header)
+    beam = _beam(header, img.path, img.hdu)
     try:
         full = _header_wcs(header)
     except Exception as exc:  # astropy raises many types on malformed WCS cards
@@ -468,6 +633,7 @@ def sky_metadata(img: FitsImage) -> SkyMeta:
         keep = [1, 2] if img.extra_axis is None else [1, 2, img.extra_axis]
         wcs = full.sub(keep)
         wcs.array_shape = img.shape
+        _check_pixel_scale(header, wcs, img.path, img.hdu)
     else:
         problem = "no celestial WCS (no RA/Dec axes among the CTYPE cards)"
     freq_hz: float | None = None
