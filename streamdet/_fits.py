@@ -482,6 +482,12 @@ def _to_float32(raw: NDArray[Any], img: FitsImage) -> NDArray[np.float32]:
     out = np.empty(raw.shape, np.float32)
     src = raw.reshape(-1)
     dst = out.reshape(-1)
+    with np.errstate(over="ignore"):  # float64 beyond float32 becomes +-inf, as a cast does
+        _convert_into(src, dst, img)
+    return out
+
+
+def _convert_into(src: NDArray[Any], dst: NDArray[np.float32], img: FitsImage) -> None:
     for s in range(0, src.size, _CONVERT_STEP):
         piece = src[s:s + _CONVERT_STEP]
         if img.scaled:
@@ -493,7 +499,6 @@ def _to_float32(raw: NDArray[Any], img: FitsImage) -> NDArray[np.float32]:
             dst[s:s + _CONVERT_STEP] = piece
         if img.blank is not None:
             dst[s:s + _CONVERT_STEP][piece == img.blank] = np.nan
-    return out
 
 
 def _header_wcs(header: fits.Header) -> WCS:

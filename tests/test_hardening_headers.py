@@ -213,3 +213,16 @@ def test_bad_header_refused_by_name(name: str, tmp_path: Path,
         assert len(lines) == 1 and lines[0].startswith(f"streamdet {argv[0]}: error: ")
         assert message in lines[0] and captured.out == ""
     assert _leftovers(out) == []
+
+
+def test_float64_data_beyond_float32_become_inf(tmp_path: Path) -> None:
+    """Not a header problem: float64 pixels beyond the float32 range are stored as +-inf,
+    without a numpy overflow warning (warnings are errors in this suite)."""
+    from conftest import sky_cards, write_fits
+
+    raw = np.zeros((8, 8))
+    raw[0, 0], raw[0, 1], raw[0, 2] = 1e300, -1e300, 1.5
+    write_fits(tmp_path / "f64.fits", raw, sky_cards(8, 8))
+    convert(tmp_path / "f64.fits", tmp_path / "out.zarr", quiet=True)
+    got = open_image(tmp_path / "out.zarr").data.values
+    assert got[0, 0] == np.inf and got[0, 1] == -np.inf and got[0, 2] == 1.5
