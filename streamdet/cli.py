@@ -132,7 +132,18 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
-def _build_parser() -> argparse.ArgumentParser:
+PLOT_HELP = "draw an image region with catalogues, or catalogue diagnostics"  # as _plot_cli's
+
+
+def _command(argv: Sequence[str]) -> str | None:
+    """The subcommand named in ``argv`` (the first word that is not an option: the options
+    before it, ``-h`` and ``--version``, take no value), or None."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def _build_parser(command: str | None = "plot") -> argparse.ArgumentParser:
+    """The parser; ``command`` is the subcommand that will be parsed (only its arguments
+    need to be complete: ``plot``'s are added only for it)."""
     parser = argparse.ArgumentParser(
         prog="streamdet",
         description="Out-of-core deep-learning source finding for SKA-scale radio images.",
@@ -236,9 +247,12 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("store", metavar="STORE.zarr", help="Zarr store (or FITS file)")
     p.set_defaults(func=_cmd_info)
 
-    from ._plot_cli import add_plot_parser
+    if command == "plot":  # its module imports the scorer's tables: only when it runs
+        from ._plot_cli import add_plot_parser
 
-    add_plot_parser(sub)
+        add_plot_parser(sub)
+    else:  # listed in the help; its arguments are never parsed in this run
+        sub.add_parser("plot", help=PLOT_HELP, add_help=False)
 
     from export._cli import add_export_parser
 
@@ -252,7 +266,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status (0 on success, 1 on error)."""
-    parser = _build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _build_parser(_command(argv))
     args = parser.parse_args(argv)
     handler: Handler = args.func
     try:
