@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 
 from streamdet._pb import PrimaryBeam
 from streamdet._population import BANDS, primary_beam
-from streamdet.catalog import SDC1_COLUMNS, read_sdc1
+from streamdet.catalog import SDC1_COLUMNS, read_sdc1, sdc1_pa
 from streamdet.contract import ModelContract, normalise
 from streamdet.decode import encode_params
 from streamdet.errors import StreamdetFileNotFoundError, StreamdetValueError, WCSMissingError
@@ -310,7 +310,8 @@ def load_field(image: str | os.PathLike[str], truth: str | os.PathLike[str], *,
     bmaj_g, bmin_g = gaussian_sizes(np.asarray(cat["b_maj"]), np.asarray(cat["b_min"]),
                                     np.asarray(cat["size"]))
     north = _north_angle(wcs, ra, dec, px, py, scale)
-    phi = north + np.radians(np.asarray(cat["pa"], np.float64))
+    # the truth's PA is in the SDC1 convention (sdc1_pa), the network's east of north
+    phi = north + np.radians(sdc1_pa(np.asarray(cat["pa"], np.float64)))
     flux = np.asarray(cat["flux"], np.float64)
     core = np.asarray(cat["core_frac"], np.float64)
     snr = peak_snr(flux, bmaj_g, bmin_g, core, gain, beam_arcsec=beam_fwhm, noise=float(noise))

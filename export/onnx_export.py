@@ -219,7 +219,8 @@ def build_contract(model: YoloCianna, overrides: Mapping[str, Any] | None = None
     ``box_channels``, ``input``, ``output``, ``box_encoding``, ``format_version``)
     cannot be overridden with a different value. Defaults: SDC1 parameters (those
     whose channels the network has) and normalisation, tile 512, overlap 32,
-    thresholds ``{"default": 0.5}``, DIoU NMS at 0.5, measurement with ``fit_snr`` 20.
+    thresholds ``{"default": 0.5}``, DIoU NMS at 0.5, measurement with ``fit_snr`` 20
+    above the local median (``background``).
     """
     cfg = model.config
     s = cfg.stride
@@ -242,7 +243,8 @@ def build_contract(model: YoloCianna, overrides: Mapping[str, Any] | None = None
         "thresholds": {"default": 0.5},
         # forced photometry, the free fit from a peak of 20 sigma (retune --fit-snr
         # chose 20 and 50 for the bundled models; a contract without the field fits all)
-        "measure": {"bmin_resolved": 0.5, "bmaj_resolved": 0.0, "fit_snr": 20.0},
+        "measure": {"bmin_resolved": 0.5, "bmaj_resolved": 0.0, "fit_snr": 20.0,
+                    "background": True},
         "training": {"config": cfg.to_dict()},
     }
     for key, value in _plain(dict(overrides or {})).items():

@@ -186,8 +186,9 @@ def retune_measure(model: str | os.PathLike[str], out: str | os.PathLike[str], *
                    overwrite: bool = False) -> dict[float, float]:
     """Choose the contract's ``measure[key]`` on pooled simulated fields.
 
-    ``key`` is ``"bmin_resolved"``, ``"bmaj_resolved"`` or ``"fit_snr"`` (where an
-    infinite grid value stands for ``None``: forced photometry only).
+    ``key`` is ``"bmin_resolved"``, ``"bmaj_resolved"``, ``"fit_snr"`` (where an
+    infinite grid value stands for ``None``: forced photometry only) or ``"background"``
+    (grid 0 / 1: off / on).
 
     For each value of ``grid``, the fields are detected with it at the ``best`` preset
     and scored as whole catalogues; the value with the highest pooled score (with
@@ -212,7 +213,7 @@ def retune_measure(model: str | os.PathLike[str], out: str | os.PathLike[str], *
     table_of = np.zeros((len(groups), len(grid)))
     for j, value in enumerate(grid):
         trial = Model(mdl.path, dataclasses.replace(mdl.contract, measure={
-            **mdl.contract.measure, key: _stored(value)}), threads=mdl.threads)
+            **mdl.contract.measure, key: _stored(value, key)}), threads=mdl.threads)
         for g, group in enumerate(groups):
             for image, truth, train in group:
                 table, sub = candidate_submission(trial, image, freq=freq,
@@ -222,16 +223,19 @@ def retune_measure(model: str | os.PathLike[str], out: str | os.PathLike[str], *
     scores = {float(v): float(table_of[:, j].sum()) for j, v in enumerate(grid)}
     chosen = float(grid[int(np.argmax(_relative(table_of)))])
     _write_contract(model, out, dataclasses.replace(
-        mdl.contract, measure={**mdl.contract.measure, key: _stored(chosen)}),
+        mdl.contract, measure={**mdl.contract.measure, key: _stored(chosen, key)}),
         overwrite=overwrite)
     return scores
 
 
-_MEASURE_KEYS = ("bmin_resolved", "bmaj_resolved", "fit_snr")
+_MEASURE_KEYS = ("bmin_resolved", "bmaj_resolved", "fit_snr", "background")
 
 
-def _stored(value: float) -> float | None:
-    """A grid value as the contract stores it: infinity (never) as None."""
+def _stored(value: float, key: str = "") -> float | bool | None:
+    """A grid value as the contract stores it: infinity (never) as None, ``background``
+    as a boolean (0: off, anything else: on)."""
+    if key == "background":
+        return bool(value)
     return None if np.isinf(value) else float(value)
 
 
@@ -362,12 +366,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     mode.add_argument("--fit-snr", action="store_true",
                       help="choose measure.fit_snr (at the best preset): the peak SNR from "
                            "which shapes are fitted (grid value inf: never)")
+    mode.add_argument("--background", action="store_true",
+                      help="choose measure.background (grid 0 1: forced photometry above "
+                           "zero or above the local median)")
     mode.add_argument("--best", action="store_true",
                       help="choose the best preset (highest pooled score at --min-purity) "
                            "instead of the purity preset")
     ap.add_argument("--grid", type=float, nargs="+", default=(0.0, 0.25, 0.5, 1.0),
-                    help="values tried with --bmin / --bmaj (beams) or --fit-snr "
-                         "(default 0 0.25 0.5 1)")
+                    help="values tried with --bmin / --bmaj (beams), --fit-snr or "
+                         "--background (0 1) (default 0 0.25 0.5 1)")
     ap.add_argument("--min-purity", type=float, default=0.95,
                     help="pooled purity the best preset must keep (with --best)")
     ap.add_argument("--image", action="append", default=[], metavar="IMG.fits",
@@ -392,9 +399,9 @@ def main(argv: Sequence[str] | None = None) -> None:
               f"{best['previous_purity']:.4f}); per group (simulated pool, then each "
               f"image): scores {best['group_scores']}, purity {best['group_purity']}")
         return
-    if args.bmin or args.bmaj or args.fit_snr:
+    if args.bmin or args.bmaj or args.fit_snr or args.background:
         key = ("bmin_resolved" if args.bmin else "bmaj_resolved" if args.bmaj
-               else "fit_snr")
+               else "fit_snr" if args.fit_snr else "background")
         scores = retune_measure(args.model, args.output, freq=args.freq, seeds=args.seeds,
                                 size=args.size, offset=(args.offset[0], args.offset[1]),
                                 workdir=args.workdir, key=key, grid=args.grid,

@@ -54,8 +54,8 @@ DECODE_KINDS: dict[str, int] = {
 _NORMALISATION_KINDS = ("clip_tanh", "none")
 _NMS_KINDS = ("diou", "iou")
 # measurement defaults of a contract without them
-_MEASURE: dict[str, float | None] = {"bmin_resolved": 0.5, "bmaj_resolved": 0.0,
-                                     "fit_snr": 0.0}
+_MEASURE: dict[str, float | bool | None] = {"bmin_resolved": 0.5, "bmaj_resolved": 0.0,
+                                            "fit_snr": 0.0, "background": False}
 _REQUIRED_CHANNELS = {2: ("x", "y", "w", "h", "obj"), 3: ("x", "y", "z", "w", "h", "d", "obj")}
 _LAYOUTS = {2: ("NCHW", "NKHW"), 3: ("NCDHW", "NKDHW")}
 _BOX_ENCODING = {"xy": "cell_offset", "wh": "prior_exp"}
@@ -281,8 +281,9 @@ class ModelContract:
     nms : dict
         ``{"kind": "diou" | "iou", "iou_threshold": float}``.
     measure : dict
-        ``{"bmin_resolved": float, "bmaj_resolved": float, "fit_snr": float | None}``:
-        every source's flux is measured by forced photometry with the network's shape;
+        ``{"bmin_resolved": float, "bmaj_resolved": float, "fit_snr": float | None,
+        "background": bool}``: every source's flux is measured by forced photometry with
+        the network's shape (above the local median with ``background``);
         from a peak of ``fit_snr`` times the noise (0: every source; None: none) a free
         Gaussian fit replaces flux and PA, and the network's minor (major) axis where
         the deconvolved one is at least ``bmin_resolved`` (``bmaj_resolved``) times the
@@ -600,6 +601,9 @@ def _validate(c: ModelContract) -> None:
     if fit_snr is not None and not finite_nonnegative(fit_snr):
         raise _fail(f"measure.fit_snr {fit_snr!r} must be a finite number >= 0, or null "
                     "(forced photometry only)")
+    background = c.measure.get("background", False)
+    if not isinstance(background, bool):
+        raise _fail(f"measure.background {background!r} must be true or false")
     if "default" not in c.thresholds:
         raise _fail(f"thresholds {sorted(c.thresholds)} must contain a 'default' preset")
     for key, value in c.thresholds.items():

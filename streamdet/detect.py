@@ -495,7 +495,8 @@ def _measurement(contract: ModelContract, img: Image | None) -> MeasureConfig | 
                          pixel_scale_arcsec=float(scale),
                          bmin_resolved=float(m["bmin_resolved"]),
                          bmaj_resolved=float(m["bmaj_resolved"]),
-                         fit_snr=None if fit_snr is None else float(fit_snr))
+                         fit_snr=None if fit_snr is None else float(fit_snr),
+                         background=bool(m.get("background", False)))
 
 
 def _load(model: str | os.PathLike[str] | Model | None, img: Image | None, *,

@@ -32,6 +32,7 @@ from ._atomic import atomic_path, check_output
 from ._pb import PrimaryBeam
 from ._version import __version__
 from .boxes import centre_columns
+from .catalog import sdc1_pa
 from .detections import Detections
 from .errors import StreamdetError, StreamdetValueError, StreamdetWarning, WCSMissingError
 
@@ -293,13 +294,18 @@ def _column(table: Table, names: tuple[str, ...], unit: u.UnitBase) -> NDArray[n
 
 def _ellipse(table: Table) -> tuple[NDArray[np.float64], NDArray[np.float64],
                                     NDArray[np.float64]]:
-    """``(bmaj, bmin, pa)`` in arcsec, arcsec, deg with ``bmaj >= bmin`` and PA in [0, 180).
+    """``(bmaj, bmin, pa)`` in arcsec, arcsec, deg with ``bmaj >= bmin`` and PA east of
+    north in [0, 180).
 
-    Where ``bmin > bmaj`` the axes are swapped and the PA turned by 90 deg.
+    An SDC1 catalogue's PA (a table with ``b_maj``, not ``bmaj``) is converted from the
+    SDC1 convention (:func:`streamdet.catalog.sdc1_pa`). Where ``bmin > bmaj`` the axes
+    are swapped and the PA turned by 90 deg.
     """
     bmaj = _column(table, ("bmaj", "b_maj"), u.arcsec)
     bmin = _column(table, ("bmin", "b_min"), u.arcsec)
     pa = _column(table, ("pa",), u.deg)
+    if "bmaj" not in table.colnames:
+        pa = sdc1_pa(pa)
     swap = bmin > bmaj
     bmaj, bmin = np.where(swap, bmin, bmaj), np.where(swap, bmaj, bmin)
     pa = np.mod(np.where(swap, pa + 90.0, pa), 180.0)
@@ -314,7 +320,8 @@ def to_sdc1(table: Table, *, core_frac: float = 0.0375, size: int = 2,
     Positions are used for both the core and the centroid; sizes are Gaussian FWHM
     (``size`` 2) of star-forming galaxies (``class`` 3) with ``core_frac`` 0.0375,
     as the YOLO-CIANNA SDC1 submission did. Where ``bmin > bmaj`` the axes are
-    swapped and PA turned by 90 deg; PA is reduced to [0, 180).
+    swapped and PA turned by 90 deg; PA is written in the SDC1 catalogues' convention
+    (:func:`streamdet.catalog.sdc1_pa`: ``90 -`` the PA east of north, in (-90, 90]).
 
     Parameters
     ----------
@@ -376,7 +383,7 @@ def to_sdc1(table: Table, *, core_frac: float = 0.0375, size: int = 2,
     out["b_maj"].unit = u.arcsec
     out["b_min"] = bmin[good]
     out["b_min"].unit = u.arcsec
-    out["pa"] = pa[good]
+    out["pa"] = sdc1_pa(pa[good])
     out["pa"].unit = u.deg
     out["size"] = np.full(n, size, np.int64)
     out["class"] = np.full(n, source_class, np.int64)

@@ -97,7 +97,7 @@ from ._render import (
     source_components,
 )
 from ._version import __version__
-from .catalog import SDC1_COLUMNS, write_sdc1
+from .catalog import SDC1_COLUMNS, sdc1_pa, write_sdc1
 from .errors import StreamdetValueError
 
 __all__ = ["simulate", "write_primary_beam"]
@@ -386,7 +386,7 @@ def _truth_table(draw: SourceDraw, ra: np.ndarray, dec: np.ndarray, ra_c: np.nda
         "core_frac": Column(draw.core_frac),
         "b_maj": Column(draw.bmaj, unit=u.arcsec),
         "b_min": Column(draw.bmin, unit=u.arcsec),
-        "pa": Column(draw.pa, unit=u.deg),
+        "pa": Column(sdc1_pa(draw.pa), unit=u.deg),
         "size": Column(draw.size),
         "class": Column(draw.cls),
         "x": Column(draw.x, unit=u.pix),

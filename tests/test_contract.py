@@ -224,15 +224,22 @@ def test_measurement_settings_default_and_round_trip() -> None:
     doc = sdc1_doc()
     doc.pop("measure", None)
     c = ModelContract.from_dict(doc)            # a contract written before the field
-    assert c.measure == {"bmin_resolved": 0.5, "bmaj_resolved": 0.0, "fit_snr": 0.0}
+    assert c.measure == {"bmin_resolved": 0.5, "bmaj_resolved": 0.0, "fit_snr": 0.0,
+                         "background": False}
     doc["measure"] = {"bmin_resolved": 0.0}     # one written before bmaj_resolved
     d = ModelContract.from_dict(doc)
-    assert d.measure == {"bmin_resolved": 0.0, "bmaj_resolved": 0.0, "fit_snr": 0.0}
-    for fit_snr in (20.0, None):                # None: forced photometry only
-        doc["measure"] = {"bmin_resolved": 1.0, "bmaj_resolved": 0.5, "fit_snr": fit_snr}
+    assert d.measure == {"bmin_resolved": 0.0, "bmaj_resolved": 0.0, "fit_snr": 0.0,
+                         "background": False}
+    for fit_snr, background in ((20.0, True), (None, False)):  # None: forced only
+        doc["measure"] = {"bmin_resolved": 1.0, "bmaj_resolved": 0.5, "fit_snr": fit_snr,
+                          "background": background}
         e = ModelContract.from_dict(doc)
         assert ModelContract.from_dict(e.to_dict()).measure == {
-            "bmin_resolved": 1.0, "bmaj_resolved": 0.5, "fit_snr": fit_snr}
+            "bmin_resolved": 1.0, "bmaj_resolved": 0.5, "fit_snr": fit_snr,
+            "background": background}
+    doc["measure"] = {"background": 1}
+    with pytest.raises(InvalidModelError, match="measure.background 1 must be true or false"):
+        ModelContract.from_dict(doc)
 
 
 def test_refuses_non_object() -> None:

@@ -60,7 +60,8 @@ def reference(image: np.ndarray, model: Model, threshold: float = THRESHOLD,
         dets = measure_sources(dets, image, origin=(0, 0), beam_px=how.beam_px,
                                pixel_scale_arcsec=how.pixel_scale_arcsec,
                                bmin_resolved=how.bmin_resolved,
-                               bmaj_resolved=how.bmaj_resolved, fit_snr=how.fit_snr)
+                               bmaj_resolved=how.bmaj_resolved, fit_snr=how.fit_snr,
+                               background=how.background)
     return dets
 
 

@@ -18,6 +18,7 @@ from scipy.ndimage import map_coordinates
 
 from streamdet import outputs
 from streamdet._pb import PrimaryBeam
+from streamdet.catalog import sdc1_pa
 from streamdet.detections import Detections
 from streamdet.errors import (
     InvalidFITSError,
@@ -316,9 +317,14 @@ def test_to_sdc1_columns_and_shapes() -> None:
     swapped = np.asarray(t["bmin"] > t["bmaj"])
     assert swapped.any() and (~swapped).any()
     np.testing.assert_array_equal(s["b_maj"], np.maximum(t["bmaj"], t["bmin"]))
-    np.testing.assert_allclose(s["pa"][swapped], np.mod(t["pa"][swapped] + 90, 180))
-    np.testing.assert_array_equal(s["pa"][~swapped], t["pa"][~swapped])
-    assert np.all((s["pa"] >= 0) & (s["pa"] < 180))
+    # PA in the SDC1 catalogues' convention: 90 - PA east of north, in (-90, 90]
+    east = np.mod(90.0 - np.asarray(s["pa"]), 180.0)
+    np.testing.assert_allclose(east[swapped], np.mod(t["pa"][swapped] + 90, 180))
+    np.testing.assert_allclose(east[~swapped], np.mod(t["pa"][~swapped], 180))
+    assert np.all((s["pa"] > -90) & (s["pa"] <= 90))
+    # its own inverse, modulo 180, into (-90, 90]
+    np.testing.assert_allclose(sdc1_pa(sdc1_pa([0.0, 45.0, 90.0, 135.0, 179.0, -90.0])),
+                               [0.0, 45.0, 90.0, -45.0, -1.0, 90.0])
     assert set(s["size"]) == {2} and set(s["class"]) == {3}
     assert np.all(s["core_frac"] == 0.0375)
 
@@ -466,7 +472,8 @@ def test_sky_regions_parse_back(tmp_path: Path) -> None:
     np.testing.assert_allclose([r.height.to_value(u.arcsec) for r in regs], s["b_min"],
                                rtol=1e-5, atol=1e-4)
     ang = np.array([r.angle.to_value(u.deg) for r in regs])
-    np.testing.assert_allclose(np.mod(ang - 90.0, 180.0), s["pa"], atol=1e-6)
+    np.testing.assert_allclose(np.mod(ang - 90.0, 180.0), np.mod(90.0 - s["pa"], 180.0),
+                               atol=1e-6)
     with pytest.raises(OutputExistsError):
         write_regions(t, path)
     write_regions(t, path, overwrite=True)

@@ -208,7 +208,7 @@ def test_sdc1_catalogue_corrects_pb_and_uses_to_sdc1_defaults() -> None:
     for col in ("core_frac", "size", "class"):
         assert np.all(cat[col] == ref[col][0])
     np.testing.assert_allclose(cat["b_maj"], [1.0, 0.8])      # axes swapped where needed
-    np.testing.assert_allclose(cat["pa"], [10.0, 110.0])
+    np.testing.assert_allclose(cat["pa"], [80.0, -20.0])     # SDC1 convention: 90 - PA
 
 
 # ----------------------------------------------------------------------------- peers

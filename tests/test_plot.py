@@ -20,7 +20,7 @@ from astropy.wcs import WCS
 import streamdet
 import streamdet.io as sio
 from streamdet._plot_cli import add_plot_parser
-from streamdet.catalog import read_sdc1
+from streamdet.catalog import read_sdc1, sdc1_pa
 from streamdet.errors import (
     OutputExistsError,
     StreamdetError,
@@ -310,7 +310,8 @@ def _from_truth(truth: Table, *, flux_factor: float, seed: int = 0) -> Table:
     rng = np.random.default_rng(seed)
     return Table({"ra": truth["ra_core"], "dec": truth["dec_core"],
                   "flux": np.asarray(truth["flux"]) * flux_factor,
-                  "bmaj": truth["b_maj"], "bmin": truth["b_min"], "pa": truth["pa"],
+                  "bmaj": truth["b_maj"], "bmin": truth["b_min"],
+                  "pa": sdc1_pa(truth["pa"]),           # east of north, as detect writes
                   "size": truth["size"],
                   "objectness": rng.uniform(0.5, 1.0, len(truth)).astype(np.float32)})
 
@@ -367,7 +368,8 @@ def test_size_conventions_and_one_to_one_matching() -> None:
     cat = Table({"ra": [10.0, 10.0 + 0.3 / 3600, 10.01, 10.02],
                  "dec": [-30.0, -30.0, -30.0 + 0.2 / 3600, -30.0],
                  "flux": [1e-4, 5e-5, 3e-4, 1e-4], "bmaj": [2.0 * math.sqrt(2), 1.0, 5.0, 1.0],
-                 "bmin": [1.0, 1.0, 1.0, 1.0], "pa": [30.0, 0.0, 50.0, 0.0]})
+                 "bmin": [1.0, 1.0, 1.0, 1.0], "pa": [60.0, 0.0, 20.0, 0.0]})
+    # (the truth's PAs 30 and 60 are in the SDC1 convention: 60 and 30 east of north)
     m = match_catalogues(cat, truth, radius_arcsec=1.0)
     # rows 0 and 1 claim truth 0: the closer (row 0) keeps it; row 3 is 31" away
     np.testing.assert_array_equal(m.catalogue_index, [0, 2])
