@@ -238,7 +238,7 @@ def test_measurement_settings_default_and_round_trip() -> None:
             "bmin_resolved": 1.0, "bmaj_resolved": 0.5, "fit_snr": fit_snr,
             "background": background}
     doc["measure"] = {"background": 1}
-    with pytest.raises(InvalidModelError, match="measure.background 1 must be true or false"):
+    with pytest.raises(InvalidModelError, match=r"measure\.background 1 must be true or false"):
         ModelContract.from_dict(doc)
 
 
