@@ -63,6 +63,7 @@ from _peers import run_finder, sdc1_catalogue
 import streamdet
 from streamdet.catalog import read_sdc1, write_sdc1
 from streamdet.errors import StreamdetError
+from streamdet.simulate import SKY_VERSION
 
 #: Default seed of the field: training uses seeds 0.. (fields) and seed + 1_000_003
 #: (validation) of ``export.train.TrainConfig`` (seed 0 by default); this is neither.
@@ -210,7 +211,7 @@ def _sim_field(section: str, workdir: Path, *, size: int, freq: int, seed: int,
     tag = "" if noise_scale == 1.0 else f"_n{noise_scale:g}"
     tag += "" if agn_fraction is None else f"_agn{agn_fraction:g}"
     stem = (f"field_{freq}_{size}_s{seed}_{offset[0]:+g}_{offset[1]:+g}"
-            + ("_faint" if faint else "") + tag)
+            + ("_faint" if faint else "") + tag + f"_sky{SKY_VERSION}")
     image, truth = workdir / f"{stem}.fits", workdir / f"{stem}.truth.txt"
     if not (image.exists() and truth.exists()):
         table = streamdet.simulate(image, truth=truth, size=size, freq=freq, seed=seed,

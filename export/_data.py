@@ -32,7 +32,7 @@ from streamdet.contract import ModelContract, normalise
 from streamdet.decode import encode_params
 from streamdet.errors import StreamdetFileNotFoundError, StreamdetValueError, WCSMissingError
 from streamdet.io import open_image
-from streamdet.simulate import simulate
+from streamdet.simulate import SKY_VERSION, simulate
 
 from ._targets import (
     CutoutTruth,
@@ -335,13 +335,13 @@ def simulated_field(directory: str | os.PathLike[str], *, size: int, freq: int, 
     Returns
     -------
     (image, truth) : tuple of Path
-        ``sim_{freq}_{size}_s{seed}_{dra}_{ddec}[_faint].fits`` and ``.truth.txt``;
-        reused when both exist.
+        ``sim_{freq}_{size}_s{seed}_{dra}_{ddec}[_faint]_sky{SKY_VERSION}.fits`` and
+        ``.truth.txt``; reused when both exist.
     """
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     stem = (f"sim_{freq}_{size}_s{seed}_{offset[0]:+.3f}_{offset[1]:+.3f}"
-            + ("_faint" if faint else ""))
+            + ("_faint" if faint else "") + f"_sky{SKY_VERSION}")
     image, truth = d / f"{stem}.fits", d / f"{stem}.truth.txt"
     if not (image.is_file() and truth.is_file()):
         simulate(image, truth=truth, size=size, freq=freq, seed=seed,
