@@ -33,6 +33,9 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         noise=not args.no_noise,
         sidelobes=args.sidelobes,
         faint=not args.no_faint,
+        zero_mean=not args.no_zero_mean,
+        noise_scale=args.noise_scale,
+        agn_fraction=args.agn_fraction,
         overwrite=args.overwrite,
         quiet=args.quiet or None,
     )
@@ -170,6 +173,14 @@ def _build_parser(command: str | None = "plot") -> argparse.ArgumentParser:
     p.add_argument("--no-faint", action="store_true",
                    help="leave out the faint population below the SDC1 catalogue's turnover "
                         "(about 90%% of the sources, most of them undetectable)")
+    p.add_argument("--no-zero-mean", action="store_true",
+                   help="keep the sky's mean brightness (an interferometer's map, and the "
+                        "default, has it taken out)")
+    p.add_argument("--noise-scale", type=float, default=1.0, metavar="F",
+                   help="multiply the map noise by F (default 1: a 1000 h SDC1 map)")
+    p.add_argument("--agn-fraction", type=float, default=None, metavar="F",
+                   help="share of AGN among the catalogue population's sources (default: "
+                        "the population's own, ~2%%)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=_cmd_simulate)

@@ -708,3 +708,17 @@ def test_simulated_counts_match_the_real_truth() -> None:
     got = np.histogram(draw.flux, edges)[0] / area_sim
     want = np.histogram(np.asarray(real["flux"]), edges)[0] / area_real
     np.testing.assert_allclose(got, want, rtol=0.15)
+
+
+def test_cli_shifted_sky_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from streamdet.cli import main
+
+    out = tmp_path / "s.fits"
+    assert main(["simulate", str(out), "--size", "128", "--noise-scale", "1.3",
+                 "--agn-fraction", "0.5", "--no-zero-mean", "-q"]) == 0
+    h = fits.getheader(out)
+    assert h["SIMNOISE"] == pytest.approx(1.3 * 0.38e-6) and h["SIMZMEAN"] is False
+    assert h["SIMLEVEL"] == 0.0
+    assert main(["simulate", str(tmp_path / "t.fits"), "--agn-fraction", "2", "-q"]) == 1
+    assert "agn_fraction must be in [0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "t.fits").exists()
