@@ -15,11 +15,10 @@ import numpy as np
 import pytest
 from _models import make_test_model
 from astropy.io import fits
-from test_detect import THRESHOLD, assert_same, reference
+from test_detect import THRESHOLD, assert_same, forward, reference
 
 from streamdet._refine import refine_centres
-from streamdet.contract import Model, load_model, normalise
-from streamdet.decode import decode
+from streamdet.contract import Model, load_model
 from streamdet.detect import detect_pixels, resolve_threshold
 from streamdet.detections import Detections
 
@@ -111,13 +110,7 @@ def simulated(tmp: Path, seed: int, size: int = 1024) -> np.ndarray:
 
 def _raw_refined(img: np.ndarray, model: Model, threshold: np.ndarray) -> np.ndarray:
     """Refined centres of every decoded box, before any de-duplication or NMS."""
-    c = model.contract
-    s = c.stride[-1]
-    ny, nx = img.shape
-    buf = np.zeros((-(-ny // s) * s, -(-nx // s) * s), np.float32)
-    buf[:ny, :nx] = normalise(img, c)
-    dets = decode(model.run(buf[None, None]), c, threshold=threshold)
-    return refine_centres(img, dets.centers, origin=(0, 0))
+    return refine_centres(img, forward(img, model, threshold).centers, origin=(0, 0))
 
 
 @pytest.mark.parametrize("seed", [11, 12, 13])

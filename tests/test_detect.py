@@ -42,16 +42,22 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Model:
     return load_model(path)
 
 
-def reference(image: np.ndarray, model: Model, threshold: float = THRESHOLD,
-              refine: bool = True, measure: bool = True) -> Detections:
-    """Whole-image forward pass (one ONNX call), decode, peak refinement (one box per
-    peak), one global NMS, Gaussian fits on the whole image."""
+def forward(image: np.ndarray, model: Model, threshold: float | np.ndarray) -> Detections:
+    """Every box one forward pass over the whole (stride-padded) image decodes."""
     c = model.contract
     s = c.stride[-1]
     ny, nx = image.shape
     buf = np.zeros((-(-ny // s) * s, -(-nx // s) * s), np.float32)
     buf[:ny, :nx] = normalise(image, c)
-    dets = decode(model.run(buf[None, None]), c, threshold=threshold)
+    return decode(model.run(buf[None, None]), c, threshold=threshold)
+
+
+def reference(image: np.ndarray, model: Model, threshold: float = THRESHOLD,
+              refine: bool = True, measure: bool = True) -> Detections:
+    """Whole-image forward pass (one ONNX call), decode, peak refinement (one box per
+    peak), one global NMS, Gaussian fits on the whole image."""
+    c = model.contract
+    dets = forward(image, model, threshold)
     if refine:
         dets = refine_detections(dets, image, origin=(0, 0))
     dets = nms_detections(dets, iou_threshold=c.nms["iou_threshold"], kind=c.nms["kind"])
