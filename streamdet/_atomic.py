@@ -1,30 +1,104 @@
-"""Atomic output: write to a temporary name beside the target, then rename."""
+"""Atomic output: write to a temporary name beside the target, then rename.
+
+:func:`check_output` refuses, before anything is written, an output that must never be
+replaced, even with ``overwrite``: a directory (for a file output), a device, pipe or
+socket, or one of the command's inputs.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import shutil
+import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .errors import OutputExistsError, StreamdetValueError
 
 __all__ = ["atomic_path", "check_output"]
 
+PathLike = str | os.PathLike[str]
 
-def check_output(path: str | os.PathLike[str], *, overwrite: bool) -> Path:
-    """Validate an output path: parent exists and, unless ``overwrite``, the path does not.
+def _kind(mode: int) -> str | None:
+    """What a file of this ``st_mode`` is, when it is not a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "directory"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    if stat.S_ISFIFO(mode):
+        return "named pipe"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    return "special file"
+
+
+def _same(a: Path, b: PathLike) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False
+
+
+def check_output(path: PathLike, *, overwrite: bool, inputs: Iterable[PathLike] = (),
+                 store: bool = False) -> Path:
+    """Validate an output path before anything is written.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The output.
+    overwrite : bool
+        Whether an existing regular file may be replaced.
+    inputs : iterable of path
+        The inputs of the command: the output is never one of them (nor a link to one).
+    store : bool
+        The output is a directory store whose writer (``convert``) decides itself what
+        it replaces: a directory there is left to it. Otherwise the output is a file and
+        an existing directory is refused, whatever ``overwrite``.
 
     Returns
     -------
     pathlib.Path
         The output path.
+
+    Raises
+    ------
+    OutputExistsError
+        The path exists and ``overwrite`` is false, or it is something never replaced (a
+        directory, device, named pipe or socket).
+    StreamdetValueError
+        The path is an input; its directory is missing or not writable.
     """
     p = Path(path)
-    if p.exists() and not overwrite:
-        raise OutputExistsError(f"output {str(p)!r} exists; pass overwrite=True (--overwrite)")
+    try:
+        present = os.lstat(p)
+    except FileNotFoundError:
+        present = None
+    except OSError as exc:
+        raise StreamdetValueError(f"cannot use output {str(p)!r}: {exc.strerror or exc}") from None
+    if present is not None:
+        for inp in inputs:
+            if _same(p, inp):
+                raise StreamdetValueError(f"output {str(p)!r} is the input {str(inp)!r}; "
+                                          "refusing to overwrite it")
+        try:
+            mode = os.stat(p).st_mode      # what a link points to
+        except OSError:
+            mode = present.st_mode         # a dangling link: the link itself
+        kind = _kind(mode)
+        if kind == "directory" and not store:
+            raise OutputExistsError(f"output {str(p)!r} is a directory, which is never "
+                                    "replaced; name a file to write")
+        if kind is not None and kind != "directory":
+            raise OutputExistsError(f"output {str(p)!r} is a {kind}, not a regular file; "
+                                    "it is never replaced")
+        if not overwrite:
+            raise OutputExistsError(f"output {str(p)!r} exists; pass overwrite=True "
+                                    "(--overwrite)")
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
         raise StreamdetValueError(f"output directory {str(parent)!r} does not exist")
@@ -34,24 +108,25 @@ def check_output(path: str | os.PathLike[str], *, overwrite: bool) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
+def atomic_path(path: PathLike, *, overwrite: bool = False,
+                inputs: Iterable[PathLike] = ()) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
 
     On any exception the temporary file (or directory) is removed and ``path`` is
-    left as it was.
+    left as it was. Only a regular file is ever replaced (:func:`check_output`).
     """
-    target = check_output(path, overwrite=overwrite)
+    inputs = tuple(inputs)
+    target = check_output(path, overwrite=overwrite, inputs=inputs)
     fd, tmpname = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     os.unlink(tmpname)
     tmp = Path(tmpname)
     try:
         yield tmp
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
+        check_output(target, overwrite=overwrite)  # nothing slipped in that is never replaced
         os.replace(tmp, target)
     finally:
-        if tmp.is_dir():
+        if tmp.is_dir() and not tmp.is_symlink():
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()

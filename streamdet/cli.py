@@ -92,14 +92,18 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 
     from ._atomic import check_output
     from .detect import detect
-    from .errors import WCSMissingError
+    from .errors import StreamdetValueError, WCSMissingError
     from .io import open_image
     from .outputs import write_catalogue, write_regions
 
     fmt = args.format or _FORMATS.get(Path(args.output).suffix.lower(), "ecsv")
-    check_output(args.output, overwrite=args.overwrite)
-    if args.regions:
-        check_output(args.regions, overwrite=args.overwrite)
+    outputs = [args.output] + ([args.regions] if args.regions else [])
+    if args.regions and Path(args.regions).resolve() == Path(args.output).resolve():
+        raise StreamdetValueError(f"--regions {args.regions!r} is the catalogue -o "
+                                  f"{args.output!r}; name another file")
+    inputs = [p for p in (args.input, args.pb, args.model) if p]
+    for out in outputs:  # never a directory, a device or an input, even with --overwrite
+        check_output(out, overwrite=args.overwrite, inputs=inputs)
     image = open_image(args.input)
     if fmt == "sdc1" and image.celestial_wcs is None:
         raise WCSMissingError(f"{args.input} has no celestial WCS: an SDC1 catalogue needs "

@@ -264,7 +264,7 @@ def _prepare(out: Path, img: FitsImage, params: dict[str, Any], *, overwrite: bo
     A store whose creation was interrupted (streamdet's own, incomplete, without a usable
     ``image`` array) and an empty directory are replaced without ``overwrite``: they hold
     nothing to keep."""
-    check_output(out, overwrite=True)  # parent exists and is writable
+    check_output(out, overwrite=True, store=True)  # parent exists and is writable
     if out.resolve() == img.path.resolve():
         raise StreamdetValueError(f"output {str(out)!r} is the input file")
     remove_stale_siblings(out, all_stale=True)  # under the lock: no other writer
@@ -399,7 +399,7 @@ def convert(fits_path: str | os.PathLike[str], store: str | os.PathLike[str], *,
     params = {"shape": list(img.shape), "chunks": list(chunk_shape),
               "shards": list(shard_shape) if shard_shape else None, "codec": codec,
               "hdu": img.hdu}
-    check_output(out, overwrite=True)  # parent exists and is writable
+    check_output(out, overwrite=True, store=True)  # parent exists and is writable
     with output_lock(out):  # one writer at a time: a second is refused at once
         return _convert_locked(out, img, params, sky, chunk_shape, shard_shape, block,
                                codec=codec, overwrite=overwrite, verify=verify,

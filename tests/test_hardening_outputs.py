@@ -1,0 +1,225 @@
+"""Outputs that never destroy data (issue 18, item 3).
+
+``--overwrite`` replaces only a regular file: never a directory, a device, pipe or
+socket, nor an input of the command.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import socket
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.table import Table
+from conftest import FitsCase
+
+from streamdet._atomic import atomic_path, check_output
+from streamdet.catalog import read_sdc1
+from streamdet.cli import main
+from streamdet.convert import convert
+from streamdet.errors import OutputExistsError, StreamdetValueError
+from streamdet.io import info
+from streamdet.outputs import write_catalogue, write_regions
+
+ROOT = Path(__file__).resolve().parents[1]
+DETECT = importlib.import_module("streamdet.detect")  # the module (streamdet.detect: the function)
+
+
+def sky_table(n: int = 6, seed: int = 0) -> Table:
+    """A small catalogue as detect returns it (sky positions and shapes)."""
+    rng = np.random.default_rng(seed)
+    x, y = rng.uniform(10, 200, n), rng.uniform(10, 180, n)
+    return Table({"x": x, "y": y, "ra": rng.uniform(0.0, 0.02, n),
+                  "dec": rng.uniform(-30.02, -30.0, n), "flux": rng.uniform(1e-4, 1e-3, n),
+                  "bmaj": rng.uniform(1.5, 3.0, n), "bmin": rng.uniform(1.0, 1.5, n),
+                  "pa": rng.uniform(0, 180, n), "x0": x - 2, "y0": y - 2, "x1": x + 2,
+                  "y1": y + 2})
+
+
+def _never_detect(*args: object, **kwargs: object) -> Table:
+    raise AssertionError("detect ran although the output was refused")
+
+
+@pytest.fixture
+def no_detect(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(DETECT, "detect", _never_detect)
+
+
+@pytest.fixture
+def fake_detect(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(DETECT, "detect", lambda *a, **k: sky_table())
+
+
+def _refused(argv: list[str], capsys: pytest.CaptureFixture[str], *words: str) -> str:
+    """Run the CLI: it must fail with one line naming ``words``, and no traceback."""
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith("streamdet ") and "Traceback" not in err
+    for w in words:
+        assert w in err, err
+    return err
+
+
+def _hidden(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.startswith("."))
+
+
+# ------------------------------------------------------------- item 3: what is replaced
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]], ids=["plain", "overwrite"])
+@pytest.mark.parametrize("option", ["-o", "--regions"])
+def test_a_directory_is_never_replaced(fits_2d: FitsCase, tmp_path: Path, no_detect: None,
+                                       capsys: pytest.CaptureFixture[str], option: str,
+                                       overwrite: list[str]) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "precious.txt").write_text("keep me")
+    argv = (["detect", str(fits_2d.path), "-o", str(results), "--format", "ecsv"]
+            if option == "-o" else
+            ["detect", str(fits_2d.path), "-o", str(tmp_path / "c.ecsv"), "--regions",
+             str(results)])
+    _refused([*argv, *overwrite], capsys, str(results), "directory")
+    assert (results / "precious.txt").read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [fits_2d.path.name, "results"]
+
+
+def test_the_input_fits_is_never_replaced(fits_2d: FitsCase, tmp_path: Path,
+                                          no_detect: None,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    before = fits_2d.path.read_bytes()
+    _refused(["detect", str(fits_2d.path), "-o", str(fits_2d.path), "--overwrite"], capsys,
+             str(fits_2d.path), "is the input")
+    link = tmp_path / "link.fits"  # a link to the input, or the input under another name
+    link.symlink_to(fits_2d.path)
+    _refused(["detect", str(fits_2d.path), "-o", str(link), "--overwrite"], capsys,
+             "is the input")
+    _refused(["detect", str(link), "-o", str(fits_2d.path), "--overwrite"], capsys,
+             "is the input")
+    assert fits_2d.path.read_bytes() == before and link.is_symlink()
+    # the primary beam and the model are inputs too
+    pb = tmp_path / "pb.fits"
+    pb.write_bytes(before)
+    _refused(["detect", str(fits_2d.path), "-o", str(pb), "--pb", str(pb), "--overwrite"],
+             capsys, "is the input")
+    _refused(["detect", str(fits_2d.path), "-o", str(tmp_path / "c.txt"), "--regions", str(pb),
+              "--pb", str(pb), "--overwrite"], capsys, "is the input")
+    assert pb.read_bytes() == before
+    assert _hidden(tmp_path) == []
+
+
+def test_the_input_store_is_never_replaced(fits_2d: FitsCase, tmp_path: Path, no_detect: None,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    store = tmp_path / "in.zarr"
+    convert(fits_2d.path, store, chunks=128, quiet=True)
+    files = sorted(str(p.relative_to(store)) for p in store.rglob("*"))
+    for extra in ([], ["--overwrite"]):
+        _refused(["detect", str(store), "-o", str(store), "--format", "ecsv", *extra], capsys,
+                 str(store), "is the input")
+    assert sorted(str(p.relative_to(store)) for p in store.rglob("*")) == files
+    assert info(store).complete
+
+
+def _device_node(path: Path) -> None:
+    os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(1, 3))  # a copy of /dev/null's node
+
+
+def test_devices_pipes_and_sockets_are_never_replaced(fits_2d: FitsCase, tmp_path: Path,
+                                                      no_detect: None,
+                                                      capsys: pytest.CaptureFixture[str]
+                                                      ) -> None:
+    fifo = tmp_path / "pipe.txt"
+    os.mkfifo(fifo)
+    sock_path = tmp_path / "sock.txt"
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(sock_path))
+    specials = {fifo: "named pipe", sock_path: "socket"}
+    node = tmp_path / "full.txt"
+    if os.geteuid() == 0:  # as root: a device node of our own (never one under /dev)
+        _device_node(node)
+        specials[node] = "device"
+    try:
+        for path, kind in specials.items():
+            for option in ("-o", "--regions"):
+                argv = ["detect", str(fits_2d.path), "-o", str(path), "--overwrite"]
+                if option == "--regions":
+                    argv = ["detect", str(fits_2d.path), "-o", str(tmp_path / "c.txt"),
+                            "--regions", str(path), "--overwrite"]
+                _refused(argv, capsys, str(path), kind, "never replaced")
+            with pytest.raises(OutputExistsError, match=kind):
+                write_catalogue(sky_table(), path, overwrite=True)
+            with pytest.raises(OutputExistsError, match=kind):
+                write_regions(sky_table(), path, overwrite=True)
+        assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+        assert stat.S_ISSOCK(os.lstat(sock_path).st_mode)
+        if node in specials:
+            assert stat.S_ISCHR(os.lstat(node).st_mode)
+    finally:
+        sock.close()
+    assert not (tmp_path / "c.txt").exists() and _hidden(tmp_path) == []
+
+
+def test_a_regular_file_is_replaced_with_overwrite(fits_2d: FitsCase, tmp_path: Path,
+                                                   fake_detect: None,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    out, reg = tmp_path / "cat.txt", tmp_path / "cat.reg"
+    out.write_text("old")
+    reg.write_text("old")
+    _refused(["detect", str(fits_2d.path), "-o", str(out), "--regions", str(reg), "-q"],
+             capsys, str(out), "exists")
+    assert main(["detect", str(fits_2d.path), "-o", str(out), "--regions", str(reg), "-q",
+                 "--overwrite"]) == 0
+    assert len(read_sdc1(out)) == len(sky_table())
+    assert reg.read_text().startswith("# Region file format: DS9")
+    assert _hidden(tmp_path) == []
+    # a link is replaced by the file (what it pointed to is left alone)
+    other = tmp_path / "other.txt"
+    other.write_text("elsewhere")
+    link = tmp_path / "link.txt"
+    link.symlink_to(other)
+    assert main(["detect", str(fits_2d.path), "-o", str(link), "-q", "--overwrite"]) == 0
+    assert not link.is_symlink() and other.read_text() == "elsewhere"
+
+
+def test_regions_and_catalogue_must_differ(fits_2d: FitsCase, tmp_path: Path, no_detect: None,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cat.ecsv"
+    _refused(["detect", str(fits_2d.path), "-o", str(out), "--regions", str(out)], capsys,
+             "--regions", str(out))
+    assert not out.exists()
+
+
+def test_the_api_refuses_directories(tmp_path: Path) -> None:
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "keep").write_text("x")
+    for write in (write_catalogue, write_regions):
+        with pytest.raises(OutputExistsError, match="is a directory"):
+            write(sky_table(), d, overwrite=True)
+    with pytest.raises(OutputExistsError, match="is a directory"):
+        with atomic_path(d, overwrite=True) as tmp:
+            tmp.write_text("never")
+    assert (d / "keep").read_text() == "x" and _hidden(tmp_path) == []
+    with pytest.raises(StreamdetValueError, match="is the input"):
+        check_output(d / "keep", overwrite=True, inputs=[d / "keep"])
+    # a store's writer decides about its directory itself
+    assert check_output(d, overwrite=True, store=True) == d
+
+
+def test_convert_still_replaces_its_own_store(fits_2d: FitsCase, tmp_path: Path) -> None:
+    store = tmp_path / "s.zarr"
+    convert(fits_2d.path, store, chunks=128, quiet=True)
+    with pytest.raises(OutputExistsError):
+        convert(fits_2d.path, store, chunks=128, quiet=True)
+    convert(fits_2d.path, store, chunks=64, quiet=True, overwrite=True)
+    assert info(store).complete and info(store).chunks[-1] == 64
+    fifo = tmp_path / "f.zarr"
+    os.mkfifo(fifo)
+    with pytest.raises(OutputExistsError, match="named pipe"):
+        convert(fits_2d.path, fifo, quiet=True, overwrite=True)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
