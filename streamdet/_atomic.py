@@ -1,8 +1,13 @@
-"""Atomic output: write to a temporary name beside the target, then rename.
+"""Safe, atomic outputs: checked paths, one writer at a time.
 
 :func:`check_output` refuses, before anything is written, an output that must never be
 replaced, even with ``overwrite``: a directory (for a file output), a device, pipe or
-socket, or one of the command's inputs.
+socket, or one of the command's inputs. :func:`atomic_path` writes under the output's
+lock (:func:`streamdet._lock.output_lock`: a second writer is refused at once) to a
+temporary name beside it and renames it onto the output at the end; without
+``overwrite`` the rename never replaces a file that appeared meanwhile.
+:func:`writing` holds the lock for longer (a whole command) and is re-entrant in its
+thread, so the writer inside takes it again freely.
 """
 
 from __future__ import annotations
@@ -12,14 +17,18 @@ import os
 import shutil
 import stat
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .errors import OutputExistsError, StreamdetValueError
 
-__all__ = ["atomic_path", "check_output"]
+__all__ = ["atomic_path", "check_output", "writing"]
 
 PathLike = str | os.PathLike[str]
+
+_held = threading.local()        # lock files held through writing(), per thread
+
 
 def _kind(mode: int) -> str | None:
     """What a file of this ``st_mode`` is, when it is not a regular file."""
@@ -108,25 +117,80 @@ def check_output(path: PathLike, *, overwrite: bool, inputs: Iterable[PathLike] 
 
 
 @contextlib.contextmanager
+def writing(path: PathLike) -> Iterator[None]:
+    """Hold the exclusive lock on the output ``path`` (see :mod:`streamdet._lock`).
+
+    Re-entrant within a thread: a writer inside (e.g. :func:`atomic_path`) takes the
+    same output's lock again without waiting; another thread or process is refused with
+    :class:`~streamdet.errors.OutputLockedError`.
+    """
+    from ._lock import lock_path, output_lock
+
+    key = str(lock_path(path))
+    held: set[str] = _held.__dict__.setdefault("keys", set())
+    if key in held:
+        yield
+        return
+    with output_lock(path):
+        held.add(key)
+        try:
+            yield
+        finally:
+            held.discard(key)
+
+
+def _commit(tmp: Path, target: Path, *, overwrite: bool) -> None:
+    """Move the finished ``tmp`` onto ``target``; without ``overwrite``, never replace."""
+    check_output(target, overwrite=True)  # nothing slipped in that is never replaced
+    if overwrite:
+        os.replace(tmp, target)
+        return
+    if tmp.is_dir() and not tmp.is_symlink():
+        if os.path.lexists(target):
+            raise _appeared(target)
+        os.rename(tmp, target)
+        return
+    try:
+        os.link(tmp, target, follow_symlinks=False)  # fails if target exists: no replace
+    except FileExistsError:
+        raise _appeared(target) from None
+    except OSError:  # no hard links on this file system
+        if os.path.lexists(target):
+            raise _appeared(target) from None
+        os.rename(tmp, target)
+        return
+    tmp.unlink()
+
+
+def _appeared(target: Path) -> OutputExistsError:
+    return OutputExistsError(f"output {str(target)!r} appeared while it was being written and "
+                             "was not replaced; pass overwrite=True (--overwrite)")
+
+
+@contextlib.contextmanager
 def atomic_path(path: PathLike, *, overwrite: bool = False,
                 inputs: Iterable[PathLike] = ()) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
 
-    On any exception the temporary file (or directory) is removed and ``path`` is
-    left as it was. Only a regular file is ever replaced (:func:`check_output`).
+    The output's lock is held throughout (a second writer, in this process or another,
+    is refused at once). On any exception the temporary file (or directory) is removed
+    and ``path`` is left as it was. Without ``overwrite`` an output that appeared while
+    it was written is not replaced (:class:`~streamdet.errors.OutputExistsError`).
     """
     inputs = tuple(inputs)
     target = check_output(path, overwrite=overwrite, inputs=inputs)
-    fd, tmpname = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    os.unlink(tmpname)
-    tmp = Path(tmpname)
-    try:
-        yield tmp
-        check_output(target, overwrite=overwrite)  # nothing slipped in that is never replaced
-        os.replace(tmp, target)
-    finally:
-        if tmp.is_dir() and not tmp.is_symlink():
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif tmp.exists():
-            tmp.unlink()
+    with writing(target):
+        check_output(target, overwrite=overwrite, inputs=inputs)  # again, under the lock
+        fd, tmpname = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
+                                       dir=target.parent)
+        os.close(fd)
+        os.unlink(tmpname)
+        tmp = Path(tmpname)
+        try:
+            yield tmp
+            _commit(tmp, target, overwrite=overwrite)
+        finally:
+            if tmp.is_dir() and not tmp.is_symlink():
+                shutil.rmtree(tmp, ignore_errors=True)
+            elif tmp.exists():
+                tmp.unlink()

@@ -88,13 +88,11 @@ _FORMATS = {".txt": "sdc1", ".dat": "sdc1", ".ecsv": "ecsv", ".fits": "fits", ".
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
+    import contextlib
     from pathlib import Path
 
-    from ._atomic import check_output
-    from .detect import detect
-    from .errors import StreamdetValueError, WCSMissingError
-    from .io import open_image
-    from .outputs import write_catalogue, write_regions
+    from ._atomic import check_output, writing
+    from .errors import StreamdetValueError
 
     fmt = args.format or _FORMATS.get(Path(args.output).suffix.lower(), "ecsv")
     outputs = [args.output] + ([args.regions] if args.regions else [])
@@ -104,6 +102,22 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     inputs = [p for p in (args.input, args.pb, args.model) if p]
     for out in outputs:  # never a directory, a device or an input, even with --overwrite
         check_output(out, overwrite=args.overwrite, inputs=inputs)
+    with contextlib.ExitStack() as stack:
+        # One writer per output for the whole run: a second detect onto the same
+        # catalogue is refused at once, not after its detection (or silently replaced).
+        for out in outputs:
+            stack.enter_context(writing(out))
+        for out in outputs:  # again, under the locks
+            check_output(out, overwrite=args.overwrite, inputs=inputs)
+        return _detect_locked(args, fmt)
+
+
+def _detect_locked(args: argparse.Namespace, fmt: str) -> int:
+    from .detect import detect
+    from .errors import WCSMissingError
+    from .io import open_image
+    from .outputs import write_catalogue, write_regions
+
     image = open_image(args.input)
     if fmt == "sdc1" and image.celestial_wcs is None:
         raise WCSMissingError(f"{args.input} has no celestial WCS: an SDC1 catalogue needs "

@@ -1,7 +1,8 @@
-"""Outputs that never destroy data (issue 18, item 3).
+"""Outputs that never destroy data (issue 18, items 3 and 2).
 
 ``--overwrite`` replaces only a regular file: never a directory, a device, pipe or
-socket, nor an input of the command.
+socket, nor an input of the command; one writer per output (a second ``detect`` onto the
+same catalogue is refused at once).
 """
 
 from __future__ import annotations
@@ -10,6 +11,11 @@ import importlib
 import os
 import socket
 import stat
+import subprocess
+import sys
+import textwrap
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +23,12 @@ import pytest
 from astropy.table import Table
 from conftest import FitsCase
 
-from streamdet._atomic import atomic_path, check_output
+from streamdet._atomic import atomic_path, check_output, writing
+from streamdet._lock import lock_path, read_owner
 from streamdet.catalog import read_sdc1
 from streamdet.cli import main
 from streamdet.convert import convert
-from streamdet.errors import OutputExistsError, StreamdetValueError
+from streamdet.errors import OutputExistsError, OutputLockedError, StreamdetValueError
 from streamdet.io import info
 from streamdet.outputs import write_catalogue, write_regions
 
@@ -223,3 +230,102 @@ def test_convert_still_replaces_its_own_store(fits_2d: FitsCase, tmp_path: Path)
     with pytest.raises(OutputExistsError, match="named pipe"):
         convert(fits_2d.path, fifo, quiet=True, overwrite=True)
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+# ------------------------------------------------------ item 2: one writer per output
+
+_SLOW_DETECT = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    sys.path.insert(0, sys.argv[1])
+    import importlib
+    from test_hardening_outputs import sky_table
+    release = Path(sys.argv[2])
+
+    def slow(*args, **kwargs):
+        print("detecting", flush=True)
+        while not release.exists():
+            time.sleep(0.01)
+        return sky_table(9, seed=1)
+
+    importlib.import_module("streamdet.detect").detect = slow
+    from streamdet.cli import main
+    sys.exit(main(sys.argv[3:]))
+""")
+
+
+def _start_detect(argv: list[str], release: Path) -> subprocess.Popen[str]:
+    """A CLI ``detect`` in another process whose detection waits for ``release``."""
+    return subprocess.Popen([sys.executable, "-c", _SLOW_DETECT, str(ROOT / "tests"),
+                             str(release), *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+
+
+@pytest.mark.parametrize("second", [[], ["--overwrite"]], ids=["same", "overwrite"])
+def test_second_detect_onto_one_catalogue_is_refused_at_once(
+        fits_2d: FitsCase, tmp_path: Path, no_detect: None,
+        capsys: pytest.CaptureFixture[str], second: list[str]) -> None:
+    out, release = tmp_path / "cat.txt", tmp_path / "release"
+    first = _start_detect(["detect", str(fits_2d.path), "-o", str(out), "-q"], release)
+    try:
+        assert first.stdout is not None and first.stdout.readline().strip() == "detecting"
+        owner = read_owner(lock_path(out))
+        assert owner is not None and owner.pid == first.pid  # held while it detects
+        t0 = time.monotonic()
+        err = _refused(["detect", str(fits_2d.path), "-o", str(out), "-q", *second], capsys,
+                       f"pid {first.pid}", "being written")
+        assert time.monotonic() - t0 < 2.0 and "lock file" in err
+        assert first.poll() is None
+    finally:
+        release.touch()
+        _, first_err = first.communicate(timeout=120)
+    assert first.returncode == 0, first_err
+    assert len(read_sdc1(out)) == 9  # the first writer's catalogue, whole
+    assert _hidden(tmp_path) == []
+
+
+def test_regions_of_a_running_detect_are_locked_too(fits_2d: FitsCase, tmp_path: Path,
+                                                    no_detect: None,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    out, reg, release = tmp_path / "a.txt", tmp_path / "a.reg", tmp_path / "release"
+    first = _start_detect(["detect", str(fits_2d.path), "-o", str(out), "--regions", str(reg),
+                           "-q"], release)
+    try:
+        assert first.stdout is not None and first.stdout.readline().strip() == "detecting"
+        _refused(["detect", str(fits_2d.path), "-o", str(tmp_path / "b.txt"), "--regions",
+                  str(reg), "-q"], capsys, str(reg), f"pid {first.pid}")
+    finally:
+        release.touch()
+        first.communicate(timeout=120)
+    assert first.returncode == 0 and reg.is_file()
+    assert not (tmp_path / "b.txt").exists()
+
+
+def test_a_file_that_appears_meanwhile_is_not_replaced(tmp_path: Path) -> None:
+    out = tmp_path / "cat.txt"
+    with pytest.raises(OutputExistsError, match="appeared while it was being written"):
+        with atomic_path(out) as tmp:
+            tmp.write_text("mine")
+            out.write_text("theirs")  # another program, which takes no lock
+    assert out.read_text() == "theirs" and _hidden(tmp_path) == []
+
+
+def test_writing_is_reentrant_in_its_thread_only(tmp_path: Path) -> None:
+    out = tmp_path / "cat.ecsv"
+    errors: list[BaseException] = []
+
+    def other_thread() -> None:
+        try:
+            write_catalogue(sky_table(), out, format="ecsv", overwrite=True)
+        except BaseException as exc:
+            errors.append(exc)
+
+    with writing(out):
+        with writing(out):  # the command's lock, then the writer's: no deadlock
+            write_catalogue(sky_table(), out, format="ecsv")
+        t = threading.Thread(target=other_thread)
+        t.start()
+        t.join()
+    assert len(errors) == 1 and isinstance(errors[0], OutputLockedError)
+    assert len(Table.read(out, format="ascii.ecsv")) == len(sky_table())
+    assert not lock_path(out).exists()
