@@ -1,33 +1,41 @@
-"""Safe, atomic outputs: checked paths, one writer at a time.
+"""Safe, atomic outputs: checked paths, one writer at a time, one temporary name.
 
 :func:`check_output` refuses, before anything is written, an output that must never be
 replaced, even with ``overwrite``: a directory (for a file output), a device, pipe or
 socket, or one of the command's inputs. :func:`atomic_path` writes under the output's
-lock (:func:`streamdet._lock.output_lock`: a second writer is refused at once) to a
-temporary name beside it and renames it onto the output at the end; without
-``overwrite`` the rename never replaces a file that appeared meanwhile.
-:func:`writing` holds the lock for longer (a whole command) and is re-entrant in its
-thread, so the writer inside takes it again freely.
+lock (:func:`streamdet._lock.output_lock`: a second writer is refused at once) to one
+temporary name beside it, ``.NAME.PID.tmp``, and renames it onto the output at the end;
+without ``overwrite`` the rename never replaces a file that appeared meanwhile. Temporary
+files of the same output left by killed writers (their pid not running) are removed
+when the output is next written. :func:`writing` holds the lock for longer (a whole
+command) and is re-entrant in its thread, so the writer inside takes it again freely.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import stat
-import tempfile
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .errors import OutputExistsError, StreamdetValueError
 
-__all__ = ["atomic_path", "check_output", "writing"]
+__all__ = ["atomic_path", "check_output", "remove_stale_temps", "temp_path", "writing"]
 
 PathLike = str | os.PathLike[str]
 
+#: Temporary files named as before pids were in the names (``tempfile.mkstemp``'s 8
+#: random characters, once nested) are removed once this old, seconds.
+LEGACY_TEMP_AGE_S = 600.0
+
 _held = threading.local()        # lock files held through writing(), per thread
+_active: set[str] = set()        # temporary paths being written by this process
+_active_guard = threading.Lock()
 
 
 def _kind(mode: int) -> str | None:
@@ -139,6 +147,76 @@ def writing(path: PathLike) -> Iterator[None]:
             held.discard(key)
 
 
+def temp_path(path: PathLike, pid: int | None = None) -> Path:
+    """The temporary name of an output while ``pid`` (default: this process) writes it:
+    ``.NAME.PID.tmp`` beside it."""
+    p = Path(path)
+    return p.parent / f".{p.name}.{os.getpid() if pid is None else pid}.tmp"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    except (OverflowError, ValueError):
+        return False
+    return True
+
+
+def _remove(victim: Path) -> bool:
+    try:
+        if victim.is_dir() and not victim.is_symlink():
+            shutil.rmtree(victim)
+        else:
+            victim.unlink()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return False
+    return True
+
+
+def remove_stale_temps(path: PathLike) -> list[Path]:
+    """Delete the temporary files of the output ``path`` left by killed writers.
+
+    Those named ``.NAME.PID.tmp`` whose pid is not running (and not this process's), and
+    those named as by older versions (``.NAME.XXXXXXXX.tmp``, once nested
+    ``..NAME.XXXXXXXX.tmp.XXXXXXXX.tmp``) older than :data:`LEGACY_TEMP_AGE_S`. Other
+    files are never touched. Returns what was removed.
+    """
+    p = Path(path)
+    parent = p.parent if str(p.parent) else Path(".")
+    name = re.escape(p.name)
+    current = re.compile(rf"\.{name}\.(\d+)\.tmp")
+    rand = r"[a-z0-9_]{8}"
+    legacy = re.compile(rf"(?:\.{name}\.{rand}\.tmp|\.\.{name}\.{rand}\.tmp\.{rand}\.tmp)")
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return []
+    removed: list[Path] = []
+    now = time.time()
+    for entry in names:
+        victim = parent / entry
+        m = current.fullmatch(entry)
+        if m is not None:
+            pid = int(m.group(1))
+            stale = pid != os.getpid() and not _pid_alive(pid)
+        elif legacy.fullmatch(entry):
+            try:
+                stale = now - os.lstat(victim).st_mtime > LEGACY_TEMP_AGE_S
+            except OSError:
+                stale = False
+        else:
+            continue
+        if stale and str(victim.absolute()) not in _active and _remove(victim):
+            removed.append(victim)
+    return removed
+
+
 def _commit(tmp: Path, target: Path, *, overwrite: bool) -> None:
     """Move the finished ``tmp`` onto ``target``; without ``overwrite``, never replace."""
     check_output(target, overwrite=True)  # nothing slipped in that is never replaced
@@ -173,24 +251,29 @@ def atomic_path(path: PathLike, *, overwrite: bool = False,
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
 
     The output's lock is held throughout (a second writer, in this process or another,
-    is refused at once). On any exception the temporary file (or directory) is removed
-    and ``path`` is left as it was. Without ``overwrite`` an output that appeared while
-    it was written is not replaced (:class:`~streamdet.errors.OutputExistsError`).
+    is refused at once); stale temporary files of the output are removed first; the
+    temporary name is ``.NAME.PID.tmp`` (one per output). On any exception the
+    temporary file (or directory) is removed and ``path`` is left as it was. Without
+    ``overwrite`` an output that appeared while it was written is not replaced
+    (:class:`~streamdet.errors.OutputExistsError`).
     """
     inputs = tuple(inputs)
     target = check_output(path, overwrite=overwrite, inputs=inputs)
     with writing(target):
         check_output(target, overwrite=overwrite, inputs=inputs)  # again, under the lock
-        fd, tmpname = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
-                                       dir=target.parent)
-        os.close(fd)
-        os.unlink(tmpname)
-        tmp = Path(tmpname)
+        remove_stale_temps(target)
+        tmp = temp_path(target)
+        key = str(tmp.absolute())
+        with _active_guard:
+            if key in _active:
+                raise StreamdetValueError(f"output {str(target)!r} is already being written "
+                                          "by this process")
+            _active.add(key)
         try:
+            _remove(tmp)  # a leftover of an earlier process with this pid
             yield tmp
             _commit(tmp, target, overwrite=overwrite)
         finally:
-            if tmp.is_dir() and not tmp.is_symlink():
-                shutil.rmtree(tmp, ignore_errors=True)
-            elif tmp.exists():
-                tmp.unlink()
+            _remove(tmp)
+            with _active_guard:
+                _active.discard(key)

@@ -1,14 +1,16 @@
-"""Outputs that never destroy data (issue 18, items 3 and 2).
+"""Outputs that never destroy data (issue 18, items 3, 2 and 4).
 
 ``--overwrite`` replaces only a regular file: never a directory, a device, pipe or
 socket, nor an input of the command; one writer per output (a second ``detect`` onto the
-same catalogue is refused at once).
+same catalogue is refused at once); one temporary name per output, and the temporary
+files of a killed writer removed by the next one.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import signal
 import socket
 import stat
 import subprocess
@@ -23,7 +25,8 @@ import pytest
 from astropy.table import Table
 from conftest import FitsCase
 
-from streamdet._atomic import atomic_path, check_output, writing
+from streamdet import _atomic
+from streamdet._atomic import atomic_path, check_output, remove_stale_temps, temp_path, writing
 from streamdet._lock import lock_path, read_owner
 from streamdet.catalog import read_sdc1
 from streamdet.cli import main
@@ -329,3 +332,103 @@ def test_writing_is_reentrant_in_its_thread_only(tmp_path: Path) -> None:
     assert len(errors) == 1 and isinstance(errors[0], OutputLockedError)
     assert len(Table.read(out, format="ascii.ecsv")) == len(sky_table())
     assert not lock_path(out).exists()
+
+
+# ---------------------------------------------------- item 4: temporary files, killed
+
+_SLOW_WRITE = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, sys.argv[1])
+    import streamdet.outputs as outputs
+    from test_hardening_outputs import sky_table
+
+    slices = outputs._row_slices
+
+    def slow(n, rows):
+        for i, part in enumerate(slices(n, 1)):  # one row at a time
+            yield part
+            if i == 0:
+                print("writing", flush=True)
+                time.sleep(60)
+
+    outputs._row_slices = slow
+    kind, path = sys.argv[2], sys.argv[3]
+    if kind == "regions":
+        outputs.write_regions(sky_table(50), path)
+    else:
+        outputs.write_catalogue(sky_table(50), path, format=kind)
+""")
+
+
+@pytest.mark.parametrize("kind,name", [("sdc1", "cat.txt"), ("ecsv", "cat.ecsv"),
+                                       ("fits", "cat.fits"), ("parquet", "cat.parquet"),
+                                       ("regions", "cat.reg")])
+def test_killed_writer_leaves_one_temp_which_the_next_removes(tmp_path: Path, kind: str,
+                                                              name: str) -> None:
+    if kind == "parquet":
+        pytest.importorskip("pyarrow")
+    out = tmp_path / name
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_WRITE, str(ROOT / "tests"), kind,
+                             str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "writing"
+        temp = temp_path(out, proc.pid)
+        # one temporary name for the output (no nested temporaries), and the lock
+        assert _hidden(tmp_path) == sorted([temp.name, f".{name}.lock"])
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+    assert not out.exists() and temp.exists()  # what a SIGKILL leaves
+    if kind == "regions":
+        write_regions(sky_table(50), out)
+    else:
+        write_catalogue(sky_table(50), out, format=kind)  # type: ignore[arg-type]
+    assert _hidden(tmp_path) == []  # the stale temporary and lock are gone
+    if kind == "sdc1":
+        assert len(read_sdc1(out)) == 50
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_stale_temp_rules(tmp_path: Path) -> None:
+    """Removed: this output's temporaries whose pid is dead, and old ones named as by
+    earlier versions; kept: a live writer's, young legacy ones, other outputs'."""
+    out = tmp_path / "cat.txt"
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        dead = _dead_pid()
+        old = time.time() - 2 * _atomic.LEGACY_TEMP_AGE_S
+        gone = [temp_path(out, dead), tmp_path / ".cat.txt.abcd_123.tmp",
+                tmp_path / "..cat.txt.k2j4h5g6.tmp.zz81yq0p.tmp"]
+        kept = [temp_path(out, live.pid), tmp_path / ".cat.txt.young123.tmp",
+                temp_path(tmp_path / "other.txt", dead), tmp_path / ".cat.txt.lockx",
+                tmp_path / ".cat.txt.12.tmp.bak", tmp_path / ".cat.txt.x.y.tmp"]
+        for p in gone + kept:
+            p.write_text("partial")
+        for p in gone[1:]:
+            os.utime(p, (old, old))
+        stale_dir = temp_path(out, _dead_pid())  # a writer may have written a directory
+        stale_dir.mkdir()
+        (stale_dir / "part").write_text("x")
+        assert sorted(remove_stale_temps(out)) == sorted([*gone, stale_dir])
+        assert all(p.exists() for p in kept)
+        write_catalogue(sky_table(), out)
+        assert all(p.exists() for p in kept)
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_the_same_output_twice_in_one_thread_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "cat.txt"
+    with atomic_path(out) as tmp:
+        tmp.write_text("first")
+        with pytest.raises(StreamdetValueError, match="already being written"):
+            with atomic_path(out):
+                pass  # pragma: no cover
+    assert out.read_text() == "first" and _hidden(tmp_path) == []
