@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 import warnings
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from ._version import __version__
-from .errors import StreamdetError
+from .errors import StreamdetError, StreamdetValueError
 
 __all__ = ["main"]
 
@@ -87,20 +90,35 @@ _FORMATS = {".txt": "sdc1", ".dat": "sdc1", ".ecsv": "ecsv", ".fits": "fits", ".
             ".parquet": "parquet"}
 
 
+def _catalogue_format(output: str, given: str | None) -> str:
+    """The format of a catalogue: ``--format``, else from the extension (which must be
+    known: nothing is written in a format the name does not say)."""
+    if given:
+        return given
+    from pathlib import Path
+
+    suffix = Path(output).suffix.lower()
+    if suffix not in _FORMATS:
+        known = ", ".join(f"{s} ({f})" for s, f in _FORMATS.items())
+        raise StreamdetValueError(
+            f"cannot tell the catalogue format of {output!r} from its extension "
+            f"{suffix or '(none)'!r}: known extensions are {known}; or pass --format")
+    return _FORMATS[suffix]
+
+
 def _cmd_detect(args: argparse.Namespace) -> int:
     import contextlib
     from pathlib import Path
 
     from ._atomic import check_output, writing
-    from .errors import StreamdetValueError
 
-    fmt = args.format or _FORMATS.get(Path(args.output).suffix.lower(), "ecsv")
+    fmt = _catalogue_format(args.output, args.format)
     outputs = [args.output] + ([args.regions] if args.regions else [])
     if args.regions and Path(args.regions).resolve() == Path(args.output).resolve():
         raise StreamdetValueError(f"--regions {args.regions!r} is the catalogue -o "
                                   f"{args.output!r}; name another file")
     inputs = [p for p in (args.input, args.pb, args.model) if p]
-    for out in outputs:  # never a directory, a device or an input, even with --overwrite
+    for out in outputs:  # before the locks: a missing directory says so, not the lock file
         check_output(out, overwrite=args.overwrite, inputs=inputs)
     with contextlib.ExitStack() as stack:
         # One writer per output for the whole run: a second detect onto the same
@@ -113,6 +131,8 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 
 
 def _detect_locked(args: argparse.Namespace, fmt: str) -> int:
+    from pathlib import Path
+
     from .detect import detect
     from .errors import WCSMissingError
     from .io import open_image
@@ -121,10 +141,20 @@ def _detect_locked(args: argparse.Namespace, fmt: str) -> int:
     image = open_image(args.input)
     if fmt == "sdc1" and image.celestial_wcs is None:
         raise WCSMissingError(f"{args.input} has no celestial WCS: an SDC1 catalogue needs "
-                              "RA/Dec; choose --format ecsv, fits or parquet for pixel positions")
+                              "RA/Dec; choose --format ecsv, fits or parquet for pixel "
+                              "positions")
+    model = args.model
+    if model is not None:
+        from .contract import load_model
+        from .models import check_model_fits
+
+        model = load_model(Path(model), ndim=2, threads=1 if args.threads is None
+                           else args.threads)
+        check_model_fits(model, freq_hz=image.freq_hz,
+                         pixel_scale_arcsec=image.pixel_scale_arcsec)
     table = detect(
         image,
-        model=args.model,
+        model=model,
         chunk=args.chunk,
         halo=args.halo,
         batch=args.batch,
@@ -135,6 +165,8 @@ def _detect_locked(args: argparse.Namespace, fmt: str) -> int:
         measure=not args.no_measure,
         quiet=args.quiet or None,
     )
+    if image.freq_hz is not None:  # the band, for score
+        table.meta.setdefault("freq_hz", float(image.freq_hz))
     write_catalogue(table, args.output, format=fmt,  # type: ignore[arg-type]
                     overwrite=args.overwrite)
     if args.regions:
@@ -162,15 +194,39 @@ def _command(argv: Sequence[str]) -> str | None:
     return next((a for a in argv if not a.startswith("-")), None)
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Shows an option's default in its help, unless the help already speaks of it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (action.option_strings and "default" not in text.lower()
+                and default is not None and default is not False
+                and default != argparse.SUPPRESS and action.nargs != 0):
+            shown = (" ".join(map(str, default)) if isinstance(default, list | tuple)
+                     else "%(default)s")
+            text += f" (default: {shown})"
+        return text
+
+
+class _Parser(argparse.ArgumentParser):
+    """The parser of streamdet and its subcommands: defaults shown in --help."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def _build_parser(command: str | None = "plot") -> argparse.ArgumentParser:
     """The parser; ``command`` is the subcommand that will be parsed (only its arguments
     need to be complete: ``plot``'s are added only for it)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="streamdet",
         description="Out-of-core deep-learning source finding for SKA-scale radio images.",
     )
     parser.add_argument("--version", action="version", version=f"streamdet {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                parser_class=_Parser)
 
     p = sub.add_parser("simulate", help="simulate an SDC1-like continuum field and its truth",
                        description="Write a synthetic SKA SDC1-like continuum image (FITS) and, "
@@ -232,8 +288,8 @@ def _build_parser(command: str | None = "plot") -> argparse.ArgumentParser:
     p.add_argument("--model", metavar="M.onnx",
                    help="ONNX detector with the streamdet contract (default: bundled model)")
     p.add_argument("--format", choices=("sdc1", "ecsv", "fits", "parquet"), default=None,
-                   help="catalogue format (default from the extension: .txt sdc1, .ecsv, .fits, "
-                   ".parquet)")
+                   help="catalogue format (default from the extension: .txt or .dat sdc1, "
+                   ".ecsv, .fits or .fit, .parquet; another extension needs --format)")
     p.add_argument("--regions", metavar="OUT.reg", help="also write a DS9/CARTA region file")
     p.add_argument("--chunk", type=int, default=None, metavar="N",
                    help="window side in px (default: a multiple of the storage chunk)")
@@ -261,11 +317,17 @@ def _build_parser(command: str | None = "plot") -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_detect)
 
     p = sub.add_parser("score", help="score an SDC1 catalogue with the official SKA scorer",
-                       description="Score an SDC1-format catalogue against a truth catalogue with "
-                       "the official ska-sdc scorer (pip install 'streamdet[score]').")
-    p.add_argument("catalogue", metavar="CATALOGUE", help="submitted catalogue (SDC1 format)")
+                       description="Score a catalogue (SDC1 text, or the ECSV / FITS / Parquet "
+                       "table detect writes) against a truth catalogue with the official "
+                       "ska-sdc scorer (pip install 'streamdet[score]').")
+    p.add_argument("catalogue", metavar="CATALOGUE",
+                   help="submitted catalogue: SDC1 text (.txt, .dat), or detect's full table "
+                   "(.ecsv, .fits, .parquet)")
     p.add_argument("truth", metavar="TRUTH", help="truth catalogue (SDC1 format)")
-    p.add_argument("--freq", type=int, default=560, choices=(560, 1400, 9200), help="band, MHz")
+    p.add_argument("--freq", type=int, default=None, choices=(560, 1400, 9200),
+                   help="band, MHz (default: the band the catalogue was made at, from its "
+                   "header or that of the image it names; required for SDC1 text files, "
+                   "which carry none)")
     p.add_argument("--train", action="store_true",
                    help="score inside the SDC1 training box instead of outside it")
     p.set_defaults(func=_cmd_score)
@@ -293,8 +355,41 @@ def _build_parser(command: str | None = "plot") -> argparse.ArgumentParser:
     return parser
 
 
+#: An API keyword followed by its option in parentheses, as errors name both:
+#: "pass overwrite=True (--overwrite)" reads "pass --overwrite" on the command line.
+_API_AND_OPTION = re.compile(r"\b[a-z_]+=\S+ \((--[a-z][a-z-]*(?: [^()]*)?)\)")
+
+
+def cli_message(text: str) -> str:
+    """An error message for command-line users: options named, not API keywords."""
+    return _API_AND_OPTION.sub(r"\1", text)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null: the reader of a pipe went away (``| head``), and the
+    interpreter's last flush must not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no file descriptor (captured): nothing to do
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status (0 on success, 1 on error)."""
+    """Run the command line; return the exit status (0 on success, 1 on error, 130 when
+    interrupted, 141 when the reader of stdout went away)."""
+    try:
+        try:
+            return _main(argv)
+        finally:
+            sys.stdout.flush()  # here, not at exit: a closed pipe is reported below
+    except BrokenPipeError:
+        _silence_stdout()
+        return 141  # as a shell reports a command ended by SIGPIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _build_parser(_command(argv))
     args = parser.parse_args(argv)
@@ -304,7 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             warnings.simplefilter("default")
             return handler(args)
     except StreamdetError as exc:
-        print(f"streamdet {args.command}: error: {exc}", file=sys.stderr)
+        print(f"streamdet {args.command}: error: {cli_message(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"streamdet {args.command}: interrupted", file=sys.stderr)

@@ -4,22 +4,33 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from astropy.table import Table
 
 from .catalog import read_sdc1
-from .errors import StreamdetError, StreamdetValueError
+from .errors import (
+    StreamdetError,
+    StreamdetFileNotFoundError,
+    StreamdetValueError,
+    StreamdetWarning,
+)
 
-__all__ = ["SDC1_FREQS", "ScoreResult", "score"]
+__all__ = ["SDC1_FREQS", "BandWarning", "ScoreResult", "catalogue_band", "score", "sdc1_band"]
 
 #: Bands the official SDC1 scorer knows, MHz.
 SDC1_FREQS = (560, 1400, 9200)
+
+class BandWarning(StreamdetWarning):
+    """A catalogue is scored in another band than the one it was made at."""
+
 
 _PARAMS = ("position", "flux", "b_maj", "b_min", "pa", "core_frac", "class")
 
@@ -71,16 +82,91 @@ class ScoreResult:
         return "\n".join(lines)
 
 
-def _frame(cat: Any, what: str) -> Any:
+_TABLE_SUFFIXES = {".ecsv": "ascii.ecsv", ".fits": "fits", ".fit": "fits",
+                   ".parquet": "parquet"}
+
+
+def _read(cat: Any, what: str) -> Any:
+    """A catalogue as a table: an SDC1 text file is read as such; an ECSV / FITS / Parquet
+    file (the full table ``detect`` writes) and a table from :func:`streamdet.detect` are
+    reduced to the SDC1 columns (:func:`streamdet.outputs.to_sdc1`), their meta kept."""
     if isinstance(cat, str | os.PathLike):
-        cat = read_sdc1(cat)
+        p = Path(cat)
+        fmt = _TABLE_SUFFIXES.get(p.suffix.lower())
+        if fmt is None:
+            cat = read_sdc1(p)
+        elif not p.is_file():
+            raise StreamdetFileNotFoundError(f"{what} catalogue {str(p)!r} does not exist")
+        else:
+            try:
+                cat = Table.read(p, format=fmt)
+            except Exception as exc:  # astropy raises many kinds for a bad file
+                raise StreamdetValueError(f"cannot read the {what} catalogue {str(p)!r} as "
+                                          f"{fmt}: {exc}") from None
+    if (isinstance(cat, Table) and not set(_SDC1_NEEDED) <= set(cat.colnames)
+            and {"ra", "dec"} <= set(cat.colnames)):
+        from .outputs import to_sdc1
+
+        cat = to_sdc1(cat)
+    return cat
+
+
+_SDC1_NEEDED = ("ra_core", "dec_core", "flux", "b_maj", "b_min", "pa")
+
+
+def _frame(cat: Any, what: str) -> Any:
+    cat = _read(cat, what)
     if isinstance(cat, Table):
         cat = cat.to_pandas()
-    missing = [c for c in ("ra_core", "dec_core", "flux", "b_maj", "b_min", "pa")
-               if c not in getattr(cat, "columns", ())]
+    missing = [c for c in _SDC1_NEEDED if c not in getattr(cat, "columns", ())]
     if missing:
         raise StreamdetValueError(f"{what} catalogue lacks SDC1 columns {missing}")
     return cat
+
+
+def sdc1_band(freq_hz: float) -> int:
+    """The SDC1 band (MHz) of a frequency: the nearest, within a factor 1.5.
+
+    Raises
+    ------
+    StreamdetValueError
+        No SDC1 band is that near.
+    """
+    mhz = float(freq_hz) / 1e6
+    if not (math.isfinite(mhz) and mhz > 0):
+        raise StreamdetValueError(f"frequency {freq_hz!r} Hz is not positive")
+    band = min(SDC1_FREQS, key=lambda b: abs(math.log(mhz / b)))
+    if not 1 / 1.5 <= mhz / band <= 1.5:
+        raise StreamdetValueError(f"{mhz:g} MHz is in no SDC1 band {SDC1_FREQS} (MHz)")
+    return band
+
+
+def catalogue_band(catalogue: Any) -> int | None:
+    """The SDC1 band (MHz) a catalogue was made at, or None when it cannot be known.
+
+    From its meta: ``freq_hz`` (which ``streamdet detect`` writes), else the header of
+    the image it names (``image``, which :func:`streamdet.detect` records) where that
+    file still exists. An SDC1 text file carries neither.
+    """
+    meta = {str(k).lower(): v for k, v in (getattr(catalogue, "meta", None) or {}).items()}
+    for key, scale in (("freq_hz", 1.0), ("freq_mhz", 1e6)):
+        value = meta.get(key)
+        if isinstance(value, int | float | str) and not isinstance(value, bool):
+            try:
+                return sdc1_band(float(value) * scale)
+            except ValueError:
+                continue
+    image = meta.get("image")
+    if isinstance(image, str) and image != "array" and os.path.exists(image):
+        from .io import open_image
+
+        try:
+            freq_hz = open_image(image).freq_hz
+        except StreamdetError:
+            return None
+        if freq_hz:
+            return sdc1_band(freq_hz)
+    return None
 
 
 @contextlib.contextmanager
@@ -100,7 +186,7 @@ def _quiet_scorer() -> Iterator[None]:
             root.removeHandler(null)
 
 
-def score(catalogue: Any, truth: Any, *, freq: int = 560, train: bool = False,
+def score(catalogue: Any, truth: Any, *, freq: int | None = None, train: bool = False,
           mode: int = 0) -> ScoreResult:
     """Score an SDC1 catalogue against a truth catalogue with the official scorer.
 
@@ -108,9 +194,13 @@ def score(catalogue: Any, truth: Any, *, freq: int = 560, train: bool = False,
     ----------
     catalogue, truth : path, astropy Table or pandas DataFrame
         SDC1-format catalogues (``id ra_core dec_core ra_cent dec_cent flux core_frac
-        b_maj b_min pa size class``).
-    freq : {560, 1400, 9200}
-        Band, MHz.
+        b_maj b_min pa size class``), or streamdet's full tables (from
+        :func:`streamdet.detect`, or ``.ecsv`` / ``.fits`` / ``.parquet`` files that
+        ``streamdet detect`` writes), reduced to the SDC1 columns with
+        :func:`streamdet.outputs.to_sdc1`.
+    freq : {560, 1400, 9200}, optional
+        Band, MHz. Default: the band the catalogue (else the truth) was made at
+        (:func:`catalogue_band`); required where neither says (SDC1 text files).
     train : bool
         ``False`` (the challenge's rule) scores outside the SDC1 training box only;
         ``True`` scores inside it only.
@@ -120,11 +210,28 @@ def score(catalogue: Any, truth: Any, *, freq: int = 560, train: bool = False,
     Returns
     -------
     ScoreResult
+
+    Raises
+    ------
+    StreamdetValueError
+        ``freq`` not an SDC1 band, or not given and not known from the catalogues.
     """
-    if freq not in SDC1_FREQS:
+    if freq is not None and freq not in SDC1_FREQS:
         raise StreamdetValueError(f"freq {freq} MHz is not an SDC1 band {SDC1_FREQS}")
-    sub = _frame(catalogue, "submitted")
-    true = _frame(truth, "truth")
+    sub_table = _read(catalogue, "submitted")
+    true_table = _read(truth, "truth")
+    sub = _frame(sub_table, "submitted")
+    true = _frame(true_table, "truth")
+    made_at = catalogue_band(sub_table) or catalogue_band(true_table)
+    if freq is None:
+        if made_at is None:
+            raise StreamdetValueError(
+                "cannot tell the band of the catalogues (an SDC1 text file carries none); "
+                "pass freq=F (--freq F) with F one of 560, 1400, 9200 (MHz)")
+        freq = made_at
+    elif made_at is not None and made_at != freq:
+        warnings.warn(f"scoring at {freq} MHz a catalogue made at {made_at} MHz",
+                      BandWarning, stacklevel=2)
     with _quiet_scorer():
         try:
             from ska_sdc import Sdc1Scorer

@@ -79,3 +79,87 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert f"N_match    {len(truth)}" in out and "purity     1.0000" in out
     assert main(["score", str(tmp_path / "none.txt"), str(path)]) == 1
     assert "none.txt" in capsys.readouterr().err
+
+
+# --------------------------------------------- the band, and detect's full tables (item 9)
+
+def _full_table(n: int = 200, seed: int = 0) -> Table:
+    """A catalogue as ``detect`` returns it: sky positions, shapes and other columns."""
+    rng = np.random.default_rng(seed)
+    bmaj = rng.uniform(1.0, 3.0, n)
+    return Table({"x": rng.uniform(0, 100, n), "y": rng.uniform(0, 100, n),
+                  "ra": rng.uniform(0.05, 0.25, n), "dec": rng.uniform(-30.25, -30.05, n),
+                  "flux": 10 ** rng.uniform(-5.5, -3.5, n), "bmaj": bmaj,
+                  "bmin": bmaj * rng.uniform(0.4, 1.0, n), "pa": rng.uniform(0, 180, n),
+                  "objectness": rng.uniform(0.5, 1.0, n)})
+
+
+def test_sdc1_band() -> None:
+    from streamdet.score import sdc1_band
+
+    assert sdc1_band(5.6e8) == 560 and sdc1_band(1.4e9) == 1400 and sdc1_band(9.2e9) == 9200
+    assert sdc1_band(7.0e8) == 560 and sdc1_band(1.2e9) == 1400
+    with pytest.raises(StreamdetValueError, match="no SDC1 band"):
+        sdc1_band(3.5e9)
+
+
+def test_band_is_required_for_sdc1_text(tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "truth.txt"
+    write_sdc1(_truth(), path)
+    with pytest.raises(StreamdetValueError, match="cannot tell the band"):
+        score(path, path)
+    assert main(["score", str(path), str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "pass --freq F with F one of 560, 1400, 9200" in err and "freq=" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_full_ecsv_table_of_detect_is_scored(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from streamdet.outputs import to_sdc1, write_catalogue
+
+    table = _full_table()
+    table.meta["freq_hz"] = 1.4e9  # as streamdet detect records the image's band
+    cat = tmp_path / "cat.ecsv"
+    write_catalogue(table, cat, format="ecsv")
+    truth = tmp_path / "truth.txt"
+    write_sdc1(to_sdc1(table), truth)
+    assert main(["score", str(cat), str(truth)]) == 0  # no --freq: 1400 from the catalogue
+    out = capsys.readouterr().out
+    assert f"N_match    {len(table)}" in out and "purity     1.0000" in out
+    assert score(cat, truth).freq == 1400
+    assert score(table, truth).freq == 1400  # the table itself, as detect() returns it
+    assert score(cat, truth, freq=1400).n_match == len(table)
+    with pytest.warns(UserWarning, match="scoring at 560 MHz a catalogue made at 1400 MHz"):
+        score(cat, truth, freq=560)
+    for fmt in ("fits", "parquet"):
+        if fmt == "parquet":
+            pytest.importorskip("pyarrow")
+        path = tmp_path / f"cat.{fmt}"
+        write_catalogue(table, path, format=fmt)  # type: ignore[arg-type]
+        r = score(path, truth)
+        assert (r.freq, r.n_match) == (1400, len(table))
+
+
+def test_band_from_the_image_the_catalogue_names(tmp_path: Path) -> None:
+    from astropy.io import fits
+
+    from streamdet.outputs import to_sdc1
+    from streamdet.score import catalogue_band
+
+    image = tmp_path / "field.fits"
+    header = fits.Header()
+    for key, value in (("CTYPE1", "RA---SIN"), ("CRVAL1", 0.0), ("CDELT1", -1.6667e-4),
+                       ("CRPIX1", 5.0), ("CTYPE2", "DEC--SIN"), ("CRVAL2", -30.0),
+                       ("CDELT2", 1.6667e-4), ("CRPIX2", 5.0), ("CTYPE3", "FREQ"),
+                       ("CRVAL3", 9.2e9), ("CDELT3", 1e6), ("CRPIX3", 1.0)):
+        header[key] = value
+    fits.PrimaryHDU(np.zeros((1, 8, 8), np.float32), header=header).writeto(image)
+    table = _full_table(30)
+    table.meta["image"] = str(image)  # as streamdet.detect records it
+    assert catalogue_band(table) == 9200
+    assert catalogue_band(to_sdc1(table)) == 9200  # the meta survives the reduction
+    table.meta["image"] = str(tmp_path / "gone.fits")
+    assert catalogue_band(table) is None
+    assert catalogue_band(_truth()) is None
