@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from ._lock import lock_path, output_lock, pid_alive
 from .errors import OutputExistsError, StreamdetValueError
 
 __all__ = ["atomic_path", "check_output", "remove_stale_temps", "temp_path", "writing"]
@@ -132,7 +133,6 @@ def writing(path: PathLike) -> Iterator[None]:
     same output's lock again without waiting; another thread or process is refused with
     :class:`~streamdet.errors.OutputLockedError`.
     """
-    from ._lock import lock_path, output_lock
 
     key = str(lock_path(path))
     held: set[str] = _held.__dict__.setdefault("keys", set())
@@ -152,18 +152,6 @@ def temp_path(path: PathLike, pid: int | None = None) -> Path:
     ``.NAME.PID.tmp`` beside it."""
     p = Path(path)
     return p.parent / f".{p.name}.{os.getpid() if pid is None else pid}.tmp"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    except (OverflowError, ValueError):
-        return False
-    return True
 
 
 def _remove(victim: Path) -> bool:
@@ -204,7 +192,7 @@ def remove_stale_temps(path: PathLike) -> list[Path]:
         m = current.fullmatch(entry)
         if m is not None:
             pid = int(m.group(1))
-            stale = pid != os.getpid() and not _pid_alive(pid)
+            stale = pid != os.getpid() and not pid_alive(pid)
         elif legacy.fullmatch(entry):
             try:
                 stale = now - os.lstat(victim).st_mtime > LEGACY_TEMP_AGE_S

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .errors import OutputLockedError, StreamdetValueError
 
-__all__ = ["HeldLock", "LockOwner", "lock_path", "output_lock", "read_owner"]
+__all__ = ["HeldLock", "LockOwner", "lock_path", "output_lock", "pid_alive", "read_owner"]
 
 try:
     import fcntl
@@ -78,7 +78,8 @@ def read_owner(lock: Path) -> LockOwner | None:
         return None
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host (another user's counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -93,7 +94,7 @@ def _pid_alive(pid: int) -> bool:
 def _is_stale(owner: LockOwner | None) -> bool:
     """A lock file whose holder is known dead: same host, pid not running."""
     return (owner is not None and owner.pid is not None and owner.host == socket.gethostname()
-            and owner.pid != os.getpid() and not _pid_alive(owner.pid))
+            and owner.pid != os.getpid() and not pid_alive(owner.pid))
 
 
 def _record() -> bytes:
