@@ -131,7 +131,6 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 
 
 def _detect_locked(args: argparse.Namespace, fmt: str) -> int:
-    from pathlib import Path
 
     from .detect import detect
     from .errors import WCSMissingError
@@ -143,18 +142,9 @@ def _detect_locked(args: argparse.Namespace, fmt: str) -> int:
         raise WCSMissingError(f"{args.input} has no celestial WCS: an SDC1 catalogue needs "
                               "RA/Dec; choose --format ecsv, fits or parquet for pixel "
                               "positions")
-    model = args.model
-    if model is not None:
-        from .contract import load_model
-        from .models import check_model_fits
-
-        model = load_model(Path(model), ndim=2, threads=1 if args.threads is None
-                           else args.threads)
-        check_model_fits(model, freq_hz=image.freq_hz,
-                         pixel_scale_arcsec=image.pixel_scale_arcsec)
     table = detect(
         image,
-        model=model,
+        model=args.model,
         chunk=args.chunk,
         halo=args.halo,
         batch=args.batch,

@@ -501,13 +501,20 @@ def _measurement(contract: ModelContract, img: Image | None) -> MeasureConfig | 
 
 def _load(model: str | os.PathLike[str] | Model | None, img: Image | None, *,
           threads: int | None) -> Model:
-    if isinstance(model, Model):
-        return model
+    """The model to run: the one given (warned about when it was made for another band
+    or pixel scale than the image's), else the bundled model that fits the image."""
     if model is None:
         model = default_model(freq_hz=img.freq_hz if img is not None else None,
                               pixel_scale_arcsec=img.pixel_scale_arcsec
                               if img is not None else None)
-    return load_model(Path(model), ndim=2, threads=1 if threads is None else threads)
+        return load_model(Path(model), ndim=2, threads=1 if threads is None else threads)
+    if not isinstance(model, Model):
+        model = load_model(Path(model), ndim=2, threads=1 if threads is None else threads)
+    if img is not None:
+        from .models import check_model_fits
+
+        check_model_fits(model, freq_hz=img.freq_hz, pixel_scale_arcsec=img.pixel_scale_arcsec)
+    return model
 
 
 def detect(image: ImageLike, *, model: str | os.PathLike[str] | Model | None = None,

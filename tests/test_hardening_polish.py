@@ -12,6 +12,7 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from conftest import FitsCase
 from streamdet.cli import cli_message, main
 from streamdet.contract import Model, load_model
 from streamdet.convert import convert
+from streamdet.io import open_image
 from streamdet.models import ModelFitWarning, bundled_models, check_model_fits
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,8 +44,10 @@ def fake_detect(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, object]]:
     """detect returns a small table at once; the calls' keywords are recorded."""
     calls: list[dict[str, object]] = []
 
-    def fake(image: object, **kwargs: object) -> Table:
-        calls.append(kwargs)
+    def fake(image: Any, **kwargs: Any) -> Table:
+        # The model as detect itself takes it (loaded, checked against the image).
+        model = DETECT._load(kwargs.get("model"), image, threads=kwargs.get("threads"))
+        calls.append({**kwargs, "model": model})
         return sky_table()
 
     monkeypatch.setattr(DETECT, "detect", fake)
@@ -183,7 +187,7 @@ def test_model_of_another_band_warns(fits_sdc1: FitsCase, fits_quirks: FitsCase,
             assert w in got[0] and name in got[0], got
         assert capsys.readouterr().err == ""
         model = fake_detect[-1]["model"]
-        assert isinstance(model, Model) and model.path == MODELS[name]  # loaded once, passed on
+        assert isinstance(model, Model) and model.path == MODELS[name]
         # the band of the image, for score
         meta = Table.read(out, format="ascii.ecsv").meta
         assert meta["freq_hz"] == pytest.approx(5.6e8 if image is fits_sdc1 else 1.4e9)
@@ -192,7 +196,8 @@ def test_model_of_another_band_warns(fits_sdc1: FitsCase, fits_quirks: FitsCase,
 _WARN_CLI = """
 import sys, importlib
 from astropy.table import Table
-importlib.import_module("streamdet.detect").detect = lambda *a, **k: Table({"x": [1.0]})
+m = importlib.import_module("streamdet.detect")
+m.detect = lambda image, **k: (m._load(k["model"], image, threads=None), Table({"x": [1.0]}))[1]
 from streamdet.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -205,6 +210,19 @@ def test_model_warning_reaches_the_terminal(fits_quirks: FitsCase, tmp_path: Pat
                           text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert "ModelFitWarning" in proc.stderr and "made for 560 MHz" in proc.stderr
+
+
+def test_detect_api_warns_on_a_model_of_another_band(fits_quirks: FitsCase,
+                                                     fits_sdc1: FitsCase) -> None:
+    """The Python API checks the model it is given as the CLI does (a path or a Model)."""
+    image = open_image(fits_quirks.path)  # 1400 MHz
+    for model in (MODELS["sdc1_560.onnx"], load_model(MODELS["sdc1_560.onnx"])):
+        with pytest.warns(ModelFitWarning, match="made for 560 MHz but the image is at 1400"):
+            DETECT.detect(image, model=model, measure=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        DETECT.detect(open_image(fits_sdc1.path), model=MODELS["sdc1_560.onnx"],
+                      measure=False)  # 560 MHz, 0.6" pixels: it fits, silent
 
 
 def test_check_model_fits() -> None:
