@@ -24,7 +24,8 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import ArrayLike, NDArray
 
-from ._onnx import make_session, read_metadata
+from ._onnx import bound_device, open_session, read_metadata, run_session
+from ._providers import parse_device
 from .errors import InvalidModelError, StreamdetValueError
 
 __all__ = [
@@ -619,8 +620,9 @@ def _validate(c: ModelContract) -> None:
 class Model:
     """A detector: its contract, its file, and a lazily created ONNX Runtime session.
 
-    Pickles by path (sessions cannot be pickled): an unpickled copy (e.g. on a Dask
-    worker) creates its own session on first use.
+    Pickles by path and device (sessions cannot be pickled): an unpickled copy (e.g. on
+    a Dask worker) creates its own session on first use, on the device it names, so
+    ``device="cuda:1"`` pins every copy to GPU 1.
 
     Parameters
     ----------
@@ -629,22 +631,36 @@ class Model:
     contract : ModelContract
         Its validated contract.
     providers : sequence of str, optional
-        Execution providers; default (None): CUDA when available where the session is
-        created, else CPU.
+        Execution providers, in order (overrides ``device``; refused together with a
+        ``device`` other than ``"auto"``).
     threads : int, optional
         ONNX Runtime intra-op threads.
     session : onnxruntime.InferenceSession, optional
         An existing session for this file (not pickled).
+    device : str
+        ``"auto"`` (CUDA where onnxruntime has it, else the CPU), ``"cpu"``,
+        ``"cuda"``, ``"cuda:K"``, ``"tensorrt"``, ``"tensorrt:K"``; see
+        :func:`streamdet._providers.resolve_device`.
+    device_description : str, optional
+        The description that came with ``session``.
     """
 
     def __init__(self, path: str | os.PathLike[str], contract: ModelContract, *,
                  providers: Sequence[str] | None = None, threads: int | None = None,
-                 session: ort.InferenceSession | None = None) -> None:
+                 session: ort.InferenceSession | None = None, device: str = "auto",
+                 device_description: str | None = None) -> None:
+        kind_index = parse_device(device)
+        if providers is not None and kind_index != ("auto", None):
+            raise StreamdetValueError(
+                f"give either providers ({list(providers)}) or device ({device!r}), not both")
         self.path = Path(path)
         self.contract = contract
         self.providers: tuple[str, ...] | None = None if providers is None else tuple(providers)
         self.threads = threads
+        self.device = device
         self._session = session
+        self._description = device_description
+        self._bind: tuple[str, int] | None = None if session is None else bound_device(session)
         self._lock = threading.Lock()
 
     @property
@@ -653,9 +669,44 @@ class Model:
         if self._session is None:
             with self._lock:
                 if self._session is None:
-                    self._session = make_session(self.path, providers=self.providers,
-                                                 threads=self.threads)
+                    session, self._description = open_session(
+                        self.path, providers=self.providers, threads=self.threads,
+                        device=self.device)
+                    self._bind = bound_device(session)
+                    self._session = session
         return self._session
+
+    @property
+    def active_providers(self) -> tuple[str, ...]:
+        """The providers the session runs with, in order (creates the session)."""
+        return tuple(self.session.get_providers())
+
+    @property
+    def device_description(self) -> str:
+        """One line: the provider running the model and why (creates the session).
+
+        E.g. ``"CPUExecutionProvider (auto: no CUDA provider in this onnxruntime
+        build)"`` or ``"CUDAExecutionProvider on GPU 1 (device cuda:1)"``.
+        """
+        session = self.session
+        if self._description is None:  # a session handed in without its description
+            self._description = f"{session.get_providers()[0]} (session given)"
+        return self._description
+
+    @property
+    def io_binding(self) -> bool:
+        """Whether forward passes bind input and output on the GPU (CUDA or TensorRT)."""
+        _ = self.session
+        return self._bind is not None
+
+    @property
+    def precision(self) -> str:
+        """The precision of the model's weights and compute: ``"fp32"`` or ``"fp16"``.
+
+        Read from the contract's ``training["precision"]`` (``streamdet export --fp16``
+        writes ``"fp16"``); the input and output stay float32 either way.
+        """
+        return str(self.contract.training.get("precision", "fp32"))
 
     @property
     def uses_gpu(self) -> bool:
@@ -674,14 +725,17 @@ class Model:
 
     def __getstate__(self) -> dict[str, Any]:
         return {"path": self.path, "contract": self.contract, "providers": self.providers,
-                "threads": self.threads}
+                "threads": self.threads, "device": self.device}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.path = state["path"]
         self.contract = state["contract"]
         self.providers = state["providers"]
         self.threads = state["threads"]
+        self.device = state.get("device", "auto")
         self._session = None
+        self._description = None
+        self._bind = None
         self._lock = threading.Lock()
 
     def __dask_tokenize__(self) -> tuple[Any, ...]:
@@ -690,12 +744,13 @@ class Model:
             stamp: tuple[int, int] = (st.st_size, st.st_mtime_ns)
         except OSError:
             stamp = (-1, -1)
-        return ("streamdet.Model", str(self.path.resolve()), stamp, self.providers, self.threads)
+        return ("streamdet.Model", str(self.path.resolve()), stamp, self.providers, self.threads,
+                self.device)
 
     def __repr__(self) -> str:
         return (f"Model({str(self.path)!r}, name={self.contract.name!r}, "
                 f"ndim={self.contract.ndim}, stride={self.contract.stride}, "
-                f"nbox={self.contract.nbox})")
+                f"nbox={self.contract.nbox}, device={self.device!r})")
 
     def output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
         """Output shape ``(N, K, *grid)`` for an input of shape ``(N, 1, *spatial)``."""
@@ -727,13 +782,14 @@ class Model:
             raise StreamdetValueError(
                 f"batch spatial shape {x.shape[2:]} must be positive multiples of the model "
                 f"stride {c.stride}")
-        out = self.session.run([c.output_name], {c.input_name: x})[0]
+        session = self.session
+        out = run_session(session, c.input_name, c.output_name, x, bind=self._bind)
         expected = self.output_shape(x.shape)
         if out.shape != expected:
             raise InvalidModelError(
                 f"model {str(self.path)!r} returned shape {out.shape} for input {x.shape}; "
                 f"the contract implies {expected}")
-        return np.asarray(out, np.float32)
+        return out
 
 
 def _check_io(session: ort.InferenceSession, contract: ModelContract, source: str) -> None:
@@ -779,7 +835,8 @@ def _check_io(session: ort.InferenceSession, contract: ModelContract, source: st
 
 
 def load_model(path: str | os.PathLike[str], *, ndim: int | None = None,
-               providers: Sequence[str] | None = None, threads: int | None = None) -> Model:
+               providers: Sequence[str] | None = None, threads: int | None = None,
+               device: str = "auto") -> Model:
     """Open an ONNX detector and validate its contract.
 
     Parameters
@@ -789,9 +846,15 @@ def load_model(path: str | os.PathLike[str], *, ndim: int | None = None,
     ndim : int, optional
         Required spatial dimensionality (2 for images); refused if the model differs.
     providers : sequence of str, optional
-        Execution providers; default CUDA when available, else CPU.
+        Execution providers in order (takes precedence over ``device``; refused
+        together with a ``device`` other than ``"auto"``).
     threads : int, optional
         ONNX Runtime intra-op threads.
+    device : str
+        ``"auto"`` (default: CUDA where this onnxruntime build has it, else the CPU;
+        TensorRT only when asked), ``"cpu"``, ``"cuda"``, ``"cuda:K"`` (GPU K),
+        ``"tensorrt"``, ``"tensorrt:K"``. The choice is in
+        :attr:`Model.device_description`.
 
     Returns
     -------
@@ -801,18 +864,25 @@ def load_model(path: str | os.PathLike[str], *, ndim: int | None = None,
     ------
     StreamdetFileNotFoundError
         ``path`` does not exist.
+    DeviceUnavailableError
+        ``cuda``/``tensorrt`` and the provider is missing from this onnxruntime build
+        (the message says how to install it) or could not start.
+    StreamdetValueError
+        Unknown ``device``; ``providers`` with a ``device`` other than ``"auto"``.
     InvalidModelError
         Not an ONNX model, no or invalid contract, wrong ``ndim``, or graph inputs and
         outputs inconsistent with the contract.
     """
     source = f"model {os.fspath(path)!r}"
-    session = make_session(path, providers=providers, threads=threads)
+    session, description = open_session(path, providers=providers, threads=threads,
+                                         device=device)
     contract = ModelContract.from_metadata(read_metadata(session), source=source)
     if ndim is not None and contract.ndim != ndim:
         raise InvalidModelError(
             f"{source} is a {contract.ndim}D detector but a {ndim}D one is needed")
     _check_io(session, contract, source)
-    return Model(path, contract, providers=providers, threads=threads, session=session)
+    return Model(path, contract, providers=providers, threads=threads, session=session,
+                 device=device, device_description=description)
 
 
 def normalise(data: ArrayLike, contract: ModelContract | Normalisation, *,
