@@ -8,10 +8,18 @@ and the result is checked against PyTorch itself: :func:`export_onnx` runs
 ``onnx.checker``, loads the file with streamdet's own loader (contract
 validation included) and compares ONNX Runtime's output with the PyTorch
 forward pass on two input sizes before renaming the file into place.
+
+``precision="fp16"`` (``streamdet export --fp16``) writes the same graph with float16
+weights and compute (:func:`to_fp16`), float32 input and output through a Cast at each
+end, so the engine and the contract's I/O do not change; the FP32 graph is checked
+against PyTorch first, then the FP16 one against the FP32 one on the same random tiles
+(the maximum absolute and relative differences of the activated grid are recorded in
+the contract's ``training["fp16_check"]``, and the export refused above ``fp16_atol``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -35,6 +43,8 @@ from .model import DetectorConfig, YoloCianna
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "FP16_ATOL",
+    "PRECISIONS",
     "Checkpoint",
     "ExportVerificationError",
     "band_scaled_fields",
@@ -43,6 +53,7 @@ __all__ = [
     "load_checkpoint",
     "params_with_channels",
     "save_checkpoint",
+    "to_fp16",
     "to_onnx",
 ]
 
@@ -50,6 +61,31 @@ CHECKPOINT_FORMAT = "streamdet-checkpoint-1"
 """Value of the ``"format"`` key of checkpoints written by :func:`save_checkpoint`."""
 
 MIN_OPSET = 13
+
+PRECISIONS = ("fp32", "fp16")
+"""Precisions :func:`export_onnx` writes (``precision=``)."""
+
+FP16_ATOL = 2e-2
+"""Largest absolute difference of the activated grid allowed between the FP16 and FP32
+exports on the check tiles (``export_onnx(..., fp16_atol=)``).
+
+Every grid value is a sigmoid (offsets, objectness, parameters in [0, 1]) or a bounded
+size logit ``wh_bound * tanh(z / wh_bound)``. float16 keeps 11 significant bits (a
+relative rounding of 4.9e-4 per weight and per activation), and the roundings through
+the stacked convolutions add up to ~1e-3 on a sigmoid output. Measured on the check
+tiles of :func:`export_onnx`: 5e-5 on the tests' small random network and 1.4e-3 on a
+560 MHz training checkpoint with ONNX Runtime's CPU provider (which, lacking float16
+kernels for most ops, computes between Casts it inserts, so only the weights are
+rounded), 2.3e-3 for the same checkpoint computed in float16 throughout (PyTorch
+``half()``, as a GPU does); 2e-2, ten times that, of a sigmoid is 0.02 of a
+cell in position (0.3 px at stride 16), ~2% in the decoded flux or size, and moves only
+sources within 0.02 of the objectness threshold. A larger difference means the network
+overflows or underflows float16 somewhere (activations above 65504), and the export is
+refused.
+"""
+
+_FP16_OPS = frozenset({"Conv", "LeakyRelu", "Relu", "Sigmoid", "Tanh", "Div", "Mul", "Add",
+                       "Sub", "Where", "Identity"})
 
 SDC1_PARAMS: tuple[dict[str, Any], ...] = (
     {"name": "flux", "unit": "Jy", "decode": "log_minmax", "channels": ["flux"],
@@ -314,6 +350,65 @@ def to_onnx(model: YoloCianna, contract: ModelContract, *, opset: int = 17) -> o
     return proto
 
 
+def to_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """The float16 version of a float32 detector graph written by :func:`to_onnx`.
+
+    Every float32 initializer (weights, biases, constants) becomes float16 and every
+    node computes in float16; a ``Cast`` after the graph input and one before the
+    graph output keep the input and output float32, so the file is used exactly like
+    the float32 one (metadata, names and shapes unchanged).
+
+    Parameters
+    ----------
+    proto : onnx.ModelProto
+        One float32 input and one float32 output; only element-wise ops, ``Conv`` and
+        ``Where`` (those of :func:`to_onnx`).
+
+    Returns
+    -------
+    onnx.ModelProto
+        A new model; ``proto`` is not modified.
+
+    Raises
+    ------
+    StreamdetValueError
+        An op outside that set (whose float attributes or inputs could need float32),
+        or a weight beyond float16's range (|w| > 65504).
+    """
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    g = out.graph
+    if len(g.input) != 1 or len(g.output) != 1:
+        raise StreamdetValueError("to_fp16 needs a graph with one input and one output")
+    other = sorted({n.op_type for n in g.node} - _FP16_OPS)
+    if other:
+        raise StreamdetValueError(f"to_fp16 does not convert the op(s) {other}; it handles "
+                                  f"{sorted(_FP16_OPS)}")
+    for t in g.initializer:
+        if t.data_type != TensorProto.FLOAT:
+            continue
+        w = numpy_helper.to_array(t)
+        big = float(np.abs(w).max()) if w.size else 0.0
+        if not np.isfinite(big) or big > float(np.finfo(np.float16).max):
+            raise StreamdetValueError(f"initializer {t.name!r} (max |w| {big:.3g}) does not "
+                                      f"fit in float16")
+        t.CopyFrom(numpy_helper.from_array(w.astype(np.float16), t.name))
+    src, dst = g.input[0].name, g.output[0].name
+    src16, dst16 = f"{src}__fp16", f"{dst}__fp16"
+    for node in g.node:
+        node.input[:] = [src16 if i == src else i for i in node.input]
+        node.output[:] = [dst16 if o == dst else o for o in node.output]
+    nodes = [helper.make_node("Cast", [src], [src16], name="cast_input_fp16",
+                              to=TensorProto.FLOAT16),
+             *g.node,
+             helper.make_node("Cast", [dst16], [dst], name="cast_output_fp32",
+                              to=TensorProto.FLOAT)]
+    del g.node[:]
+    g.node.extend(nodes)
+    del g.value_info[:]
+    return out
+
+
 # --------------------------------------------------------------------------- verification
 def _torch_forward(model: YoloCianna, x: NDArray[np.float32]) -> NDArray[np.float32]:
     with torch.no_grad():
@@ -326,16 +421,25 @@ def _ort_forward(path: Path, x: NDArray[np.float32]) -> NDArray[np.float32]:
     return mdl.run(x)
 
 
-def _verify(model: YoloCianna, path: Path, sizes: Sequence[tuple[int, int]], *, rtol: float,
-            atol: float, seed: int) -> None:
+def _check_inputs(sizes: Sequence[tuple[int, int]], stride: int, seed: int
+                  ) -> list[NDArray[np.float32]]:
+    """Batches of 2 random tiles, one per size: sparse bright pixels on a faint background."""
     rng = np.random.default_rng(seed)
-    s = model.config.stride
+    out = []
     for h, w in sizes:
-        if h % s or w % s or h <= 0 or w <= 0:
+        if h % stride or w % stride or h <= 0 or w <= 0:
             raise StreamdetValueError(
-                f"verification size {(h, w)} must be positive multiples of the stride {s}")
-        # Sparse bright pixels over a faint background, like normalised sky.
-        x = (rng.random((2, 1, h, w)) ** 4).astype(np.float32)
+                f"verification size {(h, w)} must be positive multiples of the stride {stride}")
+        # like normalised sky
+        out.append((rng.random((2, 1, h, w)) ** 4).astype(np.float32))
+    return out
+
+
+def _verify(model: YoloCianna, path: Path, inputs: Sequence[NDArray[np.float32]], *,
+            rtol: float, atol: float) -> list[NDArray[np.float32]]:
+    """Check ONNX Runtime against PyTorch on ``inputs``; return ONNX Runtime's outputs."""
+    outs = []
+    for x in inputs:
         ref = _torch_forward(model, x)
         got = _ort_forward(path, x)
         if got.shape != ref.shape:
@@ -349,13 +453,53 @@ def _verify(model: YoloCianna, path: Path, sizes: Sequence[tuple[int, int]], *, 
                 f"ONNX Runtime output differs from PyTorch on input {x.shape}: "
                 f"{int(bad.sum())} of {bad.size} values beyond rtol={rtol}, atol={atol} "
                 f"(max abs difference {float(err.max()):.3g})")
+        outs.append(got)
+    return outs
+
+
+def _fp16_difference(path: Path, inputs: Sequence[NDArray[np.float32]],
+                     refs: Sequence[NDArray[np.float32]], atol: float) -> dict[str, Any]:
+    """Compare the FP16 file at ``path`` with the FP32 outputs ``refs``; refuse above atol.
+
+    Returns ``{"max_abs", "mean_abs", "max_rel", "atol", "inputs"}``: differences of the
+    activated grid over every value (relative ones where the FP32 value is >= 0.01).
+    """
+    max_abs = mean_sum = 0.0
+    max_rel = 0.0
+    count = 0
+    for x, ref in zip(inputs, refs, strict=True):
+        got = _ort_forward(path, x)
+        if got.shape != ref.shape:
+            raise ExportVerificationError(
+                f"FP16 output shape {got.shape} differs from FP32's {ref.shape} for input "
+                f"{x.shape}")
+        err = np.abs(got.astype(np.float64) - ref)
+        if not np.isfinite(err).all():
+            raise ExportVerificationError(
+                f"the FP16 model gives non-finite values on input {x.shape} (float16 "
+                f"overflow); export it in fp32")
+        max_abs = max(max_abs, float(err.max()))
+        mean_sum += float(err.sum())
+        count += err.size
+        big = np.abs(ref) >= 0.01
+        if big.any():
+            max_rel = max(max_rel, float((err[big] / np.abs(ref[big])).max()))
+    report = {"max_abs": max_abs, "mean_abs": mean_sum / max(count, 1), "max_rel": max_rel,
+              "atol": atol, "inputs": [list(x.shape) for x in inputs]}
+    if max_abs > atol:
+        raise ExportVerificationError(
+            f"the FP16 export differs from the FP32 one by up to {max_abs:.3g} on the "
+            f"activated grid (relative {max_rel:.3g}), above the tolerance {atol:g}: export "
+            f"this network in fp32 (or raise fp16_atol knowingly)")
+    return report
 
 
 def export_onnx(model: YoloCianna | str | os.PathLike[str], out_path: str | os.PathLike[str], *,
                 contract: Mapping[str, Any] | None = None, opset: int = 17,
                 overwrite: bool = False,
                 verify_sizes: Sequence[tuple[int, int]] = ((128, 128), (256, 192)),
-                rtol: float = 1e-3, atol: float = 1e-4, seed: int = 0) -> ModelContract:
+                rtol: float = 1e-3, atol: float = 1e-4, seed: int = 0,
+                precision: str = "fp32", fp16_atol: float = FP16_ATOL) -> ModelContract:
     """Export a network or a checkpoint to a verified streamdet ONNX detector.
 
     Parameters
@@ -380,6 +524,16 @@ def export_onnx(model: YoloCianna | str | os.PathLike[str], out_path: str | os.P
         Tolerances of that comparison.
     seed : int
         Seed of the verification inputs.
+    precision : {"fp32", "fp16"}
+        ``"fp16"``: float16 weights and compute, float32 input and output
+        (:func:`to_fp16`); the FP32 graph is verified against PyTorch, then the FP16
+        graph against the FP32 one on the same tiles. The contract records
+        ``training["precision"] = "fp16"`` and the differences found
+        (``training["fp16_check"]``: ``max_abs``, ``mean_abs``, ``max_rel`` of the
+        activated grid, ``atol``, ``inputs``).
+    fp16_atol : float
+        Largest absolute FP16 - FP32 difference of the activated grid accepted; see
+        :data:`FP16_ATOL`.
 
     Returns
     -------
@@ -389,8 +543,14 @@ def export_onnx(model: YoloCianna | str | os.PathLike[str], out_path: str | os.P
     Raises
     ------
     ExportVerificationError
-        ONNX Runtime and PyTorch disagree (the file is not written).
+        ONNX Runtime and PyTorch disagree, or the FP16 graph and the FP32 one by more
+        than ``fp16_atol`` (the file is not written).
     """
+    if precision not in PRECISIONS:
+        raise StreamdetValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if not (math.isfinite(fp16_atol) and fp16_atol > 0):
+        raise StreamdetValueError(f"fp16_atol must be a finite positive number, got "
+                                  f"{fp16_atol!r}")
     stored: dict[str, Any] = {}
     if isinstance(model, YoloCianna):
         net = model
@@ -404,9 +564,21 @@ def export_onnx(model: YoloCianna | str | os.PathLike[str], out_path: str | os.P
         spec = build_contract(net, {**stored, **dict(contract or {})})
         proto = to_onnx(net, spec, opset=opset)
         onnx.checker.check_model(proto, full_check=True)
+        inputs = _check_inputs(verify_sizes, net.config.stride, seed)
         with atomic_path(out_path, overwrite=overwrite) as tmp:
             onnx.save_model(proto, tmp)
-            _verify(net, tmp, verify_sizes, rtol=rtol, atol=atol, seed=seed)
+            refs = _verify(net, tmp, inputs, rtol=rtol, atol=atol)
+            if precision == "fp16":
+                half = to_fp16(proto)
+                onnx.checker.check_model(half, full_check=True)
+                onnx.save_model(half, tmp)
+                report = _fp16_difference(tmp, inputs, refs, fp16_atol)
+                spec = dataclasses.replace(spec, training={
+                    **spec.training, "precision": "fp16", "fp16_check": report})
+                del half.metadata_props[:]
+                helper.set_model_props(half, spec.to_metadata())
+                onnx.save_model(half, tmp)
+                load_model(tmp, ndim=2, providers=["CPUExecutionProvider"])  # final contract
     finally:
         net.train(was_training)
     return spec
