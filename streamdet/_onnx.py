@@ -139,10 +139,11 @@ def open_session(path: str | os.PathLike[str], *, providers: Sequence[str] | Non
         # onnxruntime-gpu falls back silently when the CUDA provider cannot start
         # (no driver, missing CUDA/cuDNN libraries): refuse where a GPU was asked for.
         if kind in ("cuda", "tensorrt"):
+            libs = "CUDA 12 / cuDNN 9" + (" / TensorRT" if kind == "tensorrt" else "")
             raise DeviceUnavailableError(
                 f"device {device!r}: ONNX Runtime offers {chosen[0]} but could not start it "
-                f"and fell back to {active[0]} (is there a GPU, its driver, and the CUDA 12 / "
-                f"cuDNN 9 libraries onnxruntime-gpu {ort.__version__} needs?)")
+                f"and fell back to {active[0]} (is there a GPU, its driver, and the {libs} "
+                f"libraries onnxruntime-gpu {ort.__version__} needs?)")
         description = (f"{active[0]} ({description.split(' (', 1)[-1].rstrip(')')}; "
                        f"{chosen[0]} could not start, fell back to {active[0]})")
     return session, description
