@@ -676,6 +676,25 @@ class Model:
                     self._session = session
         return self._session
 
+    def with_device(self, device: str) -> Model:
+        """A copy of this model for another device, its session not yet created.
+
+        The session is made on first use where the copy runs (e.g. on a Dask worker
+        with ``device=f"cuda:{k}"`` for its GPU ``k``), so the caller's machine needs
+        no GPU. Explicit ``providers`` are dropped for ``device``.
+
+        Parameters
+        ----------
+        device : str
+            See :func:`load_model`.
+
+        Returns
+        -------
+        Model
+            Same path, contract and threads; ``device`` as given.
+        """
+        return Model(self.path, self.contract, threads=self.threads, device=device)
+
     @property
     def active_providers(self) -> tuple[str, ...]:
         """The providers the session runs with, in order (creates the session)."""

@@ -178,6 +178,20 @@ def test_pickled_model_keeps_its_device(model_path: Path) -> None:
     assert dask.base.tokenize(m) != dask.base.tokenize(load_model(model_path))
 
 
+def test_with_device_defers_the_session(model_path: Path) -> None:
+    m = load_model(model_path, providers=[CPU])
+    gpu = m.with_device("cuda:3")  # no session yet: refused only where it would run
+    assert gpu._session is None and gpu.device == "cuda:3" and gpu.providers is None
+    assert gpu.contract == m.contract and gpu.path == m.path
+    assert pickle.loads(pickle.dumps(gpu)).device == "cuda:3"
+    if CPU_ONLY:
+        with pytest.raises(DeviceUnavailableError, match="CUDAExecutionProvider"):
+            _ = gpu.session
+    assert m.with_device("cpu").device_description == "CPUExecutionProvider (device cpu)"
+    with pytest.raises(StreamdetValueError, match="unknown device"):
+        m.with_device("gpu")
+
+
 def test_plain_run_without_binding_on_cpu(model_path: Path) -> None:
     session, _ = open_session(model_path, device="cpu")
     assert bound_device(session) is None
