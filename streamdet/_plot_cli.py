@@ -12,6 +12,10 @@ from ._atomic import check_output
 from .errors import StreamdetValueError
 from .score import SDC1_FREQS
 
+# defaults of streamdet.plot, repeated so that --help does not import matplotlib
+MAX_MARKERS = 2000
+TRUTH_SNR = 5.0
+
 __all__ = ["add_plot_parser", "run_plot"]
 
 
@@ -19,25 +23,31 @@ def _figsize(values: list[float] | None) -> tuple[float, float] | None:
     return None if values is None else (values[0], values[1])
 
 
-def _run_diagnostics(args: argparse.Namespace) -> int:
-    from .plot import plot_diagnostics
+_REGION_ONLY = ("max_markers", "min_objectness", "truth_snr", "noise")
 
-    if args.image is not None:
-        raise StreamdetValueError(f"--diagnostics plots a catalogue: leave out IMAGE "
-                                  f"({args.image!r})")
+
+def _run_diagnostics(args: argparse.Namespace) -> int:
+    from .plot import diagnostics_figure
+
     if args.truth is None:
         raise StreamdetValueError("--diagnostics needs the truth catalogue: -t TRUTH.txt")
     for name in ("catalogue", "region", "center", "size", "channel"):
         if getattr(args, name) is not None:
             flag = "--" + name if name != "catalogue" else "-c/--catalogue"
             raise StreamdetValueError(f"{flag} is for image plots, not with --diagnostics")
-    out = plot_diagnostics(args.diagnostics, args.truth, out=args.output, freq=args.freq,
-                           thresholds=args.thresholds, radius_arcsec=args.match_radius,
-                           train=args.train, title=args.title,
-                           figsize=_figsize(args.figsize) or (15.0, 9.0), dpi=args.dpi,
-                           overwrite=args.overwrite)
+    for name in _REGION_ONLY:
+        if getattr(args, name) is not None:
+            flag = "--" + name.replace("_", "-")
+            raise StreamdetValueError(f"{flag} is for image plots, not with --diagnostics")
+    df = diagnostics_figure(args.diagnostics, args.truth, freq=args.freq, image=args.image,
+                            thresholds=args.thresholds, radius_arcsec=args.match_radius,
+                            train=args.train, title=args.title,
+                            figsize=_figsize(args.figsize) or (15.0, 9.0), dpi=args.dpi)
+    out = df.save(args.output, overwrite=args.overwrite)
     if not args.quiet:
-        print(f"wrote {out} (diagnostics of {args.diagnostics} against {args.truth})")
+        band = "given" if df.band_source == "given" else f"from {df.band_source}"
+        print(f"wrote {out} (diagnostics of {args.diagnostics} against {args.truth}, "
+              f"{df.freq} MHz, {band})")
     return 0
 
 
@@ -52,12 +62,17 @@ def _run_region(args: argparse.Namespace) -> int:
     if args.size is not None and not 1 <= len(args.size) <= 2:
         raise StreamdetValueError(f"--size takes one side or WIDTH HEIGHT in arcsec, got "
                                   f"{len(args.size)} values")
+    if args.freq is not None:
+        raise StreamdetValueError("--freq is for --diagnostics; an image plot takes the band "
+                                  "from the image")
+    markers = {k: getattr(args, k) for k in _REGION_ONLY if getattr(args, k) is not None}
     rf = region_figure(args.image, catalogue=args.catalogue, truth=args.truth,
                        region=args.region, center=args.center, size=args.size,
                        channel=args.channel, stretch=args.stretch,
                        percentiles=tuple(args.percentiles), vmin=args.vmin, vmax=args.vmax,
                        cmap=args.cmap, title=args.title, figsize=_figsize(args.figsize),
-                       dpi=args.dpi, max_side=args.max_side, apparent=not args.intrinsic)
+                       dpi=args.dpi, max_side=args.max_side, apparent=not args.intrinsic,
+                       **markers)
     out = rf.save(args.output, overwrite=args.overwrite)
     if not args.quiet:
         r = rf.region
@@ -65,10 +80,9 @@ def _run_region(args: argparse.Namespace) -> int:
                                                        else "")]
         if rf.step > 1:
             parts.append(f"block mean {rf.step}x{rf.step}")
-        if rf.detections is not None:
-            parts.append(f"{len(rf.detections)} detections")
-        if rf.truth is not None:
-            parts.append(f"{len(rf.truth)} true sources")
+        for key in ("detections", "truth"):
+            if key in rf.selections:
+                parts.append(rf.selections[key].label(key))
         print(f"wrote {out} ({', '.join(parts)})")
     return 0
 
@@ -88,8 +102,9 @@ def add_plot_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``plot`` to a CLI.
 
     ``streamdet plot IMAGE [-c CATALOGUE] [-t TRUTH] [--region X0 Y0 X1 Y1 | --center RA
-    DEC --size ARCSEC] -o OUT.png`` and ``streamdet plot --diagnostics CATALOGUE.ecsv -t
-    TRUTH.txt [--freq 560] -o OUT.png``.
+    DEC --size ARCSEC] [--max-markers N] [--truth-snr K] -o OUT.png`` and ``streamdet plot
+    [IMAGE] --diagnostics CATALOGUE.ecsv -t TRUTH.txt [--freq F] -o OUT.png`` (the band
+    from ``--freq``, IMAGE's header or the catalogue's, required where none says).
 
     Parameters
     ----------
@@ -108,7 +123,8 @@ def add_plot_parser(subparsers: Any) -> argparse.ArgumentParser:
         "objectness threshold, parameter residuals of matched sources and source counts. "
         "Needs matplotlib (pip install 'streamdet[plot]').")
     p.add_argument("image", nargs="?", default=None, metavar="IMAGE",
-                   help="Zarr store or FITS image (not with --diagnostics)")
+                   help="Zarr store or FITS image; with --diagnostics, the image the "
+                   "catalogue was made from (its header gives the band)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.png",
                    help="figure to write (.png, .pdf or .svg)")
     p.add_argument("-c", "--catalogue", metavar="CATALOGUE",
@@ -134,12 +150,27 @@ def add_plot_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="draw the catalogue sizes as they are (default: convolved with the "
                    "restoring beam, as sources appear in the image)")
     p.add_argument("--max-side", type=int, default=2048, metavar="N",
-                   help="show larger regions as block means of at most N pixels a side")
+                   help="show larger regions as block means of at most N pixels a side "
+                   "(default: %(default)s)")
+    p.add_argument("--max-markers", type=int, default=None, metavar="N",
+                   help=f"draw at most N sources of each catalogue in the region, the "
+                   f"brightest (by flux, else objectness); the legend says so; 0 draws all "
+                   f"(default: {MAX_MARKERS})")
+    p.add_argument("--min-objectness", type=float, default=None, metavar="T",
+                   help="draw only detections with objectness >= T")
+    p.add_argument("--truth-snr", type=float, default=None, metavar="K",
+                   help="draw only true sources whose expected peak (flux, size convolved "
+                   "with the beam) is >= K times the noise (1.4826 MAD of the pixels, or "
+                   f"--noise); 0 draws all (default: {TRUTH_SNR:g})")
+    p.add_argument("--noise", type=float, default=None, metavar="SIGMA",
+                   help="noise in Jy/beam for --truth-snr (default: measured on the pixels)")
     p.add_argument("--diagnostics", metavar="CATALOGUE",
                    help="plot diagnostics of a full streamdet table (.ecsv/.fits/.parquet with "
                    "objectness) against -t TRUTH instead of an image")
-    p.add_argument("--freq", type=int, default=560, choices=SDC1_FREQS,
-                   help="band in MHz (scorer, default match radius)")
+    p.add_argument("--freq", type=int, default=None, choices=SDC1_FREQS,
+                   help="band in MHz of --diagnostics (scorer, default match radius); default: "
+                   "from IMAGE's header, else the catalogue's (freq_hz, which detect "
+                   "writes); required where nothing says (SDC1 text files carry no band)")
     p.add_argument("--thresholds", type=int, default=12, metavar="N",
                    help="number of objectness thresholds scored")
     p.add_argument("--match-radius", type=float, metavar="ARCSEC",

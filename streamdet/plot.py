@@ -27,8 +27,8 @@ import importlib
 import math
 import os
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
@@ -52,11 +52,14 @@ from .outputs import _column, _ellipse
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+    from matplotlib.colorbar import Colorbar
     from matplotlib.figure import Figure
     from matplotlib.image import AxesImage
+    from matplotlib.patches import Ellipse
 
 __all__ = [
     "DiagnosticsFigure",
+    "MarkerSelection",
     "Match",
     "Overlay",
     "PixelRegion",
@@ -64,7 +67,9 @@ __all__ = [
     "Residuals",
     "ThresholdCurve",
     "convolve_ellipses",
+    "diagnostics_band",
     "diagnostics_figure",
+    "expected_peak",
     "match_catalogues",
     "overlay_geometry",
     "parameter_residuals",
@@ -73,6 +78,8 @@ __all__ = [
     "read_catalogue",
     "region_figure",
     "resolve_region",
+    "robust_noise",
+    "select_markers",
     "source_counts",
     "threshold_curve",
 ]
@@ -84,6 +91,13 @@ PLOT_EXTRA_HINT = "install the plot extra: pip install 'streamdet[plot]'"
 #: Colours of the overlays (blue/orange: distinguishable with colour-blindness).
 DETECTION_COLOUR = "#00e5ff"
 TRUTH_COLOUR = "#ff9f1c"
+#: Most sources of a catalogue a region figure draws by default (the brightest).
+MAX_MARKERS = 2000
+#: Default cut of a truth overlay: expected peak at least this many times the noise.
+TRUTH_SNR = 5.0
+#: Side (pixels) of the central full-resolution window the noise is measured on when a
+#: region is shown as block means.
+NOISE_WINDOW = 1024
 #: Figure formats written (from the output's extension).
 FIGURE_FORMATS = ("png", "pdf", "svg")
 #: Restoring-beam FWHM of the SDC1 bands, arcsec (the default match radius).
@@ -374,6 +388,9 @@ class Overlay:
     angle : (M,) float
         Angle of the major axis from the +x axis, counter-clockwise, degrees (0 for
         boxes).
+    in_region : int or None
+        Rows with finite values whose centre lies in the region before a cut or
+        thinning chose the M drawn (see :func:`select_markers`); None: all are drawn.
     """
 
     kind: Literal["ellipse", "box"]
@@ -383,9 +400,16 @@ class Overlay:
     width: NDArray[np.float64]
     height: NDArray[np.float64]
     angle: NDArray[np.float64]
+    in_region: int | None = None
 
     def __len__(self) -> int:
         return len(self.index)
+
+    @property
+    def n_region(self) -> int:
+        """Rows with finite values whose centre lies in the region, drawn or not
+        (``in_region``; the number drawn where it was not recorded)."""
+        return len(self) if self.in_region is None else self.in_region
 
 
 def convolve_ellipses(bmaj: ArrayLike, bmin: ArrayLike, pa: ArrayLike,
@@ -503,24 +527,31 @@ def overlay_geometry(table: Table, region: PixelRegion, *, wcs: WCS | None = Non
     StreamdetValueError
         The table has neither usable sky columns nor pixel boxes.
     """
+    return _overlay(table, region, wcs=wcs, beam=beam, what=what)
+
+
+def _overlay(table: Table, region: PixelRegion, *, wcs: WCS | None,
+             beam: tuple[float, float, float] | None, what: str,
+             choose: Callable[[NDArray[np.intp]], NDArray[np.intp]] | None = None) -> Overlay:
+    """:func:`overlay_geometry`, drawing only the rows ``choose`` keeps of those in the region.
+
+    ``choose`` gets the rows (ascending) with finite values whose centre lies in the
+    region and returns those to draw; shapes are computed for these only.
+    """
     names = set(table.colnames)
     pos = _position_columns(table, _DRAW_POSITIONS)
     if wcs is not None and pos is not None and _has_shape(table):
         kind: Literal["ellipse", "box"] = "ellipse"
-        # centres first: the shapes (three projections each) only for rows in the region
+        # centres first: the shapes (three projections each) only for rows drawn
         x, y = _world_to_pixel(wcs, _column(table, (pos[0],), u.deg),
                                _column(table, (pos[1],), u.deg))
-        near = np.flatnonzero(_inside(x - region.x0, y - region.y0, region))
-        width, height, angle = (np.full(len(x), np.nan) for _ in range(3))
-        if len(near):
-            shapes = _sky_ellipses(table[near], wcs, pos, beam)
-            x[near], y[near], width[near], height[near], angle[near] = shapes
+        bmaj, bmin, pa = _ellipse(table)
+        finite = np.isfinite(bmaj) & np.isfinite(bmin) & np.isfinite(pa)
     elif set(_BOX_COLUMNS) <= names:
         kind = "box"
         b = [np.asarray(table[c], np.float64) for c in _BOX_COLUMNS]
         x, y = 0.5 * (b[0] + b[2]), 0.5 * (b[1] + b[3])
-        width, height = b[2] - b[0], b[3] - b[1]
-        angle = np.zeros(len(x))
+        finite = np.isfinite(b[2] - b[0]) & np.isfinite(b[3] - b[1])
     else:
         need = ("ra/dec (or ra_cent/dec_cent, ra_core/dec_core), bmaj/bmin (or b_maj/b_min) "
                 "and pa")
@@ -529,13 +560,217 @@ def overlay_geometry(table: Table, region: PixelRegion, *, wcs: WCS | None = Non
                                   "celestial WCS; give a table with pixel boxes x0 y0 x1 y1")
         raise StreamdetValueError(f"the {what} lacks the columns to draw: need {need}, or "
                                   f"pixel boxes x0 y0 x1 y1; it has {table.colnames}")
-    x = x - region.x0
-    y = y - region.y0
-    good = (np.isfinite(x) & np.isfinite(y) & np.isfinite(width) & np.isfinite(height)
-            & np.isfinite(angle))
-    idx = np.flatnonzero(good & _inside(x, y, region))
-    return Overlay(kind=kind, index=idx, x=x[idx], y=y[idx], width=width[idx],
-                   height=height[idx], angle=angle[idx])
+    rx, ry = x - region.x0, y - region.y0
+    near = np.flatnonzero(finite & np.isfinite(rx) & np.isfinite(ry) & _inside(rx, ry, region))
+    rows = near if choose is None else np.sort(np.asarray(choose(near), np.intp))
+    if kind == "ellipse":
+        width, height, angle = (np.full(len(rows), np.nan) for _ in range(3))
+        if len(rows):
+            assert pos is not None and wcs is not None
+            cx, cy, width, height, angle = _sky_ellipses(table[rows], wcs, pos, beam)
+            rx[rows], ry[rows] = cx - region.x0, cy - region.y0
+    else:
+        width, height = (b[2] - b[0])[rows], (b[3] - b[1])[rows]
+        angle = np.zeros(len(rows))
+    ox, oy = rx[rows], ry[rows]
+    good = (np.isfinite(ox) & np.isfinite(oy) & np.isfinite(width) & np.isfinite(height)
+            & np.isfinite(angle) & _inside(ox, oy, region))
+    return Overlay(kind=kind, index=rows[good], x=ox[good], y=oy[good], width=width[good],
+                   height=height[good], angle=angle[good],
+                   in_region=None if choose is None else len(near))
+
+
+# ----------------------------------------------------------------------------- what is drawn
+
+
+@dataclass(frozen=True)
+class MarkerSelection:
+    """What of a catalogue a region figure draws, and why (for the legend).
+
+    Attributes
+    ----------
+    in_region : int
+        Rows with finite values whose centre lies in the region.
+    passed : int
+        Of those, the rows that pass ``cut`` (``in_region`` without a cut).
+    drawn : int
+        Rows drawn: the ``passed`` rows, or the first ``max_markers`` of them by ``rank``.
+    cut : str or None
+        The cut applied, in words (``"objectness >= 0.5"``, ``"peak >= 5 sigma ..."``).
+    rank : str or None
+        How the drawn rows were chosen when there were more than ``max_markers``:
+        ``"brightest"`` (by flux), ``"most confident"`` (by objectness) or ``"evenly
+        spread"`` (every k-th row, for tables with neither); None when not thinned.
+    note : str or None
+        Why a cut asked for was not applied (e.g. an image in K).
+    """
+
+    in_region: int
+    passed: int
+    drawn: int
+    cut: str | None = None
+    rank: str | None = None
+    note: str | None = None
+
+    def label(self, name: str) -> str:
+        """Legend text, e.g. ``"detections: brightest 2000 of 13770"``."""
+        if self.cut is None and self.rank is None:
+            text = f"{name} ({self.drawn})"
+        elif self.rank is None:
+            text = f"{name}: {self.drawn} of {self.in_region} with {self.cut}"
+        elif self.cut is None:
+            text = f"{name}: {self.rank} {self.drawn} of {self.in_region}"
+        else:
+            text = (f"{name}: {self.rank} {self.drawn} of the {self.passed} with {self.cut} "
+                    f"({self.in_region} in view)")
+        return text + (f" ({self.note})" if self.note else "")
+
+
+def robust_noise(data: ArrayLike) -> float | None:
+    """Noise of image pixels from their median absolute deviation, ``1.4826 * MAD``.
+
+    Robust to the sources (a few per cent of the pixels): the standard deviation of
+    Gaussian noise.
+
+    Parameters
+    ----------
+    data : array_like
+        Pixels; non-finite ones are left out.
+
+    Returns
+    -------
+    float or None
+        Noise in the pixels' unit; None without finite pixels.
+    """
+    v = np.asarray(data, np.float64).reshape(-1)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return None
+    return float(1.4826 * np.median(np.abs(v - np.median(v))))
+
+
+def expected_peak(table: Table, beam: tuple[float, float, float] | None) -> NDArray[np.float64]:
+    """Peak brightness (Jy/beam) each source of a catalogue would have in the image.
+
+    For an elliptical Gaussian of integrated flux S and FWHM axes a, b convolved with a
+    beam of FWHM A, B to axes a', b' (:func:`convolve_ellipses`), the peak is
+    ``S A B / (a' b')`` Jy/beam. Sizes are taken as Gaussian FWHM, converted from an
+    SDC1 ``size`` code (1 LAS, 3 exponential) as the official scorer does. A ``pb``
+    column (the primary-beam gain, which :func:`streamdet.simulate` writes in its
+    truth table) multiplies the flux; an SDC1 truth file holds the intrinsic flux, so
+    away from the pointing centre the image's peak is lower than this.
+
+    Parameters
+    ----------
+    table : astropy.table.Table
+        With ``flux`` (Jy) and, for resolved sources, ``bmaj``/``bmin`` (or
+        ``b_maj``/``b_min``, arcsec) and ``pa``.
+    beam : (bmaj, bmin, bpa) or None
+        Restoring beam, arcsec and deg; None: sources taken as unresolved (peak = S).
+
+    Returns
+    -------
+    (N,) float
+        Jy/beam; NaN where the flux is not finite.
+    """
+    flux = _column(table, ("flux",), u.Jy)
+    if "pb" in table.colnames:
+        gain = np.asarray(table["pb"], np.float64)
+        flux = flux * np.where(np.isfinite(gain) & (gain > 0), gain, 1.0)
+    if beam is None or not _has_shape(table):
+        return flux
+    bmaj, bmin, pa = _ellipse(table)
+    g = _size_code(table, len(table))
+    g = np.where(np.isfinite(g), g, 1.0)
+    a = np.where(np.isfinite(bmaj), bmaj * g, 0.0)
+    b = np.where(np.isfinite(bmin), bmin * g, 0.0)
+    major, minor, _ = convolve_ellipses(a, b, np.where(np.isfinite(pa), pa, 0.0), beam)
+    return np.asarray(flux * beam[0] * beam[1] / (major * minor), np.float64)
+
+
+class _Chooser:
+    """The ``choose`` of :func:`_overlay`: a row cut, then at most ``max_markers`` rows by
+    rank (flux, else objectness, else evenly spread); records what it did."""
+
+    def __init__(self, table: Table, *, max_markers: int, keep: NDArray[np.bool_] | None,
+                 cut: str | None, note: str | None) -> None:
+        self.max_markers = max_markers
+        self.keep = keep
+        self.cut = cut
+        self.note = note
+        self.key: NDArray[np.float64] | None = None
+        self.rank = "evenly spread"
+        for column, rank in (("flux", "brightest"), ("objectness", "most confident")):
+            if column in table.colnames:
+                self.key = (_column(table, ("flux",), u.Jy) if column == "flux"
+                            else np.asarray(table[column], np.float64))
+                self.rank = rank
+                break
+        self.selection = MarkerSelection(0, 0, 0)
+
+    def __call__(self, near: NDArray[np.intp]) -> NDArray[np.intp]:
+        rows = near if self.keep is None else near[self.keep[near]]
+        thinned = 0 < self.max_markers < len(rows)
+        if thinned:
+            if self.key is None:
+                pick = np.linspace(0, len(rows) - 1, self.max_markers).round().astype(np.intp)
+                rows = rows[np.unique(pick)]
+            else:
+                key = self.key[rows]
+                key = np.where(np.isfinite(key), key, -np.inf)
+                order = np.argsort(-key, kind="stable")  # brightest first, ties by row
+                rows = rows[order[: self.max_markers]]
+        self.selection = MarkerSelection(
+            in_region=len(near), passed=len(near) if self.keep is None else
+            int(self.keep[near].sum()), drawn=len(rows), cut=self.cut,
+            rank=self.rank if thinned else None, note=self.note)
+        return rows
+
+
+def select_markers(table: Table, region: PixelRegion, *, wcs: WCS | None = None,
+                   beam: tuple[float, float, float] | None = None, max_markers: int = 0,
+                   keep: ArrayLike | None = None, cut: str | None = None,
+                   note: str | None = None, what: str = "catalogue"
+                   ) -> tuple[Overlay, MarkerSelection]:
+    """:func:`overlay_geometry` of the rows a figure draws: those passing a cut, thinned.
+
+    Parameters
+    ----------
+    table, region, wcs, beam, what
+        As for :func:`overlay_geometry`.
+    max_markers : int
+        Draw at most this many of the rows in the region that pass ``keep``: the
+        brightest (``flux``), else those of highest ``objectness``, else an even spread
+        of rows. 0 draws them all.
+    keep : (N,) bool array_like, optional
+        Rows passing the cut (all when None).
+    cut : str, optional
+        The cut in words, for the legend.
+    note : str, optional
+        Added to the legend text (e.g. why a cut was not applied).
+
+    Returns
+    -------
+    overlay : Overlay
+        With ``in_region`` the rows in the region before the cut and thinning.
+    selection : MarkerSelection
+        The counts and the legend text (:meth:`MarkerSelection.label`).
+    """
+    if isinstance(max_markers, bool) or not isinstance(max_markers, int | np.integer) \
+            or max_markers < 0:
+        raise StreamdetValueError(f"max_markers must be a whole number >= 0 (0: draw all), "
+                                  f"got {max_markers!r}")
+    mask = None
+    if keep is not None:
+        mask = np.asarray(keep, np.bool_).reshape(-1)
+        if len(mask) != len(table):
+            raise StreamdetValueError(f"keep has {len(mask)} values for {len(table)} rows")
+    chooser = _Chooser(table, max_markers=int(max_markers), keep=mask, cut=cut, note=note)
+    ov = _overlay(table, region, wcs=wcs, beam=beam, what=what, choose=chooser)
+    sel = chooser.selection
+    if sel.drawn != len(ov):  # a shape that did not project (beyond the projection's edge)
+        sel = MarkerSelection(sel.in_region, sel.passed, len(ov), sel.cut, sel.rank, sel.note)
+    return ov, sel
 
 
 # ----------------------------------------------------------------------------- region figure
@@ -564,6 +799,17 @@ class RegionFigure:
         Display limits, Jy/beam.
     detections, truth : Overlay or None
         What was drawn of each catalogue.
+    selections : dict of str to MarkerSelection
+        For ``"detections"`` and ``"truth"`` (those given): the counts in the region,
+        the cut, the thinning, and the legend text.
+    noise : float or None
+        Noise (Jy/beam) the truth cut used: given, or ``1.4826 * MAD`` of the
+        full-resolution pixels (:func:`robust_noise`); None without a truth cut.
+    beam : matplotlib.patches.Ellipse or None
+        The restoring beam drawn on the image (data units: region pixels); the legend's
+        key is drawn from it at the same display size.
+    colorbar : matplotlib.colorbar.Colorbar or None
+        The colour bar.
     """
 
     figure: Figure
@@ -576,6 +822,10 @@ class RegionFigure:
     vmax: float
     detections: Overlay | None
     truth: Overlay | None
+    selections: dict[str, MarkerSelection] = field(default_factory=dict)
+    noise: float | None = None
+    beam: Ellipse | None = None
+    colorbar: Colorbar | None = None
 
     def save(self, out: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Write the figure atomically (``.png``, ``.pdf`` or ``.svg``, from ``out``)."""
@@ -669,14 +919,18 @@ def _draw_overlay(ax: Axes, ov: Overlay, *, colour: str, linestyle: str, marker:
                 markeredgewidth=1.0, zorder=4)
 
 
-def _draw_beam(ax: Axes, image: Image, region: PixelRegion, cel: WCS) -> bool:
-    """The restoring beam as a filled ellipse in the lower-left corner."""
+def _draw_beam(ax: Axes, image: Image, region: PixelRegion, cel: WCS) -> Ellipse | None:
+    """The restoring beam as a filled ellipse in the lower-left corner, at its true size.
+
+    The ellipse has the header's BMAJ, BMIN and BPA projected at that corner
+    (:func:`_sky_ellipses`); None when the image has no beam, or it would cover more
+    than half the region.
+    """
     from matplotlib.patches import Ellipse
 
-    beam = image.beam_arcsec
-    if (beam is None or not all(math.isfinite(v) for v in beam) or beam[0] <= 0
-            or not _is_equatorial(cel)):
-        return False
+    beam = _valid_beam(image)
+    if beam is None or not _is_equatorial(cel):
+        return None
     sx, sy = _pixel_scales_arcsec(cel)
     pad = 0.6 * beam[0] / min(sx, sy) + 0.03 * min(region.width, region.height)
     world = cel.pixel_to_world_values(np.array([region.x0 + pad - 0.5]),
@@ -686,11 +940,85 @@ def _draw_beam(ax: Axes, image: Image, region: PixelRegion, cel: WCS) -> bool:
     t = Table({"ra": ra, "dec": dec, "bmaj": [beam[0]], "bmin": [beam[1]], "pa": [beam[2]]})
     x, y, w, h, a = _sky_ellipses(t, cel, ("ra", "dec"))
     if not np.all(np.isfinite([x[0], y[0], w[0], h[0], a[0]])) or w[0] > 0.5 * region.width:
-        return False
-    ax.add_patch(Ellipse((x[0] - region.x0, y[0] - region.y0), max(w[0], 1.0), max(h[0], 1.0),
-                         angle=a[0], facecolor="white", edgecolor="black", alpha=0.85,
-                         linewidth=0.8, zorder=5))
-    return True
+        return None
+    patch = Ellipse((x[0] - region.x0, y[0] - region.y0), float(w[0]), float(h[0]),
+                    angle=float(a[0]), facecolor="white", edgecolor="black", alpha=0.85,
+                    linewidth=0.8, zorder=5)
+    ax.add_patch(patch)
+    return patch
+
+
+def _valid_beam(image: Image) -> tuple[float, float, float] | None:
+    beam = image.beam_arcsec
+    if beam is None or not all(math.isfinite(v) for v in beam) or beam[0] <= 0 or beam[1] <= 0:
+        return None
+    return float(beam[0]), float(beam[1]), float(beam[2])
+
+
+def _noise_pixels(image: Image, region: PixelRegion, channel: int | None,
+                  data: NDArray[np.float32], step: int) -> NDArray[np.float32]:
+    """Full-resolution pixels to measure the noise on: those shown, or (block means
+    shown) the central ``NOISE_WINDOW`` square of the region."""
+    if step == 1:
+        return data
+    w, h = min(NOISE_WINDOW, region.width), min(NOISE_WINDOW, region.height)
+    x0 = region.x0 + (region.width - w) // 2
+    y0 = region.y0 + (region.height - h) // 2
+    values, _ = _read_region(image, PixelRegion(x0, y0, x0 + w, y0 + h), channel, max(w, h))
+    return values
+
+
+def _truth_cut(table: Table, image: Image, sigma: float | None, snr: float, given: bool
+               ) -> tuple[NDArray[np.bool_] | None, str | None, str | None]:
+    """(keep, cut, note) of the truth: the sources whose peak could be seen."""
+    if snr == 0:
+        return None, None, None
+    unit = _unit_label(image.bunit)
+    if image.bunit is not None and image.bunit.strip() and unit != "Jy/beam":
+        return None, None, f"not cut: the image is in {unit}, not Jy/beam"
+    if "flux" not in table.colnames:
+        return None, None, "not cut: no flux column"
+    if sigma is None or not sigma > 0:
+        return None, None, "not cut: no noise in the pixels"
+    from ._plot_artists import brightness_scale
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        keep = np.asarray(expected_peak(table, _valid_beam(image)) >= snr * sigma, np.bool_)
+    factor, label = brightness_scale(sigma, sigma, "Jy/beam")
+    how = "given" if given else "MAD"
+    return keep, f"peak \u2265 {snr:g}\u03c3 (\u03c3 {sigma * factor:.2g} {label}, {how})", None
+
+
+def _beam_extent_px(beam: Ellipse) -> tuple[float, float]:
+    """Full width and height (data pixels) of the beam ellipse's bounding box."""
+    t = math.radians(beam.angle)
+    a, b = 0.5 * beam.width, 0.5 * beam.height
+    return (2.0 * math.hypot(a * math.cos(t), b * math.sin(t)),
+            2.0 * math.hypot(a * math.sin(t), b * math.cos(t)))
+
+
+def _handle_height(key: float) -> float:
+    """Legend ``handleheight`` (font sizes) whose key box holds ``key`` font sizes.
+
+    matplotlib's key box is ``handleheight - 0.35 (handleheight - 0.7)`` font sizes
+    tall (the text's descent is taken off); at least the default 0.7, at most 10.
+    """
+    return min(max(0.7, (key - 0.245) / 0.65), 10.0)
+
+
+def _check_marker_options(max_markers: int, min_objectness: float | None, truth_snr: float,
+                          noise: float | None) -> None:
+    if isinstance(max_markers, bool) or not isinstance(max_markers, int | np.integer) \
+            or max_markers < 0:
+        raise StreamdetValueError(f"max_markers must be a whole number >= 0 (0: draw every "
+                                  f"source), got {max_markers!r}")
+    if min_objectness is not None and not math.isfinite(float(min_objectness)):
+        raise StreamdetValueError(f"min_objectness must be a number, got {min_objectness!r}")
+    if not (math.isfinite(float(truth_snr)) and truth_snr >= 0):
+        raise StreamdetValueError(f"truth_snr must be >= 0 (0: draw every true source), got "
+                                  f"{truth_snr!r}")
+    if noise is not None and not (math.isfinite(float(noise)) and noise > 0):
+        raise StreamdetValueError(f"noise must be positive (Jy/beam), got {noise!r}")
 
 
 def region_figure(image: Image | str | os.PathLike[str], *,
@@ -701,7 +1029,9 @@ def region_figure(image: Image | str | os.PathLike[str], *,
                   vmin: float | None = None, vmax: float | None = None, cmap: str = "gray",
                   title: str | None = None, figsize: tuple[float, float] | None = None,
                   dpi: float = 100.0, max_side: int = 2048, min_px: float = 1.5,
-                  apparent: bool = True) -> RegionFigure:
+                  apparent: bool = True, max_markers: int = MAX_MARKERS,
+                  min_objectness: float | None = None, truth_snr: float = TRUTH_SNR,
+                  noise: float | None = None) -> RegionFigure:
     """Build the figure of :func:`plot_region` without writing it.
 
     Parameters are those of :func:`plot_region` (less ``out`` and ``overwrite``).
@@ -710,17 +1040,46 @@ def region_figure(image: Image | str | os.PathLike[str], *,
     -------
     RegionFigure
     """
+    _matplotlib()
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Ellipse
+    from matplotlib.ticker import FuncFormatter
+
+    from ._plot_artists import BeamKeyHandler, SpacedTicks, brightness_scale, format_tick
+
+    _check_marker_options(max_markers, min_objectness, truth_snr, noise)
     img = image if isinstance(image, Image) else open_image(image)
     reg = resolve_region(img, region=region, center=center, size=size)
     cats = {k: (None if c is None else read_catalogue(c))
             for k, c in (("detections", catalogue), ("truth", truth))}
     cel = img.celestial_wcs
-    beam = img.beam_arcsec if apparent else None
-    overlays = {k: (None if t is None else overlay_geometry(t, reg, wcs=cel, beam=beam,
-                                                             what=k))
-                for k, t in cats.items()}
+    beam = _valid_beam(img) if apparent else None
     data, step = _read_region(img, reg, channel, max_side)
     norm = _norm(data, stretch, percentiles, vmin, vmax)
+    sigma = noise
+    if sigma is None and cats["truth"] is not None and truth_snr > 0:
+        sigma = robust_noise(_noise_pixels(img, reg, channel, data, step))
+
+    overlays: dict[str, Overlay | None] = {"detections": None, "truth": None}
+    selections: dict[str, MarkerSelection] = {}
+    for key, table in cats.items():
+        if table is None:
+            continue
+        keep: NDArray[np.bool_] | None = None
+        cut = note = None
+        if key == "detections" and min_objectness is not None:
+            if "objectness" not in table.colnames:
+                raise StreamdetValueError("min_objectness (--min-objectness) needs a catalogue "
+                                          f"with an objectness column; it has {table.colnames}")
+            with np.errstate(invalid="ignore"):
+                keep = np.asarray(table["objectness"], np.float64) >= float(min_objectness)
+            cut = f"objectness \u2265 {float(min_objectness):g}"
+        elif key == "truth":
+            keep, cut, note = _truth_cut(table, img, sigma, float(truth_snr), noise is not None)
+        overlays[key], selections[key] = select_markers(
+            table, reg, wcs=cel, beam=beam, max_markers=int(max_markers), keep=keep, cut=cut,
+            note=note, what=key)
 
     longest = max(reg.width, reg.height)
     panel_w = max(6.5 * reg.width / longest, 2.5)
@@ -745,8 +1104,6 @@ def region_figure(image: Image | str | os.PathLike[str], *,
         lat.set_ticks(number=max(2, min(8, int(panel_h / 0.9))))
         ax.coords.grid(color="white", alpha=0.15, linestyle="solid", linewidth=0.5)
     else:
-        from matplotlib.ticker import FuncFormatter
-
         ax = fig.add_subplot(1, 1, 1)
         ax.set_xlabel("x (px)")
         ax.set_ylabel("y (px)")
@@ -760,44 +1117,78 @@ def region_figure(image: Image | str | os.PathLike[str], *,
     ax.set_ylim(-0.5, reg.height - 0.5)
     ax.set_aspect("equal")
 
-    from matplotlib.lines import Line2D
-
     handles: list[Any] = []
+    handler_map: dict[Any, Any] = {}
     det, tru = overlays["detections"], overlays["truth"]
     if tru is not None:
         _draw_overlay(ax, tru, colour=TRUTH_COLOUR, linestyle="--", marker="+", min_px=min_px)
         handles.append(Line2D([], [], color=TRUTH_COLOUR, linestyle="--", marker="+",
-                              label=f"truth ({len(tru)})"))
+                              label=selections["truth"].label("truth")))
     if det is not None:
         _draw_overlay(ax, det, colour=DETECTION_COLOUR, linestyle="-", marker=None,
                       min_px=min_px)
         handles.append(Line2D([], [], color=DETECTION_COLOUR, linestyle="none",
                               marker="o" if det.kind == "ellipse" else "s",
                               markerfacecolor="none", markersize=9,
-                              label=f"detections ({len(det)})"))
-    if cel is not None and _draw_beam(ax, img, reg, cel):
-        bmaj, bmin, _ = img.beam_arcsec or (0.0, 0.0, 0.0)
-        handles.append(Line2D([], [], color="white", markeredgecolor="black", linestyle="none",
-                              marker="o", markersize=7,
-                              label=f"beam {bmaj:.3g}\" x {bmin:.3g}\""))
+                              label=selections["detections"].label("detections")))
+    legend_pt = float(FontProperties(size="small").get_size_in_points())
+    beam_patch = _draw_beam(ax, img, reg, cel) if cel is not None else None
+    handle_len, handle_h = 2.0, 0.7  # matplotlib's defaults, in font sizes
+    if beam_patch is not None:
+        bmaj, bmin, bpa = _valid_beam(img) or (0.0, 0.0, 0.0)
+        # display pixels per image pixel, before layout: the panel over the region
+        fig_w, fig_h = (float(v) for v in fig.get_size_inches())
+        per_px = max(min((fig_w - 2.6) / reg.width, (fig_h - 2.2) / reg.height), 0.2 / longest)
+        ext_w, ext_h = (e * per_px * 72.0 for e in _beam_extent_px(beam_patch))  # points
+        handle_len = min(max(handle_len, 1.2 * ext_w / legend_pt), 10.0)
+        handle_h = _handle_height(1.2 * ext_h / legend_pt)
+        text = f"beam {bmaj:.3g}\" x {bmin:.3g}\", PA {bpa:.3g}\u00b0"
+        if max(ext_w, ext_h) * dpi / 72.0 < 2.0:
+            text += " (to scale: under 2 screen pixels)"
+        proxy = Ellipse((0.0, 0.0), 1.0, 1.0, label=text)
+        handles.append(proxy)
+        handler_map[proxy] = BeamKeyHandler(beam_patch, ax)
     if handles:
         kinds = {o.kind for o in (det, tru) if o is not None}
         what = ("; ".join((["ellipses: FWHM" + (" convolved with the beam" if beam else "")]
                            if "ellipse" in kinds else [])
                           + (["boxes: detector boxes"] if "box" in kinds else [])))
-        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.1),
-                  ncol=len(handles), frameon=False, fontsize="small",
-                  title=what or None, title_fontsize="small")
-    # a colour bar as tall as the image: an inset beside the (aspect-locked) axes box
+        wide = sum(len(h.get_label()) for h in handles) > 80
+        legend_style: dict[str, Any] = dict(
+            handles=handles, handler_map=handler_map, loc="upper center",
+            bbox_to_anchor=(0.5, -0.1), ncol=1 if wide else len(handles), frameon=False,
+            fontsize=legend_pt, title=what or None, title_fontsize=legend_pt)
+        ax.legend(handlelength=handle_len, handleheight=handle_h, **legend_style)
+    # a colour bar as tall as the image: an inset beside the (aspect-locked) axes box;
+    # ticks spaced by their display positions (an asinh bar crowds equal steps at its
+    # foot), labelled in uJy/mJy/Jy
     cbar = fig.colorbar(shown, cax=ax.inset_axes((1.03, 0.0, 0.035, 1.0)))
-    cbar.set_label(_unit_label(img.bunit))
+    lo, hi = float(norm.vmin), float(norm.vmax)
+    factor, unit = brightness_scale(lo, hi, _unit_label(img.bunit))
+    cbar.ax.tick_params(labelsize=legend_pt)
+    cbar.locator = SpacedTicks(legend_pt)
+    cbar.formatter = FuncFormatter(lambda v, _: format_tick(v, factor, hi - lo))
+    cbar.minorticks_off()
+    cbar.set_label(unit)
     if title is None:
         title = (f"{img.path.name}: x {reg.x0}:{reg.x1}, y {reg.y0}:{reg.y1}"
                  + (f" (block mean {step}x{step})" if step > 1 else "")
                  + (f", {img.freq_hz / 1e6:.6g} MHz" if img.freq_hz else ""))
     ax.set_title(title, fontsize="medium")
+    if beam_patch is not None and (handle_len > 2.0 or handle_h > 0.7):
+        # a beam key larger than a line of text: lay the figure out, measure the beam
+        # drawn, and make the legend's keys room enough (a larger legend only shrinks
+        # the image, and the beam with it)
+        fig.draw_without_rendering()
+        box = beam_patch.get_window_extent()
+        need_len = min(1.1 * box.width * 72.0 / dpi / legend_pt, 10.0)
+        need_h = _handle_height(1.1 * box.height * 72.0 / dpi / legend_pt)
+        if need_len > handle_len or need_h > handle_h:
+            ax.legend(handlelength=max(need_len, handle_len), handleheight=max(need_h, handle_h),
+                      **legend_style)
     return RegionFigure(figure=fig, ax=ax, image=shown, data=data, region=reg, step=step,
-                        vmin=float(norm.vmin), vmax=float(norm.vmax), detections=det, truth=tru)
+                        vmin=lo, vmax=hi, detections=det, truth=tru, selections=selections,
+                        noise=sigma, beam=beam_patch, colorbar=cbar)
 
 
 def plot_region(image: Image | str | os.PathLike[str], *, out: str | os.PathLike[str],
@@ -808,7 +1199,9 @@ def plot_region(image: Image | str | os.PathLike[str], *, out: str | os.PathLike
                 vmin: float | None = None, vmax: float | None = None, cmap: str = "gray",
                 title: str | None = None, figsize: tuple[float, float] | None = None,
                 dpi: float = 100.0, max_side: int = 2048, min_px: float = 1.5,
-                apparent: bool = True, overwrite: bool = False) -> Path:
+                apparent: bool = True, max_markers: int = MAX_MARKERS,
+                min_objectness: float | None = None, truth_snr: float = TRUTH_SNR,
+                noise: float | None = None, overwrite: bool = False) -> Path:
     """Draw a region of an image on RA/Dec axes with catalogues overlaid, to a file.
 
     Only the region is read, lazily (``open_image(image).data[y0:y1, x0:x1]``).
@@ -826,7 +1219,8 @@ def plot_region(image: Image | str | os.PathLike[str], *, out: str | os.PathLike
         pixel positions only (or an image without WCS), as pixel boxes x0 y0 x1 y1.
         Paths: SDC1 text (``.txt``) or ``.ecsv``/``.fits``/``.parquet`` tables.
     truth : Table or path, optional
-        True sources, drawn as dashed orange ellipses with a ``+`` at the centre.
+        True sources, drawn as dashed orange ellipses with a ``+`` at the centre;
+        only those that could be detected (``truth_snr``).
     region : (x0, y0, x1, y1), optional
         Pixel bounds, 0-based, x1/y1 exclusive.
     center : (ra, dec), optional
@@ -857,6 +1251,24 @@ def plot_region(image: Image | str | os.PathLike[str], *, out: str | os.PathLike
         Draw sky ellipses convolved with the restoring beam (the size a source
         appears in the image; the catalogue sizes are intrinsic); False draws the
         catalogue's FWHM as they are. Needs the image's beam (else as False).
+    max_markers : int
+        Draw at most this many sources of each catalogue in the region: the
+        brightest (``flux``; else highest ``objectness``; else an even spread), so a
+        whole field of 10^4 detections stays readable. The legend says what was drawn
+        (``"detections: brightest 2000 of 13770"``). 0 draws every source.
+    min_objectness : float, optional
+        Draw only detections with ``objectness`` at least this (before thinning);
+        the legend says so.
+    truth_snr : float
+        Draw only the true sources that could be detected: expected peak brightness
+        (:func:`expected_peak`: flux, size convolved with the beam, the ``pb`` gain
+        where the table has one) at least ``truth_snr`` times the noise. The legend
+        gives the cut and the noise. 0 draws every true source; an image not in
+        Jy/beam, or a truth without ``flux``, is not cut (the legend says so).
+    noise : float, optional
+        Noise for the truth cut, Jy/beam. Default ``1.4826 * MAD`` of the pixels
+        shown (:func:`robust_noise`); of the central 1024^2 full-resolution pixels
+        when the region is shown as block means.
     overwrite : bool
         Replace an existing ``out``.
 
@@ -879,7 +1291,9 @@ def plot_region(image: Image | str | os.PathLike[str], *, out: str | os.PathLike
     rf = region_figure(image, catalogue=catalogue, truth=truth, region=region, center=center,
                        size=size, channel=channel, stretch=stretch, percentiles=percentiles,
                        vmin=vmin, vmax=vmax, cmap=cmap, title=title, figsize=figsize, dpi=dpi,
-                       max_side=max_side, min_px=min_px, apparent=apparent)
+                       max_side=max_side, min_px=min_px, apparent=apparent,
+                       max_markers=max_markers, min_objectness=min_objectness,
+                       truth_snr=truth_snr, noise=noise)
     return rf.save(out, overwrite=overwrite)
 
 
@@ -1010,6 +1424,70 @@ def _ratio(a: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray[np.float64
     return np.divide(a, b, out=np.full(len(a), np.nan), where=ok)
 
 
+def diagnostics_band(catalogue: Table | None, truth: Table | None = None, *,
+                     freq: int | None = None,
+                     image: Image | str | os.PathLike[str] | None = None) -> tuple[int, str]:
+    """The SDC1 band of a diagnostics plot, and what said so.
+
+    The first that says: ``freq``; the header of ``image`` (the frequency axis or
+    keyword :attr:`streamdet.io.Image.freq_hz`); the catalogue's meta (``freq_hz``,
+    which ``streamdet detect`` writes, or the header of the image it names), then the
+    truth's, as :func:`streamdet.score.catalogue_band` reads them. A ``freq`` that
+    differs from what the image or catalogues say is used, with a
+    :class:`streamdet.score.BandWarning`.
+
+    Parameters
+    ----------
+    catalogue, truth : astropy.table.Table or None
+        The catalogues plotted.
+    freq : {560, 1400, 9200}, optional
+        Band, MHz, given.
+    image : Image or path, optional
+        The image the catalogue was made from.
+
+    Returns
+    -------
+    band, source : int, str
+        MHz, and where it came from (``"given"``, ``"the header of f.fits"``, ``"the
+        catalogue"``, ``"the truth"``).
+
+    Raises
+    ------
+    StreamdetValueError
+        ``freq`` is not an SDC1 band; ``image``'s header gives no frequency (and no
+        ``freq``); or nothing says.
+    """
+    from .score import SDC1_FREQS, BandWarning, catalogue_band, sdc1_band
+
+    if freq is not None and freq not in SDC1_FREQS:
+        raise StreamdetValueError(f"freq {freq} MHz is not an SDC1 band {SDC1_FREQS}")
+    known: int | None = None
+    source = ""
+    if image is not None:
+        img = image if isinstance(image, Image) else open_image(image)
+        if img.freq_hz:
+            known, source = sdc1_band(img.freq_hz), f"the header of {img.path.name}"
+        elif freq is None:
+            raise StreamdetValueError(f"the header of {img.path} gives no frequency: give "
+                                      "the band, freq=F (--freq F) with F one of "
+                                      f"{', '.join(map(str, SDC1_FREQS))} (MHz)")
+    for what, table in (("the catalogue", catalogue), ("the truth", truth)):
+        if known is None and table is not None:
+            known, source = catalogue_band(table), what
+    if freq is None:
+        if known is None:
+            raise StreamdetValueError(
+                "cannot tell the band: the catalogues carry no frequency (freq_hz; an SDC1 "
+                "text file carries none) and no image was given; give freq=F (--freq F) "
+                f"with F one of {', '.join(map(str, SDC1_FREQS))} (MHz), or the image "
+                "(image=, IMAGE on the command line)")
+        return known, source
+    if known is not None and known != freq:
+        warnings.warn(f"plotting at {freq} MHz a catalogue {source} puts at {known} MHz",
+                      BandWarning, stacklevel=3)
+    return int(freq), "given"
+
+
 def _default_radius(freq: int) -> float:
     if freq not in _BEAM_ARCSEC:
         raise StreamdetValueError(f"freq {freq} MHz is not an SDC1 band {tuple(_BEAM_ARCSEC)}; "
@@ -1018,7 +1496,7 @@ def _default_radius(freq: int) -> float:
 
 
 def parameter_residuals(catalogue: Table, truth: Table, *, radius_arcsec: float | None = None,
-                        freq: int = 560) -> Residuals:
+                        freq: int | None = None) -> Residuals:
     """Match a catalogue to the truth and compare the parameters of the matches.
 
     Parameters
@@ -1032,14 +1510,18 @@ def parameter_residuals(catalogue: Table, truth: Table, *, radius_arcsec: float 
         ``pa``, ``size``).
     radius_arcsec : float, optional
         Match radius; default the restoring beam FWHM of the band.
-    freq : {560, 1400, 9200}
-        Band, MHz (for the default radius).
+    freq : {560, 1400, 9200}, optional
+        Band, MHz, for the default radius; default the band the catalogues say
+        (:func:`diagnostics_band`).
 
     Returns
     -------
     Residuals
     """
-    radius = _default_radius(freq) if radius_arcsec is None else float(radius_arcsec)
+    if radius_arcsec is None:
+        radius = _default_radius(diagnostics_band(catalogue, truth, freq=freq)[0])
+    else:
+        radius = float(radius_arcsec)
     m = match_catalogues(catalogue, truth, radius_arcsec=radius)
     ci, ti = m.catalogue_index, m.truth_index
     flux = _column(catalogue, ("flux",), u.Jy)[ci]
@@ -1141,7 +1623,7 @@ def _sdc1_truth(truth: Table) -> Table:
     return truth[list(SDC1_COLUMNS)]
 
 
-def threshold_curve(catalogue: Table, truth: Table, *, freq: int = 560,
+def threshold_curve(catalogue: Table, truth: Table, *, freq: int | None = None,
                     thresholds: int | Sequence[float] = 12, train: bool = False
                     ) -> ThresholdCurve:
     """Score the rows above each objectness threshold with the official SDC1 scorer.
@@ -1156,8 +1638,8 @@ def threshold_curve(catalogue: Table, truth: Table, *, freq: int = 560,
         ``objectness``); rows with non-finite values are left out.
     truth : astropy.table.Table
         The SDC1 truth catalogue.
-    freq : {560, 1400, 9200}
-        Band, MHz.
+    freq : {560, 1400, 9200}, optional
+        Band, MHz; default the band the catalogues say (:func:`diagnostics_band`).
     thresholds : int or sequence of float
         Number of thresholds evenly spaced from the lowest to the highest objectness,
         or the thresholds.
@@ -1172,9 +1654,19 @@ def threshold_curve(catalogue: Table, truth: Table, *, freq: int = 560,
     ------
     StreamdetError
         The official scorer (``ska-sdc``) is not installed.
+    StreamdetValueError
+        No ``freq``, and the catalogues do not say their band.
     """
+    _check_full_table(catalogue)
+    band = diagnostics_band(catalogue, truth, freq=freq)[0]
+    return _threshold_curve(catalogue, truth, freq=band, thresholds=thresholds, train=train)
+
+
+def _threshold_curve(catalogue: Table, truth: Table, *, freq: int,
+                     thresholds: int | Sequence[float], train: bool) -> ThresholdCurve:
+    """:func:`threshold_curve` at a known band (no band check)."""
     from .outputs import to_sdc1
-    from .score import score
+    from .score import BandWarning, score
 
     _check_full_table(catalogue)
     good = _finite_full_rows(catalogue)
@@ -1191,7 +1683,10 @@ def threshold_curve(catalogue: Table, truth: Table, *, freq: int = 560,
             raise StreamdetValueError(f"thresholds must be finite numbers, got {thresholds!r}")
     true_sdc1 = _sdc1_truth(truth)
     sdc1 = to_sdc1(table)
-    results = [score(sdc1[obj >= t], true_sdc1, freq=freq, train=train) for t in grid.tolist()]
+    with warnings.catch_warnings():  # the band was checked once, by the caller
+        warnings.simplefilter("ignore", BandWarning)
+        results = [score(sdc1[obj >= t], true_sdc1, freq=freq, train=train)
+                   for t in grid.tolist()]
     return ThresholdCurve(thresholds=grid,
                           score=np.array([r.score for r in results], np.float64),
                           purity=np.array([r.purity for r in results], np.float64),
@@ -1226,6 +1721,10 @@ class DiagnosticsFigure:
         Of all rows of the catalogue with finite values.
     note : str or None
         Why the score panel is empty.
+    freq : int
+        Band, MHz, of the scorer and the default match radius.
+    band_source : str
+        Where the band came from (:func:`diagnostics_band`).
     """
 
     figure: Figure
@@ -1233,6 +1732,8 @@ class DiagnosticsFigure:
     curve: ThresholdCurve | None
     residuals: Residuals
     note: str | None
+    freq: int = 0
+    band_source: str = ""
 
     def save(self, out: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Write the figure atomically (``.png``, ``.pdf`` or ``.svg``, from ``out``)."""
@@ -1265,7 +1766,9 @@ def _robust_limits(values: Sequence[NDArray[np.float64]], ref: float, pad: float
     return lo - pad * span, hi + pad * span
 
 
-def diagnostics_figure(catalogue: CatalogueLike, truth: CatalogueLike, *, freq: int = 560,
+def diagnostics_figure(catalogue: CatalogueLike, truth: CatalogueLike, *,
+                       freq: int | None = None,
+                       image: Image | str | os.PathLike[str] | None = None,
                        thresholds: int | Sequence[float] = 12,
                        radius_arcsec: float | None = None, train: bool = False,
                        title: str | None = None, figsize: tuple[float, float] = (15.0, 9.0),
@@ -1282,13 +1785,14 @@ def diagnostics_figure(catalogue: CatalogueLike, truth: CatalogueLike, *, freq: 
     tru = read_catalogue(truth)
     _check_full_table(cat)
     _sdc1_truth(tru)
+    freq, band_source = diagnostics_band(cat, tru, freq=freq, image=image)
     radius = _default_radius(freq) if radius_arcsec is None else float(radius_arcsec)
     good = _finite_full_rows(cat)
     n_bad = int((~good).sum())
     full = cat[good]
     res = parameter_residuals(full, tru, radius_arcsec=radius, freq=freq)
     problem = _scorer_problem()
-    curve = None if problem is not None else threshold_curve(full, tru, freq=freq,
+    curve = None if problem is not None else _threshold_curve(full, tru, freq=freq,
                                                              thresholds=thresholds, train=train)
 
     fig = _new_figure(figsize, dpi)
@@ -1369,11 +1873,13 @@ def diagnostics_figure(catalogue: CatalogueLike, truth: CatalogueLike, *, freq: 
     note = None if problem is None else f"scorer unavailable: {problem}"
     label = "catalogue" if isinstance(catalogue, Table) else Path(catalogue).name
     head = title or (f"{label}: {len(full)} detections, {len(tru)} true sources, "
-                     f"{len(res.match)} matched within {radius:g}\", {freq} MHz")
+                     f"{len(res.match)} matched within {radius:g}\", {freq} MHz "
+                     f"({'given' if band_source == 'given' else 'from ' + band_source})")
     if n_bad:
         head += f" ({n_bad} rows with non-finite values left out)"
     fig.suptitle(head)
-    return DiagnosticsFigure(figure=fig, axes=axes, curve=curve, residuals=res, note=note)
+    return DiagnosticsFigure(figure=fig, axes=axes, curve=curve, residuals=res, note=note,
+                             freq=freq, band_source=band_source)
 
 
 def _flux_range(tflux: NDArray[np.float64], cat: Table, truth: Table) -> tuple[float, float]:
@@ -1389,7 +1895,8 @@ def _flux_range(tflux: NDArray[np.float64], cat: Table, truth: Table) -> tuple[f
 
 
 def plot_diagnostics(catalogue: CatalogueLike, truth: CatalogueLike, *,
-                     out: str | os.PathLike[str], freq: int = 560,
+                     out: str | os.PathLike[str], freq: int | None = None,
+                     image: Image | str | os.PathLike[str] | None = None,
                      thresholds: int | Sequence[float] = 12, radius_arcsec: float | None = None,
                      train: bool = False, title: str | None = None,
                      figsize: tuple[float, float] = (15.0, 9.0), dpi: float = 100.0,
@@ -1413,8 +1920,13 @@ def plot_diagnostics(catalogue: CatalogueLike, truth: CatalogueLike, *,
         SDC1 truth catalogue (text file or table).
     out : path
         Figure to write (``.png``, ``.pdf``, ``.svg``), atomically.
-    freq : {560, 1400, 9200}
-        Band, MHz.
+    freq : {560, 1400, 9200}, optional
+        Band, MHz (the scorer's, and the default match radius). Default: from the
+        header of ``image``, else from the catalogue's meta (``freq_hz``, which
+        ``streamdet detect`` writes), else the truth's (:func:`diagnostics_band`);
+        required where nothing says (SDC1 text files carry no band).
+    image : Image or path, optional
+        The image the catalogue was made from: its header gives the band.
     thresholds : int or sequence of float
         Number of thresholds between the lowest and highest objectness, or the values.
     radius_arcsec : float, optional
@@ -1438,13 +1950,14 @@ def plot_diagnostics(catalogue: CatalogueLike, truth: CatalogueLike, *,
     Raises
     ------
     StreamdetValueError
-        The catalogue is not a full streamdet table, or the truth not SDC1.
+        The catalogue is not a full streamdet table, or the truth not SDC1; no band
+        given or known.
     OutputExistsError
         ``out`` exists and ``overwrite`` is False.
     """
     _figure_format(out)
     check_output(out, overwrite=overwrite)
-    df = diagnostics_figure(catalogue, truth, freq=freq, thresholds=thresholds,
+    df = diagnostics_figure(catalogue, truth, freq=freq, image=image, thresholds=thresholds,
                             radius_arcsec=radius_arcsec, train=train, title=title,
                             figsize=figsize, dpi=dpi)
     return df.save(out, overwrite=overwrite)

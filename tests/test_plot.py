@@ -126,7 +126,9 @@ def test_region_png_size_pixels_and_overlays(field: tuple[Path, Path, Table],
     box = rf.ax.get_legend()
     assert box is not None
     legend = [t.get_text() for t in box.get_texts()]
-    assert f"detections ({len(inside)})" in legend and f"truth ({len(inside)})" in legend
+    assert f"detections ({len(inside)})" in legend
+    # the simulated truth without its faint population is bright: every source passes
+    assert legend[0].startswith(f"truth: {len(inside)} of {len(inside)} with peak \u2265 5\u03c3")
     assert any(t.startswith("beam 1.5\"") for t in legend)
     assert rf.ax.coords[0].get_axislabel().startswith("Right Ascension")  # type: ignore[attr-defined]
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -302,6 +304,284 @@ def test_missing_matplotlib_is_a_clear_error(field: tuple[Path, Path, Table], tm
     assert not (tmp_path / "r.png").exists()
 
 
+# ----------------------------------------------------------------------------- what is drawn
+
+
+def _random_detections(image: Path, n: int, seed: int = 0) -> Table:
+    """``n`` detections spread over the 256^2 field, distinct fluxes and objectness."""
+    rng = np.random.default_rng(seed)
+    x, y = rng.uniform(0.0, 255.0, n), rng.uniform(0.0, 255.0, n)
+    ra, dec = _fits_wcs(image).all_pix2world(x, y, 0)
+    return Table({"ra": ra, "dec": dec, "flux": rng.permutation(np.logspace(-7, -3, n)),
+                  "bmaj": np.full(n, 1.2), "bmin": np.full(n, 0.8),
+                  "pa": rng.uniform(0.0, 180.0, n), "objectness": rng.uniform(0.0, 1.0, n)})
+
+
+def _ellipse_counts(rf: Any) -> list[int]:
+    from matplotlib.collections import EllipseCollection
+
+    return [int(np.shape(c.get_offsets())[0]) for c in rf.ax.collections
+            if isinstance(c, EllipseCollection)]
+
+
+def _legend(rf: Any) -> list[str]:
+    box = rf.ax.get_legend()
+    assert box is not None
+    return [t.get_text() for t in box.get_texts()]
+
+
+def test_whole_field_draws_the_brightest(field: tuple[Path, Path, Table]) -> None:
+    image = field[0]
+    cat = _random_detections(image, 3000)
+    flux = np.asarray(cat["flux"])
+    obj = np.asarray(cat["objectness"])
+
+    rf = region_figure(image, catalogue=cat)  # default: at most 2000 markers
+    assert _ellipse_counts(rf) == [2000]
+    brightest = np.sort(np.argsort(-flux)[:2000])
+    assert rf.detections is not None
+    np.testing.assert_array_equal(rf.detections.index, brightest)
+    assert rf.detections.n_region == 3000
+    assert "detections: brightest 2000 of 3000" in _legend(rf)
+    sel = rf.selections["detections"]
+    assert (sel.in_region, sel.passed, sel.drawn, sel.rank) == (3000, 3000, 2000, "brightest")
+
+    rf = region_figure(image, catalogue=cat, max_markers=0)  # 0: all
+    assert _ellipse_counts(rf) == [3000] and "detections (3000)" in _legend(rf)
+
+    # a region: "of" counts the sources in it, the brightest of those are drawn
+    cel = _fits_wcs(image)
+    px, py = cel.all_world2pix(np.asarray(cat["ra"]), np.asarray(cat["dec"]), 0)
+    inside = np.flatnonzero(_in_region(px, py, REGION))
+    rf = region_figure(image, catalogue=cat, region=REGION, max_markers=100)
+    assert _ellipse_counts(rf) == [100]
+    assert rf.detections is not None
+    np.testing.assert_array_equal(rf.detections.index,
+                                  np.sort(inside[np.argsort(-flux[inside])[:100]]))
+    assert f"detections: brightest 100 of {len(inside)}" in _legend(rf)
+
+    # an objectness cut, then the brightest of what passes
+    rf = region_figure(image, catalogue=cat, min_objectness=0.5, max_markers=300)
+    passed = np.flatnonzero(obj >= 0.5)
+    assert rf.detections is not None
+    np.testing.assert_array_equal(rf.detections.index,
+                                  np.sort(passed[np.argsort(-flux[passed])[:300]]))
+    assert (f"detections: brightest 300 of the {len(passed)} with objectness \u2265 0.5 "
+            "(3000 in view)") in _legend(rf)
+    rf = region_figure(image, catalogue=cat, min_objectness=0.5, max_markers=0)
+    assert _ellipse_counts(rf) == [len(passed)]
+    assert f"detections: {len(passed)} of 3000 with objectness \u2265 0.5" in _legend(rf)
+
+    # without flux: the most confident; with neither: an even spread of rows
+    no_flux = cat.copy()
+    del no_flux["flux"]
+    rf = region_figure(image, catalogue=no_flux, max_markers=50)
+    assert rf.detections is not None
+    np.testing.assert_array_equal(rf.detections.index, np.sort(np.argsort(-obj)[:50]))
+    assert "detections: most confident 50 of 3000" in _legend(rf)
+    del no_flux["objectness"]
+    rf = region_figure(image, catalogue=no_flux, max_markers=4)
+    assert rf.detections is not None
+    np.testing.assert_array_equal(rf.detections.index, [0, 1000, 1999, 2999])
+    assert "detections: evenly spread 4 of 3000" in _legend(rf)
+
+    with pytest.raises(StreamdetValueError, match="max_markers"):
+        region_figure(image, catalogue=cat, max_markers=-1)
+    with pytest.raises(StreamdetValueError, match="objectness column"):
+        region_figure(image, catalogue=field[1], min_objectness=0.5)
+
+
+def _truth_rows(image: Path, flux: np.ndarray, size_arcsec: np.ndarray, seed: int = 4
+                ) -> tuple[Table, np.ndarray, np.ndarray]:
+    """SDC1-like truth rows at random places of the field (Gaussian sizes, SDC1 PA)."""
+    rng = np.random.default_rng(seed)
+    n = len(flux)
+    x, y = rng.uniform(20.0, 235.0, n), rng.uniform(20.0, 235.0, n)
+    ra, dec = _fits_wcs(image).all_pix2world(x, y, 0)
+    t = Table({"id": np.arange(n), "ra_core": ra, "dec_core": dec, "ra_cent": ra,
+               "dec_cent": dec, "flux": flux, "core_frac": np.zeros(n),
+               "b_maj": size_arcsec, "b_min": size_arcsec, "pa": np.zeros(n),
+               "size": np.full(n, 2), "class": np.full(n, 3)})
+    return t, x, y
+
+
+def _mad_sigma(values: np.ndarray) -> float:
+    v = np.asarray(values, np.float64).reshape(-1)
+    return float(1.4826 * np.median(np.abs(v - np.median(v))))
+
+
+def test_truth_overlay_draws_only_the_detectable(field: tuple[Path, Path, Table],
+                                                  tmp_path: Path) -> None:
+    image = field[0]
+    sigma = _mad_sigma(_fits_pixels(image))
+    assert 2e-7 < sigma < 6e-7  # the simulator's 560 MHz noise
+    # point sources at 1, 4.9, 5.1 and 20 sigma, and discs of 6" FWHM holding 20 sigma:
+    # the beam (1.5") spreads those to a peak of 20 * 1.5^2 / (6^2 + 1.5^2) = 1.2 sigma
+    snr = np.repeat([1.0, 4.9, 5.1, 20.0, 20.0], 10)
+    size = np.where(np.arange(50) >= 40, 6.0, 0.0)
+    truth, _, _ = _truth_rows(image, snr * sigma, size)
+    seen = np.flatnonzero((snr > 5.0) & (size == 0.0))
+
+    rf = region_figure(image, truth=truth)
+    assert rf.noise == pytest.approx(sigma, rel=1e-9)
+    assert rf.truth is not None
+    np.testing.assert_array_equal(rf.truth.index, seen)
+    assert _ellipse_counts(rf) == [len(seen)]
+    crosses = [ln for ln in rf.ax.get_lines() if ln.get_marker() == "+"]
+    assert len(crosses) == 1 and len(np.asarray(crosses[0].get_xdata())) == len(seen)
+    micro = f"{sigma * 1e6:.2g}"
+    assert (f"truth: {len(seen)} of 50 with peak \u2265 5\u03c3 (\u03c3 {micro} \u00b5Jy/beam, "
+            "MAD)") in _legend(rf)
+
+    rf = region_figure(image, truth=truth, truth_snr=0)  # 0: every true source
+    assert _ellipse_counts(rf) == [50] and "truth (50)" in _legend(rf)
+    rf = region_figure(image, truth=truth, truth_snr=3.0, noise=2.0 * sigma)  # 1.5 sigma
+    assert rf.truth is not None
+    np.testing.assert_array_equal(rf.truth.index, np.flatnonzero((snr == 20.0) & (size == 0)))
+    assert any("(\u03c3 " in t and ", given)" in t for t in _legend(rf))
+    # the primary beam's gain (the simulator's truth table has it) lowers the peak
+    faded = truth.copy()
+    faded["pb"] = np.where(snr == 20.0, 0.1, 1.0)
+    rf = region_figure(image, truth=faded)
+    assert rf.truth is not None
+    np.testing.assert_array_equal(rf.truth.index, np.flatnonzero(snr == 5.1))
+
+    # block means shown: the noise is measured on full-resolution pixels (here all)
+    rf = region_figure(image, truth=truth, max_side=100)
+    assert rf.step == 3 and rf.noise == pytest.approx(sigma, rel=1e-9)
+    assert _mad_sigma(rf.data) < 0.8 * sigma  # what the block means would have said
+    assert rf.truth is not None
+    np.testing.assert_array_equal(rf.truth.index, seen)
+
+    # an image not in Jy/beam: no cut, and the legend says why
+    kelvin = tmp_path / "k.fits"
+    with fits.open(image) as hdul:
+        hdul[0].header["BUNIT"] = "K"
+        hdul.writeto(kelvin)
+    rf = region_figure(kelvin, truth=truth)
+    assert _ellipse_counts(rf) == [50]
+    assert "truth (50) (not cut: the image is in K, not Jy/beam)" in _legend(rf)
+    with pytest.raises(StreamdetValueError, match="truth_snr"):
+        region_figure(image, truth=truth, truth_snr=-1.0)
+    with pytest.raises(StreamdetValueError, match="noise"):
+        region_figure(image, truth=truth, noise=0.0)
+
+
+def test_expected_peak_of_gaussians() -> None:
+    from streamdet.plot import expected_peak, robust_noise
+
+    beam = (1.5, 1.5, 0.0)
+    t = Table({"flux": [1.0, 2.0, 1.0], "bmaj": [3.0, 0.0, 4.0], "bmin": [1.0, 0.0, 4.0],
+               "pa": [0.0, 0.0, 0.0]})
+    want = [1.5 ** 2 / (math.hypot(3.0, 1.5) * math.hypot(1.0, 1.5)), 2.0,
+            1.5 ** 2 / (4.0 ** 2 + 1.5 ** 2)]
+    np.testing.assert_allclose(expected_peak(t, beam), want, rtol=1e-12)
+    np.testing.assert_allclose(expected_peak(t, None), [1.0, 2.0, 1.0])
+    # SDC1 sizes: an exponential disc's scale is sqrt(2) x its Gaussian-equivalent FWHM
+    sdc1 = Table({"flux": [1.0], "b_maj": [2.0], "b_min": [2.0], "pa": [0.0], "size": [3]})
+    g = 2.0 * math.sqrt(2.0)
+    assert expected_peak(sdc1, beam)[0] == pytest.approx(1.5 ** 2 / (g * g + 1.5 ** 2))
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0.0, 2.0, 200_000)
+    noise[:4000] += 1e3  # 2% bright sources barely move it
+    got = robust_noise(noise)
+    assert got is not None and got == pytest.approx(2.0, rel=0.03)
+    assert robust_noise(np.array([np.nan])) is None
+
+
+def _with_beam(src: Path, dst: Path, bmaj: float, bmin: float, bpa: float) -> Path:
+    with fits.open(src) as hdul:
+        hdul[0].header["BMAJ"] = bmaj / 3600.0
+        hdul[0].header["BMIN"] = bmin / 3600.0
+        hdul[0].header["BPA"] = bpa
+        hdul.writeto(dst)
+    return dst
+
+
+@pytest.mark.parametrize("region, figsize", [((100, 100, 160, 140), None), (None, None),
+                                             ((0, 0, 256, 256), (5.0, 4.0))])
+def test_legend_beam_is_the_image_beam(field: tuple[Path, Path, Table], tmp_path: Path,
+                                       region: tuple[int, int, int, int] | None,
+                                       figsize: tuple[float, float] | None) -> None:
+    from matplotlib.patches import Ellipse
+
+    image = _with_beam(field[0], tmp_path / "e.fits", 3.0, 1.5, 30.0)
+    rf = region_figure(image, region=region, figsize=figsize, catalogue=field[1])
+    rf.figure.canvas.draw()
+    renderer = rf.figure.canvas.get_renderer()  # type: ignore[attr-defined]
+    beam = rf.beam
+    assert beam is not None
+    # on the image: the header's beam, 3" x 1.5" at 0.6"/px, PA 30 deg east of north
+    # (north +y, east -x: 120 deg from +x)
+    assert beam.width == pytest.approx(5.0, rel=1e-4)
+    assert beam.height == pytest.approx(2.5, rel=1e-4)
+    assert math.cos(2 * math.radians(beam.angle - 120.0)) == pytest.approx(1.0, abs=1e-6)
+    legend = rf.ax.get_legend()
+    assert legend is not None
+    keys = [h for h in legend.legend_handles if isinstance(h, Ellipse)]
+    assert len(keys) == 1
+    key = keys[0]
+    # the same outline in display pixels, only moved
+    a = beam.get_transform().transform(beam.get_path().vertices)
+    b = key.get_transform().transform(key.get_path().vertices)
+    scale = float(np.ptp(a[:, 0]))
+    assert scale > 0.5
+    np.testing.assert_allclose(a - a.mean(axis=0), b - b.mean(axis=0), atol=1e-6 * scale)
+    box_a, box_b = beam.get_window_extent(renderer), key.get_window_extent(renderer)
+    assert box_b.width == pytest.approx(box_a.width, rel=1e-6)
+    assert box_b.height == pytest.approx(box_a.height, rel=1e-6)
+    # the key sits in the legend, not over its text
+    frame = legend.get_window_extent(renderer)
+    assert frame.x0 - 1 <= box_b.x0 and box_b.x1 <= frame.x1 + 1
+    assert frame.y0 - 1 <= box_b.y0 and box_b.y1 <= frame.y1 + 1
+    texts = [t.get_window_extent(renderer) for t in legend.get_texts()]
+    assert not any(box_b.overlaps(t) for t in texts)
+    assert 'beam 3" x 1.5", PA 30\u00b0' in " ".join(_legend(rf))
+
+
+def _overlapping(boxes: list[Any]) -> list[tuple[int, int]]:
+    return [(i, j) for i in range(len(boxes)) for j in range(i + 1, len(boxes))
+            if boxes[i].overlaps(boxes[j])]
+
+
+@pytest.mark.parametrize("stretch", ["asinh", "log", "linear"])
+@pytest.mark.parametrize("figsize, dpi", [(None, 100.0), ((4.0, 3.0), 60.0),
+                                          ((12.0, 10.0), 150.0)])
+def test_colour_bar_ticks_do_not_overlap(field: tuple[Path, Path, Table], stretch: str,
+                                         figsize: tuple[float, float] | None,
+                                         dpi: float) -> None:
+    rf = region_figure(field[0], stretch=stretch, figsize=figsize,  # type: ignore[arg-type]
+                       dpi=dpi)
+    rf.figure.canvas.draw()
+    renderer = rf.figure.canvas.get_renderer()  # type: ignore[attr-defined]
+    cbar = rf.colorbar
+    assert cbar is not None
+    labels = [t for t in cbar.ax.yaxis.get_ticklabels() if t.get_visible() and t.get_text()]
+    assert len(labels) >= 3
+    boxes = [t.get_window_extent(renderer) for t in labels]
+    assert _overlapping(boxes) == []
+    # labelled in uJy/beam, as the tick values say, in order up the bar
+    assert cbar.ax.get_ylabel() == "\u00b5Jy/beam"
+    values = np.array([float(t.get_text().replace("\u2212", "-")) for t in labels])
+    ticks = np.array([t.get_position()[1] for t in labels])
+    np.testing.assert_allclose(values, ticks * 1e6, rtol=1e-5, atol=1e-9)
+    assert np.all(np.diff([b.y0 for b in boxes]) > 0) and np.all(np.diff(values) > 0)
+    assert rf.vmin - 1e-12 <= ticks.min() and ticks.max() <= rf.vmax + 1e-12
+    # the check sees crowded labels
+    cbar.set_ticks(np.linspace(rf.vmin, rf.vmax, 300))
+    rf.figure.canvas.draw()
+    crowded = [t.get_window_extent(renderer) for t in cbar.ax.yaxis.get_ticklabels()
+               if t.get_visible() and t.get_text()]
+    assert _overlapping(crowded)
+
+
+def test_cli_defaults_are_the_api_defaults() -> None:
+    import streamdet._plot_cli as cli
+    import streamdet.plot as plot
+
+    assert cli.MAX_MARKERS == plot.MAX_MARKERS and cli.TRUTH_SNR == plot.TRUTH_SNR
+
+
 # ----------------------------------------------------------------------------- diagnostics
 
 
@@ -418,7 +698,7 @@ def test_diagnostics_figure_and_file(field: tuple[Path, Path, Table], tmp_path: 
     _, truth_path, truth = field
     cat = vstack([_from_truth(truth, flux_factor=0.8), _false_rows(truth, 5)])
     cat.write(tmp_path / "cat.ecsv")
-    df = diagnostics_figure(tmp_path / "cat.ecsv", truth_path, thresholds=5)
+    df = diagnostics_figure(tmp_path / "cat.ecsv", truth_path, thresholds=5, freq=560)
     assert df.curve is not None and df.note is None
     assert len(df.curve.thresholds) == 5
     np.testing.assert_allclose(df.residuals.flux_ratio, 0.8, rtol=1e-9)
@@ -426,7 +706,7 @@ def test_diagnostics_figure_and_file(field: tuple[Path, Path, Table], tmp_path: 
     line = df.axes["score"].get_lines()[0]
     np.testing.assert_allclose(np.asarray(line.get_ydata(), np.float64), df.curve.score)
     out = plot_diagnostics(tmp_path / "cat.ecsv", truth_path, out=tmp_path / "d.png",
-                           thresholds=5, figsize=(12.0, 8.0), dpi=50)
+                           thresholds=5, figsize=(12.0, 8.0), dpi=50, image=field[0])
     assert _png_size(out) == (600, 400)
     with pytest.raises(OutputExistsError):
         plot_diagnostics(cat, truth, out=out)
@@ -456,6 +736,99 @@ def test_diagnostics_needs_a_full_table(field: tuple[Path, Path, Table], tmp_pat
     assert not (tmp_path / "d.png").exists()
 
 
+@pytest.fixture(scope="module")
+def field_1400(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Table]:
+    """A 192^2 simulated 1.4 GHz field (0.6" beam), its truth file and truth table."""
+    d = tmp_path_factory.mktemp("field1400")
+    truth = streamdet.simulate(d / "g.fits", truth=d / "g.txt", size=192, freq=1400, seed=5,
+                               faint=False, quiet=True)
+    return d / "g.fits", d / "g.txt", truth
+
+
+def test_diagnostics_band_from_a_1400_mhz_image(field_1400: tuple[Path, Path, Table],
+                                                tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    import streamdet.plot as plot
+    from streamdet.plot import diagnostics_band
+    from streamdet.score import BandWarning, ScoreResult
+
+    image, truth_path, truth = field_1400
+    assert streamdet.open_image(image).freq_hz == pytest.approx(1.4e9)
+    # the scorer, recording the band it is asked for (the real one is tested above)
+    bands: list[int] = []
+
+    def fake_score(sub: Any, true: Any, *, freq: int | None = None, train: bool = False,
+                   mode: int = 0) -> ScoreResult:
+        assert freq is not None
+        bands.append(freq)
+        return ScoreResult(score=float(len(sub)), n_det=len(sub), n_match=len(sub), n_false=0,
+                           purity=1.0, acc_pc=100.0, freq=freq)
+
+    # (streamdet.score is also the package's name for the function: take the module)
+    monkeypatch.setattr(importlib.import_module("streamdet.score"), "score", fake_score)
+    monkeypatch.setattr(plot, "_scorer_problem", lambda: None)
+    cat = _from_truth(truth, flux_factor=0.9)
+    assert not cat.meta  # an SDC1 text truth and this table: neither says the band
+    cat.write(tmp_path / "cat.ecsv")
+
+    # the image's header says 1.4 GHz: the scorer's band and the default match radius
+    df = diagnostics_figure(tmp_path / "cat.ecsv", truth_path, image=image, thresholds=3)
+    assert (df.freq, df.band_source) == (1400, "the header of g.fits")
+    assert bands == [1400] * 3 and df.curve is not None and df.curve.freq == 1400
+    assert df.residuals.match.radius_arcsec == 0.6  # the 1.4 GHz beam, not 560 MHz's 1.5"
+    assert len(df.residuals.match) == len(truth)
+    assert "1400 MHz (from the header of g.fits)" in df.figure.get_suptitle()
+
+    # what detect records: freq_hz in the table's meta
+    cat.meta["freq_hz"] = 1.4e9
+    assert diagnostics_band(cat, None) == (1400, "the catalogue")
+    df = diagnostics_figure(cat, truth_path, thresholds=2)
+    assert df.freq == 1400 and df.residuals.match.radius_arcsec == 0.6
+    # the simulator's truth table carries its band too
+    assert diagnostics_band(Table(cat, meta={}), truth) == (1400, "the truth")
+
+    # nothing says: a clear error, no figure
+    cat.meta.clear()
+    with pytest.raises(StreamdetValueError, match=r"cannot tell the band.*--freq"):
+        diagnostics_figure(cat, truth_path)
+    with pytest.raises(StreamdetValueError, match="cannot tell the band"):
+        plot_diagnostics(cat, truth_path, out=tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()
+    with pytest.raises(StreamdetValueError, match="not an SDC1 band"):
+        diagnostics_figure(cat, truth_path, freq=700)
+
+    # given against the header: used, with a warning
+    bands.clear()
+    with pytest.warns(BandWarning, match="560 MHz .* at 1400 MHz"):
+        df = diagnostics_figure(cat, truth_path, image=image, freq=560, thresholds=2)
+    assert df.freq == 560 and bands == [560, 560] and df.residuals.match.radius_arcsec == 1.5
+
+    # the command line: IMAGE with --diagnostics gives the band
+    bands.clear()
+    code, stdout, _ = _cli([str(image), "--diagnostics", str(tmp_path / "cat.ecsv"), "-t",
+                            str(truth_path), "--thresholds", "2", "--dpi", "30", "-o",
+                            str(tmp_path / "d.png")], capsys)
+    assert code == 0 and "1400 MHz, from the header of g.fits" in stdout and bands == [1400] * 2
+    code, stdout, _ = _cli(["--diagnostics", str(tmp_path / "cat.ecsv"), "-t", str(truth_path),
+                            "--freq", "1400", "--thresholds", "2", "--dpi", "30", "-o",
+                            str(tmp_path / "e.png")], capsys)
+    assert code == 0 and "1400 MHz, given" in stdout
+
+
+def test_diagnostics_band_from_an_image_without_frequency(fits_nowcs: Any,
+                                                          field: tuple[Path, Path, Table]
+                                                          ) -> None:
+    from streamdet.plot import diagnostics_band
+
+    cat = _from_truth(field[2], flux_factor=1.0)
+    with pytest.raises(StreamdetValueError, match="gives no frequency"):
+        diagnostics_band(cat, None, image=fits_nowcs.path)
+    assert diagnostics_band(cat, None, image=fits_nowcs.path, freq=9200) == (9200, "given")
+
+
 # ----------------------------------------------------------------------------- command line
 
 
@@ -482,6 +855,14 @@ def test_cli_region_and_diagnostics(field: tuple[Path, Path, Table], tmp_path: P
                             "--figsize", "5", "4", "--dpi", "60"], capsys)
     assert code == 0 and _png_size(out) == (300, 240)
     assert "x 40:200, y 60:180" in stdout and "detections" in stdout
+    code, stdout, _ = _cli([str(image), "-c", str(truth_path), "-t", str(truth_path),
+                            "--region", *map(str, REGION), "--max-markers", "5",
+                            "--truth-snr", "0", "-o", str(tmp_path / "m.png")], capsys)
+    assert code == 0 and "detections: brightest 5 of " in stdout
+    assert "truth: brightest 5 of " in stdout and "peak" not in stdout
+    code, stdout, _ = _cli([str(image), "-t", str(truth_path), "--noise", "1e-3",
+                            "-o", str(tmp_path / "n.png")], capsys)
+    assert code == 0 and "truth: 0 of " in stdout and "given" in stdout
 
     ra, dec = _fits_wcs(image).all_pix2world([[100.0, 120.0]], 0)[0]
     code, stdout, _ = _cli([str(image), "--center", str(ra), str(dec), "--size", "18", "-o",
@@ -507,14 +888,21 @@ def test_cli_region_and_diagnostics(field: tuple[Path, Path, Table], tmp_path: P
     code, _, err = _cli(["--diagnostics", str(tmp_path / "cat.ecsv"), "-o",
                          str(tmp_path / "d.png")], capsys)
     assert code == 1 and "-t TRUTH" in err
-    code, _, err = _cli([str(image), "--diagnostics", str(tmp_path / "cat.ecsv"), "-t",
-                         str(truth_path), "-o", str(tmp_path / "d.png")], capsys)
-    assert code == 1 and "leave out IMAGE" in err
-    code, stdout, _ = _cli(["--diagnostics", str(tmp_path / "cat.ecsv"), "-t", str(truth_path),
-                            "--thresholds", "3", "--figsize", "9", "6", "--dpi", "40", "-o",
-                            str(tmp_path / "d.png")], capsys)
+    # an SDC1 text truth and a table without freq_hz: nothing says the band
+    code, _, err = _cli(["--diagnostics", str(tmp_path / "cat.ecsv"), "-t", str(truth_path),
+                         "-o", str(tmp_path / "d.png")], capsys)
+    assert code == 1 and "cannot tell the band" in err and "--freq" in err
+    assert err.count("\n") == 1
+    code, _, err = _cli(["--diagnostics", str(tmp_path / "cat.ecsv"), "-t", str(truth_path),
+                         "--max-markers", "10", "-o", str(tmp_path / "d.png")], capsys)
+    assert code == 1 and "--max-markers is for image plots" in err
+    code, _, err = _cli([str(image), "--freq", "560", "-o", str(tmp_path / "z.png")], capsys)
+    assert code == 1 and "--freq is for --diagnostics" in err
+    code, stdout, _ = _cli([str(image), "--diagnostics", str(tmp_path / "cat.ecsv"), "-t",
+                            str(truth_path), "--thresholds", "3", "--figsize", "9", "6",
+                            "--dpi", "40", "-o", str(tmp_path / "d.png")], capsys)
     assert code == 0 and _png_size(tmp_path / "d.png") == (360, 240)
-    assert "diagnostics" in stdout
+    assert "diagnostics" in stdout and "560 MHz, from the header of f.fits" in stdout
     assert not (tmp_path / "z.png").exists()
 
 
