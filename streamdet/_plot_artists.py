@@ -179,12 +179,27 @@ class BeamKeyHandler(HandlerBase):
         The beam patch drawn on ``ax`` (data coordinates).
     ax : matplotlib.axes.Axes
         The image axes.
+    room : (float, float)
+        Width and height (points) the key's box needs; a key larger than a line of
+        text widens and heightens its own box only (the other entries keep theirs).
     """
 
-    def __init__(self, beam: Ellipse, ax: Axes) -> None:
+    def __init__(self, beam: Ellipse, ax: Axes, room: tuple[float, float] = (0.0, 0.0)
+                 ) -> None:
         super().__init__()
         self.beam = beam
         self.ax = ax
+        self.room = (float(room[0]), float(room[1]))
+
+    def legend_artist(self, legend: Legend, orig_handle: Any, fontsize: float,
+                      handlebox: Any) -> Any:
+        width, height = self.room
+        if width > handlebox.width:
+            handlebox.width = width
+        if height > handlebox.height:  # centred on the middle of the label's line
+            handlebox.height = height
+            handlebox.ydescent = 0.5 * height - 0.3 * fontsize
+        return super().legend_artist(legend, orig_handle, fontsize, handlebox)
 
     def create_artists(self, legend: Legend, orig_handle: Any, xdescent: float,
                        ydescent: float, width: float, height: float, fontsize: float,

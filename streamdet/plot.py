@@ -4,15 +4,23 @@ diagnostics against a truth catalogue.
 :func:`plot_region` draws a region of an image (a Zarr store, a FITS file or an
 :class:`~streamdet.io.Image`) on RA/Dec axes, reading only that region, lazily, with
 detections (ellipses, or pixel boxes) and a truth catalogue overlaid, a legend, the
-restoring beam and a colour bar in Jy/beam. :func:`plot_diagnostics` draws, for a full
-streamdet catalogue (with ``objectness``) and a truth catalogue, the official SDC1 score
-and purity against the objectness threshold, the parameter residuals of matched sources
-against the true flux, and the source counts dN/dlogS.
+restoring beam and a colour bar in (u/m)Jy/beam. What is drawn stays readable and the
+legend says what it is: at most ``max_markers`` (2000) sources of each catalogue, the
+brightest ("detections: brightest 2000 of 13770"), optionally above an objectness cut;
+of the truth only the sources that could be detected (expected peak at least
+``truth_snr`` times the noise, measured by the MAD of the pixels); the beam's key is the
+beam drawn on the image, at its display size; colour-bar ticks never overlap.
+:func:`plot_diagnostics` draws, for a full streamdet catalogue (with ``objectness``) and
+a truth catalogue, the official SDC1 score and purity against the objectness threshold,
+the parameter residuals of matched sources against the true flux, and the source counts
+dN/dlogS, in the band the image's header or the catalogue says
+(:func:`diagnostics_band`).
 
 The computations behind the figures are functions of their own, usable and tested without
-a figure: :func:`resolve_region`, :func:`overlay_geometry`, :func:`match_catalogues`,
+a figure: :func:`resolve_region`, :func:`overlay_geometry`, :func:`select_markers`,
+:func:`expected_peak`, :func:`robust_noise`, :func:`match_catalogues`,
 :func:`parameter_residuals`, :func:`threshold_curve`, :func:`source_counts`,
-:func:`convolve_ellipses`;
+:func:`convolve_ellipses`, :func:`diagnostics_band`;
 :func:`region_figure` and :func:`diagnostics_figure` build the figures without writing
 them.
 
@@ -997,15 +1005,6 @@ def _beam_extent_px(beam: Ellipse) -> tuple[float, float]:
             2.0 * math.hypot(a * math.sin(t), b * math.cos(t)))
 
 
-def _handle_height(key: float) -> float:
-    """Legend ``handleheight`` (font sizes) whose key box holds ``key`` font sizes.
-
-    matplotlib's key box is ``handleheight - 0.35 (handleheight - 0.7)`` font sizes
-    tall (the text's descent is taken off); at least the default 0.7, at most 10.
-    """
-    return min(max(0.7, (key - 0.245) / 0.65), 10.0)
-
-
 def _check_marker_options(max_markers: int, min_objectness: float | None, truth_snr: float,
                           noise: float | None) -> None:
     if isinstance(max_markers, bool) or not isinstance(max_markers, int | np.integer) \
@@ -1133,21 +1132,21 @@ def region_figure(image: Image | str | os.PathLike[str], *,
                               label=selections["detections"].label("detections")))
     legend_pt = float(FontProperties(size="small").get_size_in_points())
     beam_patch = _draw_beam(ax, img, reg, cel) if cel is not None else None
-    handle_len, handle_h = 2.0, 0.7  # matplotlib's defaults, in font sizes
+    room = (0.0, 0.0)
+    proxy = None
     if beam_patch is not None:
         bmaj, bmin, bpa = _valid_beam(img) or (0.0, 0.0, 0.0)
-        # display pixels per image pixel, before layout: the panel over the region
+        # display inches per image pixel, before layout: the panel over the region
         fig_w, fig_h = (float(v) for v in fig.get_size_inches())
         per_px = max(min((fig_w - 2.6) / reg.width, (fig_h - 2.2) / reg.height), 0.2 / longest)
         ext_w, ext_h = (e * per_px * 72.0 for e in _beam_extent_px(beam_patch))  # points
-        handle_len = min(max(handle_len, 1.2 * ext_w / legend_pt), 10.0)
-        handle_h = _handle_height(1.2 * ext_h / legend_pt)
+        room = (1.2 * ext_w, 1.2 * ext_h)
         text = f"beam {bmaj:.3g}\" x {bmin:.3g}\", PA {bpa:.3g}\u00b0"
         if max(ext_w, ext_h) * dpi / 72.0 < 2.0:
             text += " (to scale: under 2 screen pixels)"
         proxy = Ellipse((0.0, 0.0), 1.0, 1.0, label=text)
         handles.append(proxy)
-        handler_map[proxy] = BeamKeyHandler(beam_patch, ax)
+        handler_map[proxy] = BeamKeyHandler(beam_patch, ax, room)
     if handles:
         kinds = {o.kind for o in (det, tru) if o is not None}
         what = ("; ".join((["ellipses: FWHM" + (" convolved with the beam" if beam else "")]
@@ -1158,7 +1157,7 @@ def region_figure(image: Image | str | os.PathLike[str], *,
             handles=handles, handler_map=handler_map, loc="upper center",
             bbox_to_anchor=(0.5, -0.1), ncol=1 if wide else len(handles), frameon=False,
             fontsize=legend_pt, title=what or None, title_fontsize=legend_pt)
-        ax.legend(handlelength=handle_len, handleheight=handle_h, **legend_style)
+        ax.legend(**legend_style)
     # a colour bar as tall as the image: an inset beside the (aspect-locked) axes box;
     # ticks spaced by their display positions (an asinh bar crowds equal steps at its
     # foot), labelled in uJy/mJy/Jy
@@ -1175,17 +1174,17 @@ def region_figure(image: Image | str | os.PathLike[str], *,
                  + (f" (block mean {step}x{step})" if step > 1 else "")
                  + (f", {img.freq_hz / 1e6:.6g} MHz" if img.freq_hz else ""))
     ax.set_title(title, fontsize="medium")
-    if beam_patch is not None and (handle_len > 2.0 or handle_h > 0.7):
+    if beam_patch is not None and proxy is not None and max(room) > 0.7 * legend_pt:
         # a beam key larger than a line of text: lay the figure out, measure the beam
-        # drawn, and make the legend's keys room enough (a larger legend only shrinks
-        # the image, and the beam with it)
+        # drawn, and give its key that room (a larger legend only shrinks the image, and
+        # the beam with it)
         fig.draw_without_rendering()
         box = beam_patch.get_window_extent()
-        need_len = min(1.1 * box.width * 72.0 / dpi / legend_pt, 10.0)
-        need_h = _handle_height(1.1 * box.height * 72.0 / dpi / legend_pt)
-        if need_len > handle_len or need_h > handle_h:
-            ax.legend(handlelength=max(need_len, handle_len), handleheight=max(need_h, handle_h),
-                      **legend_style)
+        need = (1.1 * box.width * 72.0 / dpi, 1.1 * box.height * 72.0 / dpi)
+        if need[0] > room[0] or need[1] > room[1]:
+            handler_map[proxy] = BeamKeyHandler(beam_patch, ax, (max(need[0], room[0]),
+                                                                 max(need[1], room[1])))
+            ax.legend(**legend_style)
     return RegionFigure(figure=fig, ax=ax, image=shown, data=data, region=reg, step=step,
                         vmin=lo, vmax=hi, detections=det, truth=tru, selections=selections,
                         noise=sigma, beam=beam_patch, colorbar=cbar)
