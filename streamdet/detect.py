@@ -31,6 +31,7 @@ from ._measure import MeasureConfig
 from ._memory import release_free_memory
 from ._plan import Window, padded_size, plan_windows, round_up
 from ._progress import progress_bar
+from ._resume import PartWriter
 from .contract import Model, ModelContract, load_model
 from .detections import Detections
 from .errors import InvalidModelError, StreamdetValueError
@@ -118,7 +119,9 @@ def resolve_threshold(contract: ModelContract,
 def _configure(contract: ModelContract, image_chunks: tuple[int, int] | None,
                *, chunk: int | None, halo: int | None, tile: int | None, batch: int | None,
                threshold: float | str | Sequence[float] | None, iou_threshold: float | None,
-               split_every: int, refine: bool = True) -> DetectConfig:
+               split_every: int, refine: bool = True, shape: tuple[int, ...] | None = None,
+               nthreads: int | None = None, memory_per_thread: float | None = None
+               ) -> DetectConfig:
     stride = contract.stride[-1]
     if len(set(contract.stride)) != 1:
         raise InvalidModelError(f"model stride {contract.stride} is not square")
@@ -131,7 +134,8 @@ def _configure(contract: ModelContract, image_chunks: tuple[int, int] | None,
         # >= 1024 px windows: the halo's share of the work stays moderate while a
         # window's pixels, tiles and ONNX Runtime buffers stay well under 100 MB.
         base = max(image_chunks) if image_chunks else 1024
-        chunk = round_up(max(base, 1024), base)
+        chunk = _auto_chunk(base, halo=halo_px, tile=tile_px, stride=stride, shape=shape,
+                            nthreads=nthreads, memory_per_thread=memory_per_thread)
     chunk_px = round_up(int(chunk), stride)
     if chunk_px <= 0:
         raise StreamdetValueError(f"chunk {chunk} must be positive")
@@ -149,6 +153,47 @@ def _configure(contract: ModelContract, image_chunks: tuple[int, int] | None,
                         batch=None if batch is None else int(batch),
                         threshold=resolve_threshold(contract, threshold), iou_threshold=iou,
                         nms_kind=_nms_kind(contract), split_every=split_every, refine=refine)
+
+
+#: Bytes a window holds per pixel of its region while it runs (its pixels, the
+#: normalised tiles, ONNX Runtime's activations of one tile, decoding), measured
+#: generously: a 1024^2 window of the bundled model peaks near 100 MB.
+WINDOW_BYTES_PER_PX = 64
+
+
+def _auto_chunk(base: int, *, halo: int, tile: int, stride: int,
+                shape: tuple[int, ...] | None, nthreads: int | None,
+                memory_per_thread: float | None) -> int:
+    """The default window side: from the storage chunk, the cluster and its memory.
+
+    Whole multiples of the storage chunk ``base``, so each task reads whole chunks once,
+    and >= 1024 px, so the halo's share of the work stays moderate. On a cluster
+    (``nthreads`` given) the side is then lowered (by halves, never under the model
+    tile nor 256 px) while the image would give fewer than two windows per worker
+    thread, so every thread has work and a lost worker's share is small; and while a
+    window (``WINDOW_BYTES_PER_PX`` per pixel of core plus halo) would take more than
+    half of a thread's share of the worker memory (``memory_per_thread``).
+    """
+    chunk = round_up(max(base, 1024), base)
+    if nthreads is None:
+        return chunk
+    floor = max(round_up(tile, stride), round_up(256, stride))
+
+    def too_big(c: int) -> bool:
+        return (memory_per_thread is not None
+                and (c + 2 * halo) ** 2 * WINDOW_BYTES_PER_PX > memory_per_thread / 2)
+
+    def too_few(c: int) -> bool:
+        if shape is None:
+            return False
+        n = (-(-int(shape[0]) // c)) * (-(-int(shape[1]) // c))
+        return n < 2 * nthreads
+
+    while chunk > floor and (too_big(chunk) or too_few(chunk)):
+        smaller = chunk - base if chunk - base >= max(base, 1024) else round_up(chunk // 2,
+                                                                                stride)
+        chunk = max(floor, smaller)
+    return chunk
 
 
 def _nms_kind(contract: ModelContract) -> NMSKind:
@@ -245,17 +290,42 @@ def _read_cut(reader: _BlockReader, wanted: dict[int, tuple[int, int, int, int]]
 
 def _detect_from_blocks(own: list[_BlockReader], shared: list[Piece],
                         bounds: tuple[int, int, int, int], window: Window, model: Model,
-                        emit: dict[Strip, tuple[int, int, int, int]], **options: Any
+                        emit: dict[Strip, tuple[int, int, int, int]], gate: Any = None, *,
+                        parts: PartWriter | None = None, reuse: bool = False, **options: Any
                         ) -> tuple[Detections, dict[Strip, Piece]]:
     """Detect in one window; also hand on, as copies, the parts of its own chunks that
-    windows later in the walk need as halo (``emit``: (i, j, consumer) -> image bounds)."""
+    windows later in the walk need as halo (``emit``: (i, j, consumer) -> image bounds).
+
+    With ``parts``, the window's detections are persisted (:mod:`streamdet._resume`);
+    with ``reuse`` too they are read back from there instead of computed (the chunks
+    are then read only when there is something to hand on). ``gate`` is only a
+    scheduling dependency (the bound on windows in flight, see :func:`_build_graph`).
+    """
+    if reuse and parts is not None and not emit:
+        return parts.load(window.index), {}
     pieces = [(*r.origin, r()) for r in own] + shared
     data = _assemble(pieces, bounds)
     del pieces
     handed = {strip: (y0, x0, np.array(data[y0 - bounds[0]:y1 - bounds[0],
                                             x0 - bounds[2]:x1 - bounds[2]]))
               for strip, (y0, y1, x0, x1) in emit.items()}
-    return detect_window(data, window, model, **options), handed
+    if reuse and parts is not None:
+        return parts.load(window.index), handed
+    dets = detect_window(data, window, model, **options)
+    if parts is not None:
+        parts.save(window.index, dets)
+    return dets, handed
+
+
+def _done(dets: Detections) -> None:
+    """A window's completion as a value of no size: what gates depend on, so that a gate
+    never ships a window's detections to the task it holds back."""
+    return None
+
+
+def _root_task(*parts: Detections, cfg: DetectConfig) -> Detections:
+    """The root merge as a task of the graph (on a cluster: run on a worker)."""
+    return _root_merge(list(parts), cfg)
 
 
 def _handed(result: tuple[Detections, dict[Strip, Piece]], i: int, j: int, w: int) -> Piece:
@@ -276,22 +346,43 @@ def _walk(windows: list[Window], shape: tuple[int, int]) -> list[Window]:
     return sorted(windows, key=lambda w: (w.core[2], w.core[0]))
 
 
-def _build_graph(arr: da.Array, model: Model, cfg: DetectConfig, *, lag: int = 2
+def plan(arr: da.Array, model: Model, cfg: DetectConfig) -> tuple[
+        list[Window], tuple[int, int, int, int]]:
+    """The windows of a run, in walk order, and the stride-padded image bounds."""
+    ny, nx = arr.shape
+    stride = model.contract.stride[-1]
+    limit = (0, padded_size(ny, stride), 0, padded_size(nx, stride))
+    windows = _walk(plan_windows(limit, core=cfg.chunk, halo=cfg.halo + cfg.margin,
+                                 stride=stride, limit=limit), (ny, nx))
+    return windows, limit
+
+
+def _build_graph(arr: da.Array, model: Model, cfg: DetectConfig, *, lag: int = 2,
+                 model_task: Any = None, inflight: int | None = None,
+                 parts: PartWriter | None = None, done: frozenset[int] = frozenset(),
+                 root: bool = False
                  ) -> tuple[list[Delayed], list[Window], tuple[int, int, int, int]]:
     """The detection graph: reads, halo cuts, windows and the tree reduction up to its
-    last ``<= split_every`` results (whose merge, :func:`_root_merge`, is the caller's).
+    last ``<= split_every`` results (whose merge, :func:`_root_merge`, is the caller's),
+    or with ``root`` up to the catalogue itself (one key).
+
+    ``model_task``: what the model key holds (default: ``model`` itself; on a cluster
+    the task that opens each worker's own session, :func:`streamdet._cluster.shared`).
+    ``inflight``: windows started before the one ``inflight`` places earlier in the walk
+    has finished (None: no bound beyond the halo cuts' ``lag``; the threaded scheduler
+    runs in the walk's order anyway, a cluster's scheduler needs it). ``parts``: persist
+    each window's detections there; ``done``: the windows whose detections are read
+    back from there instead.
 
     Built as one low-level graph (a dict of tasks), not by chaining ``delayed`` calls,
     whose merged graphs grow with every dependency: building and culling those costs
     seconds of scheduler time on a 16384^2 image.
     """
     ny, nx = arr.shape
-    stride = model.contract.stride[-1]
-    limit = (0, padded_size(ny, stride), 0, padded_size(nx, stride))
-    windows = _walk(plan_windows(limit, core=cfg.chunk, halo=cfg.halo + cfg.margin,
-                                 stride=stride, limit=limit), (ny, nx))
+    windows, limit = plan(arr, model, cfg)
     position = {w.index: p for p, w in enumerate(windows)}
-    token = dask.base.tokenize(arr.name, model.path, cfg)
+    token = dask.base.tokenize(arr.name, model.path, cfg, lag, inflight, root,
+                               None if parts is None else str(parts.directory), sorted(done))
     # Reads happen inside the tasks that use the data, so none waits in memory for a
     # consumer that the scheduler has not reached. A storage chunk inside a window's
     # core is read by that window alone, which hands the parts that windows further on
@@ -341,12 +432,14 @@ def _build_graph(arr: da.Array, model: Model, cfg: DetectConfig, *, lag: int = 2
                   threshold=np.asarray(cfg.threshold) if isinstance(cfg.threshold, tuple)
                   else cfg.threshold,
                   iou_threshold=cfg.iou_threshold, nms_kind=cfg.nms_kind, refine=cfg.refine,
-                  measure=cfg.measure)
-    dsk: dict[str, Any] = {model_key: model}
+                  measure=cfg.measure, parts=parts)
+    reuse = partial(run, reuse=True)
+    dsk: dict[str, Any] = {model_key: model if model_task is None else model_task}
     strips: dict[int, list[str]] = defaultdict(list)
     results: list[str] = []
+    finished: list[str] = []
     for p, w in enumerate(windows):
-        gate = results[p - lag] if p >= lag else None
+        gate = finished[p - lag] if p >= lag else None
         for (i, j), need in cuts_for[p]:
             cut = f"halo-{token}-{i}-{j}"
             dsk[cut] = (_read_cut, readers[(i, j)], need, gate)
@@ -355,14 +448,17 @@ def _build_graph(arr: da.Array, model: Model, cfg: DetectConfig, *, lag: int = 2
                 dsk[strip] = (operator.getitem, cut, w_index)
                 strips[w_index].append(strip)
         key = f"window-{token}-{w.index}"
-        dsk[key] = (run, own[w.index], strips[w.index], bounds_of[w.index], w, model_key,
-                    emit[w.index])
+        held = finished[p - inflight] if inflight is not None and p >= inflight else None
+        dsk[key] = (reuse if w.index in done else run, own[w.index], strips[w.index],
+                    bounds_of[w.index], w, model_key, emit[w.index], held)
         for i, j, consumer in emit[w.index]:
             strip = f"strip-{token}-{i}-{j}-{consumer}"
             dsk[strip] = (_handed, key, i, j, consumer)
             strips[consumer].append(strip)
         dsk[f"dets-{token}-{w.index}"] = (operator.getitem, key, 0)
+        dsk[f"done-{token}-{w.index}"] = (_done, f"dets-{token}-{w.index}")
         results.append(f"dets-{token}-{w.index}")
+        finished.append(f"done-{token}-{w.index}")
     if not results:
         return [delayed(Detections.empty)(model.contract.param_names)], windows, limit
     # Tree reduction, in walk order: every merge joins neighbouring windows. The root
@@ -370,13 +466,16 @@ def _build_graph(arr: da.Array, model: Model, cfg: DetectConfig, *, lag: int = 2
     combine = partial(_merge_and_release, iou_threshold=cfg.iou_threshold, kind=cfg.nms_kind)
     level = 0
     while len(results) > cfg.split_every:
-        parts = results
+        below = results
         results = []
-        for i in range(0, len(parts), cfg.split_every):
+        for i in range(0, len(below), cfg.split_every):
             key = f"merge-{token}-{level}-{i // cfg.split_every}"
-            dsk[key] = (combine, *parts[i:i + cfg.split_every])
+            dsk[key] = (combine, *below[i:i + cfg.split_every])
             results.append(key)
         level += 1
+    if root:
+        dsk[f"catalogue-{token}"] = (partial(_root_task, cfg=cfg), *results)
+        return [Delayed(f"catalogue-{token}", dsk)], windows, limit
     return [Delayed(key, dsk) for key in results], windows, limit
 
 
@@ -439,6 +538,8 @@ def detect_pixels(image: ImageLike, *, model: str | os.PathLike[str] | Model | N
                   threshold: float | str | Sequence[float] | None = None,
                   iou_threshold: float | None = None, split_every: int = 4,
                   refine: bool = True, measure: bool = True, client: Any = None,
+                  device: str | None = None, parts: str | os.PathLike[str] | None = None,
+                  resume: bool = False, worker_timeout: float = 120.0,
                   quiet: bool | None = True) -> Detections:
     """Run the detector over an image, chunk by chunk; return detections in pixels.
 
@@ -449,30 +550,80 @@ def detect_pixels(image: ImageLike, *, model: str | os.PathLike[str] | Model | N
     if arr.ndim != 2:
         raise StreamdetValueError(
             f"image has {arr.ndim} dimensions {arr.shape}; the 2D detector needs (y, x)")
-    mdl = _load(model, img, threads=threads)
+    mdl = _load(model, img, threads=threads, device=_here(device, client))
     if mdl.contract.ndim != arr.ndim:
         raise InvalidModelError(f"model {mdl.path} is {mdl.contract.ndim}D but the image is "
                                 f"{arr.ndim}D")
+    if resume and parts is None:
+        raise StreamdetValueError("resume needs parts: the directory of the per-window "
+                                  "results to resume from")
     image_chunks = (int(arr.chunksize[0]), int(arr.chunksize[1]))
+    workers = memory = None
+    if client is not None:
+        from ._cluster import total_threads, worker_memory
+
+        workers, memory = total_threads(client), worker_memory(client)
     cfg = _configure(mdl.contract, image_chunks, chunk=chunk, halo=halo, tile=tile,
                      batch=batch, threshold=threshold, iou_threshold=iou_threshold,
-                     split_every=split_every, refine=refine)
+                     split_every=split_every, refine=refine, shape=arr.shape,
+                     nthreads=workers, memory_per_thread=memory)
     if measure:
         cfg = dataclasses.replace(cfg, measure=_measurement(mdl.contract, img))
-    workers = (sum(client.nthreads().values()) if client is not None
-               else max(2, os.cpu_count() or 2))
-    tops, windows, limit = _build_graph(arr, mdl, cfg, lag=workers)
+    writer, done = None, frozenset[int]()
+    if parts is not None:
+        from ._resume import Parts, fingerprint, input_identity
+
+        header = img.header.tostring() if img is not None and img.header is not None else None
+        stamp = fingerprint(
+            model_path=mdl.path, device=_device_of(mdl) if client is None else
+            f"{device or mdl.device} (on the workers)",
+            input_id=input_identity(arr, path=img.path if img is not None else None,
+                                    header=header),
+            options=cfg)
+        store = Parts(parts, stamp, resume=resume)
+        writer = store.writer
+        windows, _ = plan(arr, mdl, cfg)
+        done = frozenset(store.done() & {w.index for w in windows})
     if client is not None:
-        parts = list(client.gather(client.compute(tops)))
-        return _root_merge(parts, cfg)
+        from ._cluster import compute, shared
+
+        lag = max(2, workers or 0)
+        task = shared(mdl, device=device)
+        (root,), windows, limit = _build_graph(arr, mdl, cfg, lag=lag, model_task=task,
+                                               inflight=2 * lag, parts=writer, done=done,
+                                               root=True)
+        return compute(client, root, worker_timeout=worker_timeout)
+    lag = max(2, os.cpu_count() or 2)
+    tops, windows, limit = _build_graph(arr, mdl, cfg, lag=lag, parts=writer, done=done)
     progress = _Progress(windows, cfg, quiet, limit=limit, stride=mdl.contract.stride[-1])
     with progress:
         # The threaded scheduler itself (not the name "threads"): dask then skips looking
         # for a distributed client, which costs an import of distributed (~0.15 s).
-        parts = list(dask.compute(*tops, scheduler=dask.threaded.get, num_workers=workers,
-                                  optimize_graph=False))
+        parts_ = list(dask.compute(*tops, scheduler=dask.threaded.get, num_workers=lag,
+                                   optimize_graph=False))
     progress.bar.close()
-    return _root_merge(parts, cfg)
+    return _root_merge(parts_, cfg)
+
+
+def _here(device: str | None, client: Any) -> str | None:
+    """The device of the client's own copy of the model: with a cluster, a GPU device is
+    the workers' (the client, a login node say, may have none; it only reads the model's
+    contract), so the client opens the model on the CPU."""
+    if client is None or device is None:
+        return device
+    from ._providers import parse_device
+
+    return "cpu" if parse_device(device)[0] in ("cuda", "tensorrt") else device
+
+
+def _device_of(model: Model) -> str:
+    """The device a model runs on, for a fingerprint: as asked, and the provider that
+    runs it here."""
+    try:
+        first = model.active_providers[0]
+    except (IndexError, AttributeError):
+        first = "?"
+    return f"{model.device} ({first})"
 
 
 def _measurement(contract: ModelContract, img: Image | None) -> MeasureConfig | None:
@@ -500,16 +651,25 @@ def _measurement(contract: ModelContract, img: Image | None) -> MeasureConfig | 
 
 
 def _load(model: str | os.PathLike[str] | Model | None, img: Image | None, *,
-          threads: int | None) -> Model:
+          threads: int | None, device: str | None = None) -> Model:
     """The model to run: the one given (warned about when it was made for another band
-    or pixel scale than the image's), else the bundled model that fits the image."""
+    or pixel scale than the image's), else the bundled model that fits the image.
+
+    ``device`` (None: ``"auto"``) applies to a model given by path; a :class:`Model`
+    keeps its own unless ``device`` names another, when it is reopened there.
+    """
+    if isinstance(model, Model) and device is not None and device != model.device:
+        model = model.path
+    dev = "auto" if device is None else device
     if model is None:
         model = default_model(freq_hz=img.freq_hz if img is not None else None,
                               pixel_scale_arcsec=img.pixel_scale_arcsec
                               if img is not None else None)
-        return load_model(Path(model), ndim=2, threads=1 if threads is None else threads)
+        return load_model(Path(model), ndim=2, threads=1 if threads is None else threads,
+                          device=dev)
     if not isinstance(model, Model):
-        model = load_model(Path(model), ndim=2, threads=1 if threads is None else threads)
+        model = load_model(Path(model), ndim=2, threads=1 if threads is None else threads,
+                           device=dev)
     if img is not None:
         from .models import check_model_fits
 
@@ -523,7 +683,9 @@ def detect(image: ImageLike, *, model: str | os.PathLike[str] | Model | None = N
            threshold: float | str | Sequence[float] | None = None,
            iou_threshold: float | None = None, pb: str | os.PathLike[str] | None = None,
            split_every: int = 4, refine: bool = True, measure: bool = True,
-           client: Any = None, quiet: bool | None = True) -> Table:
+           client: Any = None, device: str | None = None,
+           parts: str | os.PathLike[str] | None = None, resume: bool = False,
+           worker_timeout: float = 120.0, quiet: bool | None = True) -> Table:
     """Detect and characterise sources in an image of any size, out of core.
 
     Parameters
@@ -573,7 +735,27 @@ def detect(image: ImageLike, *, model: str | os.PathLike[str] | Model | None = N
         the axes where they are resolved (a free fit on a faint source widens on the
         noise). ``False`` keeps the network's coarser values.
     client : distributed.Client, optional
-        Run on an existing Dask cluster instead of local threads.
+        Run on an existing Dask cluster instead of local threads (see
+        :mod:`streamdet._cluster`): each worker process opens its own ONNX Runtime
+        session once; the windows in flight are bounded (two per worker thread); the
+        tree reduction, its root included, runs on the workers and only the catalogue
+        comes back. A lost worker's windows are recomputed by the others; with no
+        worker left for ``worker_timeout`` s, :class:`~streamdet._cluster.NoWorkersError`.
+    device : str, optional
+        Where the model runs: ``"auto"`` (default), ``"cpu"``, ``"cuda[:K]"``,
+        ``"tensorrt[:K]"`` (see :func:`streamdet.load_model`). With a ``client``, on the
+        workers (the client reads the model's contract on its CPU).
+    parts : path, optional
+        A directory in which each window's detections are persisted as it finishes
+        (one atomic file per window, and the run's fingerprint: model bytes, input,
+        options; :mod:`streamdet._resume`). Without ``resume`` an existing one is
+        replaced. The caller removes it when it has what it needs.
+    resume : bool
+        Reuse the windows already in ``parts`` and compute only the others; refused
+        (:class:`~streamdet._resume.PartsMismatchError`) where they were made with
+        another model, input or option.
+    worker_timeout : float
+        With a ``client``: seconds without any worker before the run is abandoned.
     quiet : bool or None
         ``False`` or ``None`` shows a progress bar on a terminal.
 
@@ -584,11 +766,12 @@ def detect(image: ImageLike, *, model: str | os.PathLike[str] | Model | None = N
         celestial WCS, decoded parameters, objectness, prior and window of origin.
     """
     arr, img = _as_array(image)
-    mdl = _load(model, img, threads=threads)
+    mdl = _load(model, img, threads=threads, device=_here(device, client))
     dets = detect_pixels(img if img is not None else arr, model=mdl, chunk=chunk, halo=halo,
                          tile=tile, batch=batch, threads=threads, threshold=threshold,
                          iou_threshold=iou_threshold, split_every=split_every, refine=refine,
-                         measure=measure, client=client, quiet=quiet)
+                         measure=measure, client=client, device=device, parts=parts,
+                         resume=resume, worker_timeout=worker_timeout, quiet=quiet)
     pixel_scale = img.pixel_scale_arcsec if img is not None else None
     wcs = img.celestial_wcs if img is not None else None
     beam = None
