@@ -198,12 +198,12 @@ class GPUPlugin(WorkerPlugin):
 
 # ----------------------------------------------------------------------------- clients
 
-def _dashboard_address() -> str | None:
+def _has_dashboard() -> bool:
     try:
         import bokeh  # noqa: F401  (the dashboard needs it)
     except ImportError:
-        return None
-    return "127.0.0.1:0"
+        return False
+    return True
 
 
 @contextlib.contextmanager
@@ -267,7 +267,9 @@ def open_client(*, workers: int | None = None, scheduler: str | os.PathLike[str]
     tpw = threads_per_worker or max(1, cores // n)
     cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=tpw, processes=True,
                                        host="127.0.0.1",
-                                       dashboard_address=_dashboard_address())
+                                       # a free port: the scheduler's HTTP server
+                                       # (dashboard, health) never clashes with another
+                                       dashboard_address="127.0.0.1:0")
     try:
         with distributed.Client(cluster, timeout=timeout) as client:
             if gpus:
@@ -280,7 +282,7 @@ def open_client(*, workers: int | None = None, scheduler: str | os.PathLike[str]
 def describe(client: Any) -> str:
     """One line: the scheduler, the workers and threads, and the dashboard."""
     info = client.nthreads()
-    link = getattr(client, "dashboard_link", None) if _dashboard_address() else None
+    link = getattr(client, "dashboard_link", None) if _has_dashboard() else None
     dash = f"dashboard {link}" if link else "dashboard unavailable (install bokeh)"
     return (f"Dask scheduler {client.scheduler.address}: {len(info)} workers, "
             f"{sum(info.values())} threads; {dash}")

@@ -35,7 +35,7 @@ from .detections import Detections
 from .errors import StreamdetError, StreamdetValueError
 
 __all__ = ["FINGERPRINT", "PartWriter", "Parts", "PartsError", "PartsMismatchError", "fingerprint",
-           "input_identity", "parts_dir"]
+           "input_identity", "parts_dir", "remove_parts"]
 
 FINGERPRINT = "fingerprint.json"
 _PREFIX, _SUFFIX = "window-", ".npz"
@@ -157,6 +157,11 @@ def _remove_tree(path: Path) -> None:
     doomed = path.with_name(f"{path.name}.removing-{os.getpid()}")
     os.replace(path, doomed)
     shutil.rmtree(doomed, ignore_errors=True)
+
+
+def remove_parts(directory: str | os.PathLike[str]) -> None:
+    """Remove a parts directory (renamed away, then deleted); nothing if there is none."""
+    _remove_tree(Path(directory))
 
 
 class PartWriter:

@@ -131,7 +131,9 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 
 
 def _detect_locked(args: argparse.Namespace, fmt: str) -> int:
+    import contextlib
 
+    from ._resume import parts_dir, remove_parts
     from .detect import detect
     from .errors import WCSMissingError
     from .io import open_image
@@ -142,29 +144,85 @@ def _detect_locked(args: argparse.Namespace, fmt: str) -> int:
         raise WCSMissingError(f"{args.input} has no celestial WCS: an SDC1 catalogue needs "
                               "RA/Dec; choose --format ecsv, fits or parquet for pixel "
                               "positions")
-    table = detect(
-        image,
-        model=args.model,
-        chunk=args.chunk,
-        halo=args.halo,
-        batch=args.batch,
-        threads=args.threads,
-        threshold=_parse_threshold(args.threshold),
-        pb=args.pb,
-        refine=not args.no_refine,
-        measure=not args.no_measure,
-        quiet=args.quiet or None,
-    )
+    scale_out = args.workers is not None or args.scheduler is not None or args.gpus
+    cluster: Any = contextlib.nullcontext()
+    gpus = None
+    if scale_out:  # distributed is imported only then
+        from ._cluster import describe, open_client, parse_gpus
+
+        gpus = parse_gpus(args.gpus)
+        cluster = open_client(workers=args.workers, scheduler=args.scheduler, gpus=gpus)
+    device = _detect_device(args.device, gpus)
+    parts = parts_dir(args.output)
+    with cluster as client:
+        if not args.quiet:
+            if client is not None:
+                print(f"streamdet detect: {describe(client)}", file=sys.stderr)
+            print(f"streamdet detect: device {_device_line(device, client, gpus)}",
+                  file=sys.stderr)
+        try:
+            table = detect(
+                image,
+                model=args.model,
+                chunk=args.chunk,
+                halo=args.halo,
+                batch=args.batch,
+                threads=args.threads,
+                threshold=_parse_threshold(args.threshold),
+                pb=args.pb,
+                refine=not args.no_refine,
+                measure=not args.no_measure,
+                client=client,
+                device=device,
+                parts=parts,
+                resume=args.resume,
+                worker_timeout=args.worker_timeout,
+                quiet=args.quiet or None,
+            )
+        except (KeyboardInterrupt, StreamdetError):
+            if parts.is_dir() and any(parts.glob("window-*.npz")):
+                print(f"streamdet detect: the finished windows are kept in {parts}; run the "
+                      f"same command with --resume to compute only the others",
+                      file=sys.stderr)
+            raise
     if image.freq_hz is not None:  # the band, for score
         table.meta.setdefault("freq_hz", float(image.freq_hz))
     write_catalogue(table, args.output, format=fmt,  # type: ignore[arg-type]
                     overwrite=args.overwrite)
     if args.regions:
         write_regions(table, args.regions, overwrite=args.overwrite)
+    if not args.keep_parts:
+        remove_parts(parts)
     if not args.quiet:
         print(f"{len(table)} sources -> {args.output} ({fmt})"
-              + (f", regions -> {args.regions}" if args.regions else ""))
+              + (f", regions -> {args.regions}" if args.regions else "")
+              + (f", per-window parts kept in {parts}" if args.keep_parts else ""))
     return 0
+
+
+def _detect_device(device: str | None, gpus: list[int] | None) -> str | None:
+    """``--device``, with ``--gpus``: a GPU kind (``auto`` becomes ``cuda``; ``cpu``
+    refused)."""
+    if not gpus:
+        return device
+    kind = (device or "auto").strip().lower()
+    if kind == "cpu":
+        raise StreamdetValueError("--gpus runs one worker per GPU: it cannot go with "
+                                  "--device cpu (leave --gpus out to run on the CPU)")
+    if ":" in kind:
+        raise StreamdetValueError(f"--gpus assigns the GPUs itself: give --device "
+                                  f"{kind.split(':')[0]} without an index")
+    return "cuda" if kind == "auto" else kind
+
+
+def _device_line(device: str | None, client: Any, gpus: list[int] | None) -> str:
+    """What runs the model, in words (the workers' choice where a cluster runs it)."""
+    from ._providers import resolve_device
+
+    if client is not None:
+        where = f" on GPUs {','.join(map(str, gpus))}, one per worker" if gpus else ""
+        return f"{device or 'auto'}{where}, chosen by each worker"
+    return resolve_device(device or "auto")[1]
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
@@ -302,6 +360,31 @@ def _build_parser(command: str | None = "plot") -> argparse.ArgumentParser:
     p.add_argument("--threshold", default=None, metavar="T",
                    help="objectness threshold: a number, one per prior (comma-separated), or a "
                    "preset of the model (default, best, purity)")
+    p.add_argument("--device", default=None, metavar="D",
+                   help="where the model runs: auto (the best provider present), cpu, cuda, "
+                   "tensorrt, or cuda:K / tensorrt:K for GPU K (default: auto)")
+    g = p.add_argument_group("scale out (default: this process, one thread per core)")
+    g.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="run on a local Dask cluster of N worker processes (threads per "
+                   "worker: the cores divided among them); the dashboard is printed")
+    g.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="join an existing Dask cluster: a scheduler address "
+                   "(tcp://host:8786) or a scheduler file (.json); the workers must see "
+                   "the input and the model at the same paths")
+    g.add_argument("--gpus", default=None, metavar="all|0,1",
+                   help="one worker per GPU, each pinned to its own (with --workers N, "
+                   "worker k takes the k-th GPU in turn); implies --device cuda unless "
+                   "tensorrt is asked")
+    g.add_argument("--worker-timeout", type=float, default=120.0, metavar="S",
+                   help="give up when the cluster has had no worker for S seconds")
+    g = p.add_argument_group("resume (each finished window is kept in .CATALOGUE.parts/ "
+                             "beside the catalogue until it is written)")
+    g.add_argument("--resume", action="store_true",
+                   help="reuse the windows an interrupted run of the same command kept, "
+                   "and compute only the others (refused where the model, input or an "
+                   "option differs); without it, kept windows are replaced")
+    g.add_argument("--keep-parts", action="store_true",
+                   help="keep the per-window parts after the catalogue is written")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=_cmd_detect)

@@ -1,0 +1,352 @@
+"""Scale out (issue 15): a local cluster of processes gives the single-process catalogue
+exactly, a worker killed mid-run changes nothing, a run with no worker left fails clearly,
+and an interrupted run resumes from its per-window parts, computing only the missing
+windows; parts of another model or option are refused.
+
+Small on purpose (CI has 2 cores): one simulated 1024^2 store with 256^2 chunks, the
+bundled 560 MHz model, one two-worker process cluster (loopback, no dashboard) shared by
+the cluster tests.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from astropy.table import Table
+
+import streamdet
+from streamdet._cluster import NoWorkersError, _cache_size
+from streamdet._resume import FINGERPRINT, PartsMismatchError, parts_dir
+from streamdet.cli import main
+from streamdet.detect import _auto_chunk, detect
+from streamdet.models import default_model
+
+distributed = pytest.importorskip("distributed")
+# the module (the package attribute streamdet.detect is the function)
+detect_module = importlib.import_module("streamdet.detect")
+
+CHUNK = 256          # 16 windows
+SMALL_CHUNK = 128    # 64 windows: long enough a run to kill or interrupt mid-way
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("scale")
+    streamdet.simulate(d / "field.fits", size=1024, seed=11, quiet=True)
+    streamdet.convert(d / "field.fits", d / "field.zarr", chunks=256, quiet=True)
+    return d / "field.zarr"
+
+
+@pytest.fixture(scope="module")
+def reference(store: Path) -> Table:
+    """The catalogue computed the ordinary way: one process, threads."""
+    return detect(store, chunk=CHUNK)
+
+
+@pytest.fixture(scope="module")
+def reference_small(store: Path) -> Table:
+    return detect(store, chunk=SMALL_CHUNK)
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Any]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # cluster start-up chatter is not ours to judge
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                           host="127.0.0.1", dashboard_address="127.0.0.1:0")
+        c = distributed.Client(cluster)
+    try:
+        yield c
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            c.close()
+            cluster.close()
+
+
+def assert_same_table(a: Table, b: Table) -> None:
+    """Every column equal, bit for bit (NaN equal to NaN), same order and dtypes."""
+    assert a.colnames == b.colnames
+    assert len(a) == len(b) > 0
+    for name in a.colnames:
+        x, y = np.asarray(a[name]), np.asarray(b[name])
+        assert x.dtype == y.dtype, name
+        assert np.array_equal(x, y, equal_nan=x.dtype.kind == "f"), name
+
+
+def _worker_pids(client: Any) -> dict[str, int]:
+    return dict(client.run(os.getpid))
+
+
+def _wait_workers(client: Any, n: int, timeout: float = 60.0) -> None:
+    t0 = time.monotonic()
+    while len(client.nthreads()) < n:
+        assert time.monotonic() - t0 < timeout, "the nanny did not restart the worker"
+        time.sleep(0.1)
+
+
+# --- a local cluster of processes --------------------------------------------------------
+
+def test_process_cluster_equals_single_process(store: Path, reference: Table,
+                                               client: Any) -> None:
+    got = detect(store, chunk=CHUNK, client=client)
+    assert_same_table(got, reference)
+    # one ONNX Runtime session per worker process, whatever the number of tasks
+    sessions = client.run(_cache_size)
+    assert set(sessions.values()) <= {0, 1} and sum(sessions.values()) >= 1
+    # nothing of the run stays on the cluster: only the catalogue came back
+    assert not client.who_has()
+
+
+def test_worker_killed_mid_run(store: Path, reference_small: Table, client: Any,
+                               tmp_path: Path) -> None:
+    """SIGKILL a worker process once the first windows are done: the nanny restarts it,
+    the scheduler recomputes what it held, the catalogue is the same."""
+    _wait_workers(client, 2)
+    parts = tmp_path / "parts"
+    total = (1024 // SMALL_CHUNK) ** 2
+    killed: dict[str, Any] = {}
+
+    def killer() -> None:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 60:
+            done = len(list(parts.glob("window-*.npz"))) if parts.is_dir() else 0
+            if done >= 2:
+                busy = [w for w, keys in client.processing().items() if keys]
+                pids = _worker_pids(client)
+                victim = busy[0] if busy else next(iter(pids))
+                killed.update(worker=victim, pid=pids[victim], done_before=done)
+                os.kill(pids[victim], signal.SIGKILL)
+                return
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    got = detect(store, chunk=SMALL_CHUNK, client=client, parts=parts)
+    thread.join()
+    assert killed, "no worker was killed"
+    assert killed["done_before"] < total      # it died mid-run
+    assert_same_table(got, reference_small)
+    _wait_workers(client, 2)
+    assert killed["pid"] not in _worker_pids(client).values()  # a new process took over
+
+
+def test_every_worker_gone_is_a_clear_error(store: Path, tmp_path: Path) -> None:
+    """The only worker is taken away mid-run (its spec removed: no nanny brings it back):
+    a clear error naming the scheduler, not a hang."""
+    parts = tmp_path / "parts"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                      host="127.0.0.1",
+                                      dashboard_address="127.0.0.1:0") as cluster, \
+                distributed.Client(cluster) as c:
+
+            def remove_all() -> None:
+                t0 = time.monotonic()
+                while time.monotonic() - t0 < 60:
+                    if parts.is_dir() and any(parts.glob("window-*.npz")):
+                        break
+                    time.sleep(0.005)
+                cluster.scale(0)
+
+            thread = threading.Thread(target=remove_all)
+            thread.start()
+            try:
+                with pytest.raises(NoWorkersError, match=r"every Dask worker of the scheduler "
+                                   r"tcp://127\.0\.0\.1:[0-9]+ is gone") as info:
+                    detect(store, chunk=SMALL_CHUNK, client=c, parts=parts,
+                           worker_timeout=1.0)
+            finally:
+                thread.join()
+    assert isinstance(info.value, streamdet.StreamdetError)
+    assert isinstance(info.value, RuntimeError)
+    assert any(parts.glob("window-*.npz"))  # what was done is kept for --resume
+
+
+def test_chunk_from_the_cluster() -> None:
+    # one process: as before (whole storage chunks, >= 1024 px)
+    assert _auto_chunk(256, halo=32, tile=512, stride=8, shape=(1024, 1024), nthreads=None,
+                       memory_per_thread=None) == 1024
+    # 8 threads: at least two windows each
+    c = _auto_chunk(256, halo=32, tile=256, stride=8, shape=(2048, 2048), nthreads=8,
+                    memory_per_thread=None)
+    assert (-(-2048 // c)) ** 2 >= 16 and c % 8 == 0
+    # a thread's share of the memory bounds the window
+    c = _auto_chunk(2048, halo=32, tile=256, stride=8, shape=(32768, 32768), nthreads=4,
+                    memory_per_thread=100e6)
+    assert (c + 64) ** 2 * detect_module.WINDOW_BYTES_PER_PX <= 50e6 and c >= 256
+
+
+# --- resume ------------------------------------------------------------------------------
+
+class _Interrupt(RuntimeError):
+    pass
+
+
+def _counting(monkeypatch: pytest.MonkeyPatch, *, fail_after: int | None = None
+              ) -> list[int]:
+    """Count the windows actually computed (calls of detect_window); with ``fail_after``,
+    every call after that many raises, as an interrupted run."""
+    calls: list[int] = []
+    lock = threading.Lock()
+    real = detect_module.detect_window
+
+    def wrapper(data: Any, window: Any, *args: Any, **kwargs: Any) -> Any:
+        with lock:
+            calls.append(window.index)
+            n = len(calls)
+        if fail_after is not None and n > fail_after:
+            raise _Interrupt("interrupted")
+        return real(data, window, *args, **kwargs)
+
+    monkeypatch.setattr(detect_module, "detect_window", wrapper)
+    return calls
+
+
+def _settled(parts: Path) -> set[str]:
+    """The part files once no more appear (threads still running finish their window)."""
+    seen: set[str] = set()
+    for _ in range(50):
+        now = {p.name for p in parts.glob("window-*.npz")}
+        if now == seen:
+            return now
+        seen = now
+        time.sleep(0.1)
+    return seen
+
+
+def test_interrupt_then_resume(store: Path, reference_small: Table, tmp_path: Path,
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    parts = tmp_path / "parts"
+    with monkeypatch.context() as m:
+        _counting(m, fail_after=10)
+        with pytest.raises(_Interrupt):
+            detect(store, chunk=SMALL_CHUNK, parts=parts)
+    before = _settled(parts)
+    k = len(before)
+    total = 64
+    assert 0 < k < total
+    stamps = {n: (parts / n).stat().st_mtime_ns for n in before}
+    calls = _counting(monkeypatch)
+    got = detect(store, chunk=SMALL_CHUNK, parts=parts, resume=True)
+    assert_same_table(got, reference_small)
+    assert len(calls) == total - k                         # only the missing windows
+    assert not {f"window-{i}.npz" for i in calls} & before
+    assert {n: (parts / n).stat().st_mtime_ns for n in before} == stamps  # reused as is
+    assert len(list(parts.glob("window-*.npz"))) == total
+
+
+def test_resume_refuses_another_option_or_model(store: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    parts = tmp_path / "parts"
+    with monkeypatch.context() as m:
+        _counting(m, fail_after=3)
+        with pytest.raises(_Interrupt):
+            detect(store, chunk=SMALL_CHUNK, parts=parts)
+    _settled(parts)
+    with pytest.raises(PartsMismatchError, match=r"options\.threshold"):
+        detect(store, chunk=SMALL_CHUNK, parts=parts, resume=True, threshold=0.9)
+    with pytest.raises(PartsMismatchError, match=r"options\.chunk"):
+        detect(store, chunk=CHUNK, parts=parts, resume=True)
+    onnx = pytest.importorskip("onnx")
+    proto = onnx.load(str(default_model(freq_hz=560e6, pixel_scale_arcsec=0.6)))
+    proto.doc_string = "the same network, other bytes"
+    other = tmp_path / "other.onnx"
+    onnx.save(proto, str(other))
+    with pytest.raises(PartsMismatchError, match="model_sha256"):
+        detect(store, model=other, chunk=SMALL_CHUNK, parts=parts, resume=True)
+    # without resume the old parts are replaced, not mixed in
+    detect(store, chunk=SMALL_CHUNK, parts=parts, threshold=0.9)
+    stamp = json.loads((parts / FINGERPRINT).read_text())
+    assert stamp["options"]["threshold"] == 0.9
+
+
+# --- the command line --------------------------------------------------------------------
+
+def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_workers(store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    one, two = tmp_path / "one.ecsv", tmp_path / "two.ecsv"
+    code, _, _ = _cli(["detect", str(store), "-o", str(one), "--chunk", str(CHUNK), "-q"],
+                      capsys)
+    assert code == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        code, _, err = _cli(["detect", str(store), "-o", str(two), "--chunk", str(CHUNK),
+                               "--workers", "2"], capsys)
+    assert code == 0, err
+    assert "Dask scheduler tcp://127.0.0.1:" in err and "2 workers" in err
+    assert "dashboard" in err
+    a, b = Table.read(one), Table.read(two)
+    del a.meta["date"], b.meta["date"]
+    assert_same_table(a, b)
+    assert a.meta == b.meta
+    assert not parts_dir(two).exists()   # parts removed once the catalogue is written
+
+
+def test_cli_killed_then_resume(store: Path, reference_small: Table, tmp_path: Path,
+                                capsys: pytest.CaptureFixture[str],
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGKILL a detect command once parts appear, then --resume: the catalogue of an
+    uninterrupted run, with only the missing windows computed."""
+    out = tmp_path / "cat.ecsv"
+    parts = parts_dir(out)
+    cmd = [sys.executable, "-m", "streamdet", "detect", str(store), "-o", str(out),
+           "--chunk", str(SMALL_CHUNK), "-q", "--threads", "1"]
+    proc = subprocess.Popen(cmd)
+    try:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 120:
+            if parts.is_dir() and len(list(parts.glob("window-*.npz"))) >= 3:
+                break
+            if proc.poll() is not None:
+                pytest.fail(f"detect ended (rc {proc.returncode}) before it could be killed")
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not out.exists()
+    k = len({p.name for p in parts.glob("window-*.npz")})
+    assert 0 < k < 64
+    # another option with --resume: refused, naming it; the parts stay
+    code, _, err = _cli(["detect", str(store), "-o", str(out), "--chunk", str(SMALL_CHUNK),
+                         "--threshold", "0.8", "--resume"], capsys)
+    assert code == 1 and "options.threshold" in err and "--resume" in err
+    assert len(list(parts.glob("window-*.npz"))) == k
+    calls = _counting(monkeypatch)
+    code, _, err = _cli(["detect", str(store), "-o", str(out), "--chunk", str(SMALL_CHUNK),
+                         "--resume", "--keep-parts", "-q"], capsys)
+    assert code == 0, err
+    assert len(calls) == 64 - k
+    got = Table.read(out)
+    ref = reference_small.copy()
+    for t in (got, ref):
+        t.meta.pop("date", None)
+    got.meta.pop("freq_hz", None)
+    assert_same_table(got, ref)
+    assert len(list(parts.glob("window-*.npz"))) == 64   # kept, as asked
+    # the same command without --keep-parts (and --overwrite) removes them at the end
+    code, _, err = _cli(["detect", str(store), "-o", str(out), "--chunk", str(SMALL_CHUNK),
+                         "--resume", "--overwrite", "-q"], capsys)
+    assert code == 0, err
+    assert len(calls) == 64 - k                          # everything was reused
+    assert not parts.exists()
