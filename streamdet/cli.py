@@ -150,10 +150,25 @@ def _detect_locked(args: argparse.Namespace, fmt: str) -> int:
     if scale_out:  # distributed is imported only then
         from ._cluster import describe, open_client, parse_gpus
 
+        if args.gpus and args.scheduler:
+            raise StreamdetValueError(
+                "--gpus starts a local cluster of one worker per GPU; the workers of an "
+                "existing cluster (--scheduler) own their GPUs (dask-cuda pins one to each): "
+                "pass --device cuda instead")
         gpus = parse_gpus(args.gpus)
-        cluster = open_client(workers=args.workers, scheduler=args.scheduler, gpus=gpus)
+        cluster = open_client(workers=args.workers, scheduler=args.scheduler, gpus=gpus,
+                              timeout=args.worker_timeout)
     device = _detect_device(args.device, gpus)
+    if device is not None and args.scheduler is None:
+        from ._providers import resolve_device
+
+        resolve_device(device)  # this machine runs it: a missing provider is said at once
     parts = parts_dir(args.output)
+    if args.resume and not args.quiet:
+        kept = len(list(parts.glob("window-*.npz"))) if parts.is_dir() else 0
+        print(f"streamdet detect: resuming from {kept} finished windows in {parts}"
+              if kept else f"streamdet detect: --resume: no finished windows in {parts}; "
+              f"computing every window", file=sys.stderr)
     with cluster as client:
         if not args.quiet:
             if client is not None:
@@ -372,11 +387,12 @@ def _build_parser(command: str | None = "plot") -> argparse.ArgumentParser:
                    "(tcp://host:8786) or a scheduler file (.json); the workers must see "
                    "the input and the model at the same paths")
     g.add_argument("--gpus", default=None, metavar="all|0,1",
-                   help="one worker per GPU, each pinned to its own (with --workers N, "
-                   "worker k takes the k-th GPU in turn); implies --device cuda unless "
-                   "tensorrt is asked")
+                   help="a local cluster of one worker per GPU, each pinned to its own "
+                   "(with --workers N, worker k takes the k-th GPU in turn); implies "
+                   "--device cuda unless tensorrt is asked")
     g.add_argument("--worker-timeout", type=float, default=120.0, metavar="S",
-                   help="give up when the cluster has had no worker for S seconds")
+                   help="give up when the scheduler cannot be reached, or the cluster has "
+                   "had no worker, for S seconds")
     g = p.add_argument_group("resume (each finished window is kept in .CATALOGUE.parts/ "
                              "beside the catalogue until it is written)")
     g.add_argument("--resume", action="store_true",

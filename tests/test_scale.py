@@ -350,3 +350,53 @@ def test_cli_killed_then_resume(store: Path, reference_small: Table, tmp_path: P
     assert code == 0, err
     assert len(calls) == 64 - k                          # everything was reused
     assert not parts.exists()
+
+
+def test_cli_joins_a_scheduler(store: Path, reference: Table, client: Any, tmp_path: Path,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    """--scheduler by address and by scheduler file: the catalogue of one process."""
+    _wait_workers(client, 2)
+    address = client.scheduler.address
+    sched_file = tmp_path / "scheduler.json"
+    sched_file.write_text(json.dumps({"type": "Scheduler", "address": address}))
+    for i, target in enumerate((address, str(sched_file))):
+        out = tmp_path / f"joined{i}.ecsv"
+        code, _, err = _cli(["detect", str(store), "-o", str(out), "--chunk", str(CHUNK),
+                             "--scheduler", target], capsys)
+        assert code == 0, err
+        assert f"Dask scheduler {address}: 2 workers" in err
+        got = Table.read(out)
+        ref = reference.copy()
+        for t in (got, ref):
+            t.meta.pop("date", None)
+        got.meta.pop("freq_hz", None)
+        assert_same_table(got, ref)
+    assert client.status == "running"   # the cluster is the user's: left as it was
+
+
+def test_cli_cluster_refusals(store: Path, tmp_path: Path,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    out = str(tmp_path / "c.ecsv")
+    code, _, err = _cli(["detect", str(store), "-o", out, "--scheduler", "tcp://127.0.0.1:9",
+                         "--worker-timeout", "1"], capsys)
+    assert code == 1 and "cannot reach the Dask scheduler 'tcp://127.0.0.1:9'" in err
+    code, _, err = _cli(["detect", str(store), "-o", out, "--gpus", "0", "--device", "cpu"],
+                        capsys)
+    assert code == 1 and "--device cpu" in err
+    code, _, err = _cli(["detect", str(store), "-o", out, "--gpus", "0,0"], capsys)
+    assert code == 1 and "distinct GPU indices" in err
+    code, _, err = _cli(["detect", str(store), "-o", out, "--gpus", "0",
+                         "--scheduler", "tcp://127.0.0.1:9"], capsys)
+    assert code == 1 and "--device cuda instead" in err
+    code, _, err = _cli(["detect", str(store), "-o", out, "--workers", "2",
+                         "--scheduler", "tcp://127.0.0.1:9"], capsys)
+    assert code == 1 and "not both" in err
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        # said at once, before any cluster starts
+        t0 = time.monotonic()
+        code, _, err = _cli(["detect", str(store), "-o", out, "--gpus", "0"], capsys)
+        assert code == 1 and "CUDAExecutionProvider" in err and "streamdet[gpu]" in err
+        assert time.monotonic() - t0 < 5
+    assert not Path(out).exists() and not parts_dir(out).exists()
