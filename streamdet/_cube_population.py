@@ -74,8 +74,8 @@ HIMF_ALPHA = -1.25
 MASS_PER_FLUX = 2.356e5 * C_KMS / F_HI
 #: Soft line-flux floor of the sky model (Jy Hz) and its width (dex), fitted to the real
 #: SDC2 development truth (no galaxy below 1.34 Jy Hz; the counts turn over at 2-2.5).
-FLUX_FLOOR = 1.65
-FLOOR_WIDTH_DEX = 0.05
+FLUX_FLOOR = 1.75
+FLOOR_WIDTH_DEX = 0.04
 #: HI size-mass relation (Wang et al. 2016) and the real truth's offset and scatter.
 SIZE_SLOPE = 0.506
 SIZE_ZERO = -3.293
@@ -84,8 +84,8 @@ SIZE_OFFSET_DEX = 0.10
 #: above 9): the scatter used is ``clip(0.19 - 0.12 (log M - 8.25), 0.10, 0.19)``.
 SIZE_SCATTER_SLOPE = -0.12
 #: Tully-Fisher-like relation for the flat rotation velocity (km/s).
-TF_ZERO = 2.10
-TF_SLOPE = 0.28
+TF_ZERO = 2.09
+TF_SLOPE = 0.25
 TF_SCATTER_DEX = 0.13
 #: Lowest mass drawn before selection, log10 Msun (far below any selected galaxy).
 _LOG_M_GRID = np.linspace(6.0, 12.0, 2401)

@@ -52,7 +52,7 @@ RISE_SCALE = 0.2
 #: Intrinsic axis ratio of the HI disk.
 Q0 = 0.15
 #: Gas velocity dispersion, km/s.
-SIGMA_V = 9.0
+SIGMA_V = 8.0
 N_RING = 48
 N_AZ = 96
 _EDGE_EXTENT = 6.0  # scale lengths beyond the core
