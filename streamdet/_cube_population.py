@@ -93,12 +93,16 @@ _LOG_M_GRID = np.linspace(6.0, 12.0, 2401)
 
 @functools.lru_cache(maxsize=1)
 def _distance_table() -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """(z, comoving distance Mpc) on a fine grid, z in [0, 6]."""
-    from astropy.cosmology import FlatLambdaCDM
+    """(z, comoving distance Mpc) on a fine grid, z in [0, 6].
 
-    z = np.linspace(0.0, 6.0, 12001)
-    dc = np.asarray(FlatLambdaCDM(H0=H0, Om0=OMEGA_M).comoving_distance(z).value,
-                    dtype=np.float64)
+    ``D_C = (c / H0) int_0^z dz' / E(z')`` with ``E = sqrt(Om (1 + z)^3 + 1 - Om)`` (flat,
+    no radiation, as astropy's ``FlatLambdaCDM(H0, Om0)``), by the trapezoid rule on
+    steps of 1e-4 (relative error < 1e-8).
+    """
+    z = np.linspace(0.0, 6.0, 60001)
+    inv_e = 1.0 / np.sqrt(OMEGA_M * (1.0 + z) ** 3 + (1.0 - OMEGA_M))
+    steps = 0.5 * (inv_e[1:] + inv_e[:-1]) * np.diff(z)
+    dc = (C_KMS / H0) * np.concatenate([[0.0], np.cumsum(steps)])
     return z, dc
 
 
