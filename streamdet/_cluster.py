@@ -29,12 +29,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from distributed.diagnostics.plugin import WorkerPlugin
+from distributed.diagnostics.plugin import SchedulerPlugin, WorkerPlugin
 
 from .contract import Model, load_model
 from .errors import StreamdetError, StreamdetValueError
 
-__all__ = ["ClusterError", "GPUPlugin", "NoWorkersError", "SharedModel", "compute",
+__all__ = ["ClusterError", "GPUPlugin", "NoWorkersError", "SharedModel", "WindowCounter",
+           "compute",
            "describe", "open_client", "parse_gpus", "total_threads", "worker_memory",
            "worker_model"]
 
@@ -304,6 +305,31 @@ def worker_memory(client: Any) -> float | None:
     return min(per) if per else None
 
 
+class WindowCounter(SchedulerPlugin):
+    """Counts, on the scheduler, the distinct keys with a prefix that reached memory
+    (the windows of one run: what the client's progress bar shows)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.name = f"streamdet-progress-{prefix}"
+        self.done: set[str] = set()
+
+    def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any
+                   ) -> None:
+        """Record a window key that has just been computed."""
+        if finish == "memory" and isinstance(key, str) and key.startswith(self.prefix):
+            self.done.add(key)
+
+
+def _count(dask_scheduler: Any, name: str) -> int:
+    plugin = dask_scheduler.plugins.get(name)
+    return len(plugin.done) if plugin is not None else 0
+
+
+def _forget(dask_scheduler: Any, name: str) -> None:
+    dask_scheduler.plugins.pop(name, None)
+
+
 def _address(client: Any) -> str:
     try:
         return str(client.scheduler.address)
@@ -312,7 +338,8 @@ def _address(client: Any) -> str:
 
 
 def compute(client: Any, graph: Any, *, worker_timeout: float = 120.0,
-            poll: float = 0.5) -> Any:
+            poll: float = 0.5, progress: tuple[str, int] | None = None,
+            quiet: bool | None = True) -> Any:
     """Compute one ``Delayed`` on the cluster and gather only its result.
 
     Parameters
@@ -325,6 +352,11 @@ def compute(client: Any, graph: Any, *, worker_timeout: float = 120.0,
         otherwise replaced: by its nanny, or by the others taking its tasks).
     poll : float
         Seconds between checks of the workers.
+    progress : (str, int), optional
+        A key prefix and how many keys have it: a progress bar of those computed (the
+        windows), unless ``quiet``.
+    quiet : bool or None
+        ``False`` or ``None`` shows the bar on a terminal.
 
     Raises
     ------
@@ -336,7 +368,17 @@ def compute(client: Any, graph: Any, *, worker_timeout: float = 120.0,
     """
     import distributed
 
+    from ._progress import progress_bar
+
     address = _address(client)
+    bar = None
+    if progress is not None and not quiet:
+        bar = progress_bar(total=progress[1], desc="detect", unit="window", quiet=quiet)
+        if bar.disable:
+            bar = None
+        else:
+            counter = WindowCounter(progress[0])
+            client.register_plugin(counter)
     future = client.compute(graph)
     alone_since: float | None = None
     try:
@@ -346,6 +388,9 @@ def compute(client: Any, graph: Any, *, worker_timeout: float = 120.0,
                 break
             except TimeoutError:
                 pass
+            if bar is not None:
+                with contextlib.suppress(Exception):
+                    bar.update(client.run_on_scheduler(_count, name=counter.name) - bar.n)
             try:
                 n = len(client.nthreads())
             except OSError as exc:
@@ -374,3 +419,7 @@ def compute(client: Any, graph: Any, *, worker_timeout: float = 120.0,
     finally:
         with contextlib.suppress(Exception):
             future.cancel()
+        if bar is not None:
+            bar.close()
+            with contextlib.suppress(Exception):
+                client.run_on_scheduler(_forget, name=counter.name)

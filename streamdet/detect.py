@@ -592,7 +592,9 @@ def detect_pixels(image: ImageLike, *, model: str | os.PathLike[str] | Model | N
         (root,), windows, limit = _build_graph(arr, mdl, cfg, lag=lag, model_task=task,
                                                inflight=2 * lag, parts=writer, done=done,
                                                root=True)
-        return compute(client, root, worker_timeout=worker_timeout)
+        prefix = root.key.replace("catalogue-", "window-", 1) + "-"
+        return compute(client, root, worker_timeout=worker_timeout,
+                       progress=(prefix, len(windows)), quiet=quiet)
     lag = max(2, os.cpu_count() or 2)
     tops, windows, limit = _build_graph(arr, mdl, cfg, lag=lag, parts=writer, done=done)
     progress = _Progress(windows, cfg, quiet, limit=limit, stride=mdl.contract.stride[-1])

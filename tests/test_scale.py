@@ -102,8 +102,28 @@ def _wait_workers(client: Any, n: int, timeout: float = 60.0) -> None:
 
 def test_process_cluster_equals_single_process(store: Path, reference: Table,
                                                client: Any) -> None:
-    got = detect(store, chunk=CHUNK, client=client)
+    _wait_workers(client, 2)
+    with distributed.get_task_stream(client) as ts:
+        got = detect(store, chunk=CHUNK, client=client)
     assert_same_table(got, reference)
+    # windows in flight bounded: window p starts only once window p - 2 x threads (in the
+    # walk's order) has finished
+    img = streamdet.open_image(store)
+    model = streamdet.load_model(default_model(freq_hz=560e6, pixel_scale_arcsec=0.6))
+    cfg = detect_module._configure(model.contract, (256, 256), chunk=CHUNK, halo=None,
+                                   tile=None, batch=None, threshold=None, iou_threshold=None,
+                                   split_every=4)
+    walk = [w.index for w in detect_module.plan(img.data.data, model, cfg)[0]]
+    span: dict[int, tuple[float, float]] = {}
+    for task in ts.data:
+        key = str(task["key"])
+        if key.startswith("window-"):
+            (run,) = [s for s in task["startstops"] if s["action"] == "compute"]
+            span[int(key.rsplit("-", 1)[1])] = (run["start"], run["stop"])
+    assert sorted(span) == sorted(walk)
+    inflight = 2 * 2
+    for p in range(inflight, len(walk)):
+        assert span[walk[p]][0] >= span[walk[p - inflight]][1]
     # one ONNX Runtime session per worker process, whatever the number of tasks
     sessions = client.run(_cache_size)
     assert set(sessions.values()) <= {0, 1} and sum(sessions.values()) >= 1
