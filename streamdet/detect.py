@@ -31,7 +31,7 @@ from ._measure import MeasureConfig
 from ._memory import release_free_memory
 from ._plan import Window, padded_size, plan_windows, round_up
 from ._progress import progress_bar
-from ._resume import PartWriter
+from ._resume import PartsError, PartWriter
 from .contract import Model, ModelContract, load_model
 from .detections import Detections
 from .errors import InvalidModelError, StreamdetValueError
@@ -298,22 +298,28 @@ def _detect_from_blocks(own: list[_BlockReader], shared: list[Piece],
 
     With ``parts``, the window's detections are persisted (:mod:`streamdet._resume`);
     with ``reuse`` too they are read back from there instead of computed (the chunks
-    are then read only when there is something to hand on). ``gate`` is only a
+    are then read only when there is something to hand on; a part that cannot be read
+    is computed and written again). ``gate`` is only a
     scheduling dependency (the bound on windows in flight, see :func:`_build_graph`).
     """
-    if reuse and parts is not None and not emit:
-        return parts.load(window.index), {}
+    dets = None
+    if reuse and parts is not None:
+        try:
+            dets = parts.load(window.index)
+        except PartsError:  # unreadable (a disk that lost it): computed again instead
+            dets = None
+        if dets is not None and not emit:
+            return dets, {}
     pieces = [(*r.origin, r()) for r in own] + shared
     data = _assemble(pieces, bounds)
     del pieces
     handed = {strip: (y0, x0, np.array(data[y0 - bounds[0]:y1 - bounds[0],
                                             x0 - bounds[2]:x1 - bounds[2]]))
               for strip, (y0, y1, x0, x1) in emit.items()}
-    if reuse and parts is not None:
-        return parts.load(window.index), handed
-    dets = detect_window(data, window, model, **options)
-    if parts is not None:
-        parts.save(window.index, dets)
+    if dets is None:
+        dets = detect_window(data, window, model, **options)
+        if parts is not None:
+            parts.save(window.index, dets)
     return dets, handed
 
 

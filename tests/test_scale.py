@@ -260,14 +260,23 @@ def test_interrupt_then_resume(store: Path, reference_small: Table, tmp_path: Pa
     k = len(before)
     total = 64
     assert 0 < k < total
-    stamps = {n: (parts / n).stat().st_mtime_ns for n in before}
+    # one part damaged (a disk that lost it): that window is computed again
+    damaged = sorted(before)[0]
+    (parts / damaged).write_bytes(b"not a part")
+    kept = before - {damaged}
+    stamps = {n: (parts / n).stat().st_mtime_ns for n in kept}
     calls = _counting(monkeypatch)
     got = detect(store, chunk=SMALL_CHUNK, parts=parts, resume=True)
     assert_same_table(got, reference_small)
-    assert len(calls) == total - k                         # only the missing windows
-    assert not {f"window-{i}.npz" for i in calls} & before
-    assert {n: (parts / n).stat().st_mtime_ns for n in before} == stamps  # reused as is
+    assert len(calls) == total - k + 1              # only the missing (and damaged) windows
+    assert {f"window-{i}.npz" for i in calls} & before == {damaged}
+    assert {n: (parts / n).stat().st_mtime_ns for n in kept} == stamps  # reused as is
     assert len(list(parts.glob("window-*.npz"))) == total
+    # resumed again: nothing left to compute
+    calls.clear()
+    assert_same_table(detect(store, chunk=SMALL_CHUNK, parts=parts, resume=True),
+                      reference_small)
+    assert calls == []
 
 
 def test_resume_refuses_another_option_or_model(store: Path, tmp_path: Path,
