@@ -378,7 +378,7 @@ def _build_parser(command: str | None = "plot") -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, metavar="D",
                    help="where the model runs: auto (the best provider present), cpu, cuda, "
                    "tensorrt, or cuda:K / tensorrt:K for GPU K (default: auto)")
-    g = p.add_argument_group("scale out (default: this process, one thread per core)")
+    g = p.add_argument_group("scale out", "default: this process, one thread per core")
     g.add_argument("--workers", type=int, default=None, metavar="N",
                    help="run on a local Dask cluster of N worker processes (threads per "
                    "worker: the cores divided among them); the dashboard is printed")
@@ -393,8 +393,8 @@ def _build_parser(command: str | None = "plot") -> argparse.ArgumentParser:
     g.add_argument("--worker-timeout", type=float, default=120.0, metavar="S",
                    help="give up when the scheduler cannot be reached, or the cluster has "
                    "had no worker, for S seconds")
-    g = p.add_argument_group("resume (each finished window is kept in .CATALOGUE.parts/ "
-                             "beside the catalogue until it is written)")
+    g = p.add_argument_group("resume", "each finished window is kept in .CATALOGUE.parts/ "
+                             "beside the catalogue until the catalogue is written")
     g.add_argument("--resume", action="store_true",
                    help="reuse the windows an interrupted run of the same command kept, "
                    "and compute only the others (refused where the model, input or an "
