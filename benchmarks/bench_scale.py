@@ -17,8 +17,10 @@ the same whatever the image), then times ``streamdet.detect(store, client=client
   tasks), (b) the workers' idle share during the run from the task stream: (wall x
   threads - busy time) / tasks;
 * **peak RSS per worker**: every worker process's RSS sampled with psutil every 0.1 s
-  during the run (the largest of them), and the client process's own peak (VmHWM).
-  Target: flat from 4096^2 to 16384^2.
+  during the run, the largest of the workers: while the windows run (until the last
+  window task ends: target flat from 4096^2 to 16384^2), and over the whole run ("at
+  end": the last merges, the root's on one worker, hold the catalogue itself, ~60 bytes
+  a source per copy); and the client process's own peak (VmHWM).
 
 With ``--threaded``, the ordinary single-process run (threads) is timed too, for scale.
 Runs are repeated ``--repeat`` times interleaved; the fastest counts, RSS is the largest.
@@ -125,14 +127,14 @@ if __name__ == "__main__":
         start_s = time.perf_counter() - t_start
         pids = list(client.run(os.getpid).values())
         procs = [psutil.Process(p) for p in pids]
-        peak = {p: 0 for p in pids}
+        samples = []   # (time, pid, rss)
         stop = threading.Event()
 
         def sample():
             while not stop.is_set():
                 for pr in procs:
                     try:
-                        peak[pr.pid] = max(peak[pr.pid], pr.memory_info().rss)
+                        samples.append((time.time(), pr.pid, pr.memory_info().rss))
                     except psutil.Error:
                         pass
                 stop.wait(0.1)
@@ -147,6 +149,13 @@ if __name__ == "__main__":
         sampler.join()
         busy = sum(s["stop"] - s["start"] for task in ts.data for s in task["startstops"]
                    if s["action"] == "compute")
+        # the window phase ends when the last window task does; the merges above it, the
+        # root's on one worker, hold the catalogue itself
+        windows_end = max(s["stop"] for task in ts.data for s in task["startstops"]
+                          if s["action"] == "compute" and str(task["key"]).startswith("window-"))
+        peak = {p: max([r for t, q, r in samples if q == p] or [0]) for p in pids}
+        peak_windows = {p: max([r for t, q, r in samples if q == p and t <= windows_end] or [0])
+                        for p in pids}
         ntasks = len(ts.data)
         t1 = time.perf_counter()
         client.gather(client.map(noop, range(ntasks), pure=False))
@@ -158,6 +167,7 @@ if __name__ == "__main__":
                       "noop_ms": 1e3 * noop_s / max(1, ntasks),
                       "idle_ms": 1e3 * (wall * nworkers - busy) / max(1, ntasks),
                       "worker_rss_mb": [peak[p] / 2**20 for p in pids],
+                      "window_rss_mb": [peak_windows[p] / 2**20 for p in pids],
                       "client_rss_mb": rss}))
 """
 
@@ -198,7 +208,8 @@ def main() -> None:
           f"best of {args.repeat}, workdir {workdir}", flush=True)
     print(f"{'size':>6} {'workers':>8} {'e2e s':>7} {'Mpix/s':>7} {'speed-up':>9} "
           f"{'start s':>8} {'tasks':>6} {'noop ms/task':>13} {'idle ms/task':>13} "
-          f"{'worker RSS MB':>14} {'client RSS MB':>14} {'sources':>8}", flush=True)
+          f"{'worker RSS MB':>14} {'(at end)':>10} {'client RSS MB':>14} {'sources':>8}",
+          flush=True)
     peaks: dict[int, list[float]] = {}
     for size in args.sizes:
         store = _prepare(size, workdir, base=min(args.base, size))
@@ -215,23 +226,26 @@ def main() -> None:
         for n in args.workers:
             best = min(runs[n], key=lambda r: r["seconds"])
             worker_rss = max(max(r["worker_rss_mb"]) for r in runs[n])  # type: ignore[call-overload]
+            window_rss = max(max(r["window_rss_mb"]) for r in runs[n])  # type: ignore[call-overload]
             client_rss = max(r["client_rss_mb"] for r in runs[n])
             first = first or best["seconds"]
-            peaks.setdefault(n, []).append(worker_rss)
+            peaks.setdefault(n, []).append(window_rss)
             print(f"{size:>6} {n:>8} {best['seconds']:>7.1f} {mpix / best['seconds']:>7.2f} "
                   f"{first / best['seconds']:>8.2f}x {best['start_s']:>8.1f} "
                   f"{int(best['tasks']):>6} "
-                  f"{best['noop_ms']:>13.2f} {best['idle_ms']:>13.2f} {worker_rss:>14.0f} "
+                  f"{best['noop_ms']:>13.2f} {best['idle_ms']:>13.2f} {window_rss:>14.0f} "
+                  f"{worker_rss:>10.0f} "
                   f"{client_rss:>14.0f} {int(best['n']):>8}", flush=True)
         if threaded:
             best = min(threaded, key=lambda r: r["seconds"])
             rss = max(r["rss_mb"] for r in threaded)
             print(f"{size:>6} {'threads':>8} {best['seconds']:>7.1f} "
                   f"{mpix / best['seconds']:>7.2f} {'':>9} {'':>8} {'':>6} {'':>13} {'':>13} "
-                  f"{'':>14} {rss:>14.0f} {int(best['n']):>8}", flush=True)
+                  f"{'':>14} {'':>10} {rss:>14.0f} {int(best['n']):>8}", flush=True)
     for n, rows in peaks.items():
         if len(rows) > 1:
-            print(f"{n} worker(s): peak worker RSS {args.sizes[-1]}^2 / {args.sizes[0]}^2 = "
+            print(f"{n} worker(s): peak worker RSS while the windows run, "
+                  f"{args.sizes[-1]}^2 / {args.sizes[0]}^2 = "
                   f"{rows[-1] / rows[0]:.2f}")
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
 
