@@ -121,6 +121,11 @@ def shared(model: Model, *, device: str | None = None) -> tuple[Any, ...]:
     return (worker_model, model_spec(model, device))
 
 
+def _assigned_gpu() -> int | None:
+    """This process's GPU from :class:`GPUPlugin` (for tests, through ``client.run``)."""
+    return _ASSIGNED_GPU
+
+
 def _cache_size() -> int:
     """Sessions held by this process's cache (for tests, through ``client.run``)."""
     return len(_CACHE)
@@ -195,6 +200,11 @@ class GPUPlugin(WorkerPlugin):
         except (TypeError, ValueError):
             k = sum(map(ord, str(worker.name)))
         _ASSIGNED_GPU = self.gpus[k % len(self.gpus)]
+
+    def teardown(self, worker: Any) -> None:
+        """Forget this worker's GPU (the plugin was removed)."""
+        global _ASSIGNED_GPU
+        _ASSIGNED_GPU = None
 
 
 # ----------------------------------------------------------------------------- clients

@@ -429,3 +429,32 @@ def test_cli_cluster_refusals(store: Path, tmp_path: Path,
         assert code == 1 and "CUDAExecutionProvider" in err and "streamdet[gpu]" in err
         assert time.monotonic() - t0 < 5
     assert not Path(out).exists() and not parts_dir(out).exists()
+
+
+def test_gpus_assigned_one_per_worker(client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--gpus: each worker of a local cluster records its own GPU, and a model asked for
+    on 'cuda' (or 'auto') there opens on that index (no GPU needed to check the plan)."""
+    from streamdet import _cluster
+
+    _wait_workers(client, 2)
+    client.register_plugin(_cluster.GPUPlugin([3, 5]))
+    try:
+        got = client.run(_cluster._assigned_gpu)
+        names = {w["name"]: addr for addr, w in client.scheduler_info()["workers"].items()}
+        assert {got[names[k]] for k in names} == {3, 5}
+        assert all(got[names[k]] == [3, 5][int(k) % 2] for k in names)
+    finally:
+        client.unregister_worker_plugin(_cluster.GPUPlugin.name)
+    assert set(client.run(_cluster._assigned_gpu).values()) == {None}
+    monkeypatch.setattr(_cluster, "_ASSIGNED_GPU", 1)
+    assert _cluster._pinned("cuda") == "cuda:1"
+    assert _cluster._pinned("auto") == "cuda:1"
+    assert _cluster._pinned("tensorrt") == "tensorrt:1"
+    assert _cluster._pinned("cuda:0") == "cuda:0"
+    assert _cluster._pinned("cpu") == "cpu"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert _cluster.parse_gpus("all") == [0, 1]
+    assert _cluster.parse_gpus("1,0") == [1, 0]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with pytest.raises(streamdet.StreamdetError, match="no GPU found"):
+        _cluster.parse_gpus("all")
