@@ -12,10 +12,12 @@ the same whatever the image), then times ``streamdet.detect(store, client=client
 * **start s**: the cluster's start and each worker's warm-up (imports, the session, one
   512^2 detection, a first read of the store), which a command pays once per run and
   which the Mpix/s do not include;
-* **scheduler overhead per task**: (a) the round trip of a trivial task through the same
-  cluster (``client.map`` of as many no-op tasks as the detection graph has, wall time /
-  tasks), (b) the workers' idle share during the run from the task stream: (wall x
-  threads - busy time) / tasks;
+* **scheduler overhead per task**: (a) the CPU time of the process that holds the client
+  and the scheduler (``LocalCluster`` runs its scheduler there) while the graph runs
+  (``streamdet._cluster.compute``), per task of the graph; (b) the round trip of a
+  trivial task through the same cluster (``client.map`` of as many no-op tasks as the
+  detection graph has, wall time / tasks); (c) the workers' idle share during the run,
+  from the task stream: (wall x threads - busy time) / tasks;
 * **peak RSS per worker**: every worker process's RSS sampled with psutil every 0.1 s
   during the run, the largest of the workers: while the windows run (until the last
   window task ends: target flat from 4096^2 to 16384^2), and over the whole run ("at
@@ -94,6 +96,7 @@ logging.getLogger("distributed").setLevel(logging.ERROR)
 import psutil
 import distributed
 import streamdet
+import streamdet._cluster as _cluster
 from streamdet._cluster import model_spec, worker_model
 from streamdet.contract import load_model
 
@@ -102,6 +105,22 @@ store, model_path, nworkers = sys.argv[1], sys.argv[2], int(sys.argv[3])
 
 def noop(i):
     return i
+
+
+_compute, _cpu = _cluster.compute, []
+
+
+def _timed_compute(*args, **kwargs):
+    # the CPU of this process (client and scheduler) while the graph runs, without the
+    # client's own work before (graph) and after (the table in sky coordinates)
+    t = time.process_time()
+    try:
+        return _compute(*args, **kwargs)
+    finally:
+        _cpu.append(time.process_time() - t)
+
+
+_cluster.compute = _timed_compute
 
 
 def warm(spec):
@@ -145,6 +164,7 @@ if __name__ == "__main__":
             t0 = time.perf_counter()
             table = streamdet.detect(store, model=model_path, client=client, threads=1)
             wall = time.perf_counter() - t0
+        cpu = sum(_cpu)
         stop.set()
         sampler.join()
         busy = sum(s["stop"] - s["start"] for task in ts.data for s in task["startstops"]
@@ -163,7 +183,7 @@ if __name__ == "__main__":
         rss = next(float(line.split()[1]) / 1024 for line in open("/proc/self/status")
                    if line.startswith("VmHWM:"))
     print(json.dumps({"seconds": wall, "n": len(table), "tasks": ntasks, "busy_s": busy,
-                      "start_s": start_s,
+                      "start_s": start_s, "sched_ms": 1e3 * cpu / max(1, ntasks),
                       "noop_ms": 1e3 * noop_s / max(1, ntasks),
                       "idle_ms": 1e3 * (wall * nworkers - busy) / max(1, ntasks),
                       "worker_rss_mb": [peak[p] / 2**20 for p in pids],
@@ -207,7 +227,8 @@ def main() -> None:
     print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start, "
           f"best of {args.repeat}, workdir {workdir}", flush=True)
     print(f"{'size':>6} {'workers':>8} {'e2e s':>7} {'Mpix/s':>7} {'speed-up':>9} "
-          f"{'start s':>8} {'tasks':>6} {'noop ms/task':>13} {'idle ms/task':>13} "
+          f"{'start s':>8} {'tasks':>6} {'sched CPU ms/task':>18} {'noop ms/task':>13} "
+          f"{'idle ms/task':>13} "
           f"{'worker RSS MB':>14} {'(at end)':>10} {'client RSS MB':>14} {'sources':>8}",
           flush=True)
     peaks: dict[int, list[float]] = {}
@@ -232,7 +253,7 @@ def main() -> None:
             peaks.setdefault(n, []).append(window_rss)
             print(f"{size:>6} {n:>8} {best['seconds']:>7.1f} {mpix / best['seconds']:>7.2f} "
                   f"{first / best['seconds']:>8.2f}x {best['start_s']:>8.1f} "
-                  f"{int(best['tasks']):>6} "
+                  f"{int(best['tasks']):>6} {best['sched_ms']:>18.2f} "
                   f"{best['noop_ms']:>13.2f} {best['idle_ms']:>13.2f} {window_rss:>14.0f} "
                   f"{worker_rss:>10.0f} "
                   f"{client_rss:>14.0f} {int(best['n']):>8}", flush=True)
@@ -240,7 +261,8 @@ def main() -> None:
             best = min(threaded, key=lambda r: r["seconds"])
             rss = max(r["rss_mb"] for r in threaded)
             print(f"{size:>6} {'threads':>8} {best['seconds']:>7.1f} "
-                  f"{mpix / best['seconds']:>7.2f} {'':>9} {'':>8} {'':>6} {'':>13} {'':>13} "
+                  f"{mpix / best['seconds']:>7.2f} {'':>9} {'':>8} {'':>6} {'':>18} {'':>13} "
+                  f"{'':>13} "
                   f"{'':>14} {'':>10} {rss:>14.0f} {int(best['n']):>8}", flush=True)
     for n, rows in peaks.items():
         if len(rows) > 1:
