@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import math
 import os
+import resource
 import shutil
 import subprocess
 import time
@@ -312,7 +313,8 @@ def run_sofia(cube: str | os.PathLike[str], workdir: str | os.PathLike[str], *,
                     settings={k.strip(): v.strip() for k, v in settings.items()})
 
 
-def _wait(proc: subprocess.Popen[bytes], timeout: float | None) -> tuple[int, os.struct_rusage]:
+def _wait(proc: subprocess.Popen[bytes],
+          timeout: float | None) -> tuple[int, resource.struct_rusage]:
     """Wait for ``proc`` with ``os.wait4`` (its own rusage), killing it after ``timeout``."""
     deadline = None if timeout is None else time.monotonic() + float(timeout)
     while True:

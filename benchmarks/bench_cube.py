@@ -1,0 +1,270 @@
+"""SDC2 benchmark on simulated HI cubes: SoFiA-2 (and, once it exists, streamdet's cube detection).
+
+For each seed (two fresh ones by default) a cube of at least 512 x 512 x 1024 voxels
+(numpy ``(nz, ny, nx)`` = ``(1024, 512, 512)`` by default, in the middle of the SDC2
+band) and its truth are simulated with :func:`streamdet.simulate_cube.simulate_cube`;
+SoFiA-2 runs on it with Team SoFiA's SDC2 settings (``benchmarks/_sofia.py``) and its
+catalogue, converted to the SDC2 format, is scored against the cube's truth with
+:func:`streamdet.sdc2.score_sdc2` (the official ``ska_sdc.Sdc2Scorer``) at each
+reliability threshold. One Markdown table is printed: finder, setting, score, N_det,
+N_match, purity, time (s) and peak RSS (MB) of the finder.
+
+SoFiA-2's reliability threshold only drops sources after linking, so by default it runs
+once, at the lowest threshold asked for, and the higher thresholds are that catalogue
+cut at ``rel >= threshold`` (same sources and parameters as separate runs; the time and
+RSS shown are that one run's). ``--separate-runs`` runs SoFiA once per threshold.
+
+streamdet's half (``--skip-streamdet`` leaves it out): it runs when the package has cube
+detection (:func:`streamdet_cube_detector` finds ``streamdet.detect_cube``); until then
+its row says so and the benchmark goes on.
+
+Build SoFiA-2 first (outside the repository)::
+
+    bash ../shared/peers/build_sofia2.sh /work/peers/sofia2
+
+Run::
+
+    python benchmarks/bench_cube.py                           # two seeds, 1024 x 512 x 512
+    python benchmarks/bench_cube.py --seeds 5151001 --json out.json
+    python benchmarks/bench_cube.py --shape 256 128 128 --seeds 1 --skip-streamdet  # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from astropy.io import fits
+from astropy.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _sofia
+
+import streamdet
+from streamdet.errors import StreamdetError
+from streamdet.sdc2 import Sdc2Result, score_sdc2, to_sdc2
+from streamdet.simulate_cube import CUBE_SKY_VERSION, SDC2_NOISE, cube_truth, simulate_cube
+
+#: Fresh seeds: the 3D detector trains on seeds 0, 1, 2, ... (export/train3d.py).
+DEFAULT_SEEDS = (5_151_001, 5_151_002)
+#: (nz, ny, nx): 512 x 512 pixels, 1024 channels (30.7 MHz).
+DEFAULT_SHAPE = (1024, 512, 512)
+#: Reliability thresholds of SoFiA-2: Team SoFiA's 0.1, and higher ones.
+DEFAULT_THRESHOLDS = (0.1, 0.3, 0.6, 0.8, 0.9)
+#: SDC2 channels in the band (950-1150 MHz at 30 kHz).
+SDC2_CHANNELS = 6668
+
+
+@dataclasses.dataclass
+class Row:
+    """One line of the results table."""
+
+    seed: int
+    finder: str
+    setting: str
+    score: float | None = None
+    n_det: int | None = None
+    n_match: int | None = None
+    purity: float | None = None
+    seconds: float | None = None
+    rss_mb: float | None = None
+    note: str = ""
+    accuracy: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def scored(cls, seed: int, finder: str, setting: str, r: Sdc2Result, *,
+               seconds: float, rss_mb: float, note: str = "") -> Row:
+        return cls(seed=seed, finder=finder, setting=setting, score=r.score, n_det=r.n_det,
+                   n_match=r.n_match, purity=r.purity, seconds=seconds, rss_mb=rss_mb,
+                   note=note, accuracy=dict(r.accuracy))
+
+
+def _fmt(value: float | int | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def markdown(rows: Sequence[Row]) -> str:
+    """The results as a Markdown table."""
+    head = ("| seed | finder | setting | score | N_det | N_match | purity | time s | "
+            "peak RSS MB | note |")
+    lines = [head, "| " + " | ".join(["---"] * 10) + " |"]
+    for r in rows:
+        lines.append(f"| {r.seed} | {r.finder} | {r.setting} | {_fmt(r.score, '.2f')} | "
+                     f"{_fmt(r.n_det, 'd')} | {_fmt(r.n_match, 'd')} | "
+                     f"{_fmt(r.purity, '.3f')} | {_fmt(r.seconds, '.1f')} | "
+                     f"{_fmt(r.rss_mb, '.0f')} | {r.note} |")
+    return "\n".join(lines)
+
+
+def streamdet_cube_detector() -> Callable[..., Any] | None:
+    """streamdet's cube detection, or None while the package has none.
+
+    The benchmark expects ``streamdet.detect_cube(path, **options)`` returning a table
+    with (at least) the SDC2 columns; wire the real entry point here when it lands.
+    """
+    fn = getattr(streamdet, "detect_cube", None)
+    return fn if callable(fn) else None
+
+
+def run_sofia_rows(seed: int, cube: Path, truth: Table, work: Path, *,
+                   thresholds: Sequence[float], separate: bool, threads: int,
+                   sofia: str | None, timeout: float | None) -> list[Row]:
+    """SoFiA-2 on one cube, scored at each reliability threshold."""
+    header = fits.getheader(cube)
+    rows: list[Row] = []
+    if separate:
+        for thr in thresholds:
+            run = _sofia.run_sofia(cube, work / f"sofia-r{thr:g}", reliability_threshold=thr,
+                                   threads=threads, sofia=sofia, timeout=timeout)
+            cat = _sofia.to_sdc2(run.catalogue, header)
+            rows.append(Row.scored(seed, "SoFiA-2", f"reliability {thr:g}",
+                                   score_sdc2(cat, truth), seconds=run.seconds,
+                                   rss_mb=run.rss_mb, note="own run"))
+        return rows
+    low = min(thresholds)
+    run = _sofia.run_sofia(cube, work / "sofia", reliability_threshold=low, threads=threads,
+                           sofia=sofia, timeout=timeout)
+    for thr in thresholds:
+        cat = _sofia.to_sdc2(run.catalogue, header, min_rel=thr)
+        note = "run" if thr == low else f"run at {low:g}, cut at rel >= {thr:g}"
+        rows.append(Row.scored(seed, "SoFiA-2", f"reliability {thr:g}", score_sdc2(cat, truth),
+                               seconds=run.seconds, rss_mb=run.rss_mb, note=note))
+    return rows
+
+
+def run_streamdet_rows(seed: int, cube: Path, truth: Table, work: Path) -> list[Row]:
+    """streamdet's cube detection on one cube (a 'skipped' row while there is none)."""
+    detect = streamdet_cube_detector()
+    if detect is None:
+        return [Row(seed=seed, finder="streamdet", setting="-",
+                    note="skipped: this streamdet has no cube detection yet")]
+    t0 = time.perf_counter()
+    try:
+        cat = detect(cube)
+    except (StreamdetError, NotImplementedError) as exc:
+        return [Row(seed=seed, finder="streamdet", setting="-", note=f"skipped: {exc}")]
+    seconds = time.perf_counter() - t0
+    r = score_sdc2(to_sdc2(cat), truth)
+    return [Row.scored(seed, "streamdet", "default model", r, seconds=seconds,
+                       rss_mb=_self_peak_rss_mb(), note="in process; RSS of the process")]
+
+
+def _self_peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _same_cube(path: Path, *, seed: int, shape: tuple[int, int, int], offset: int) -> bool:
+    """Whether ``path`` is the cube :func:`simulate_cube` would write for these arguments
+    (default noise, no continuum), from its header and size."""
+    if not path.is_file():
+        return False
+    try:
+        h = fits.getheader(path)
+    except OSError:
+        return False
+    nz, ny, nx = shape
+    expect = {"NAXIS1": nx, "NAXIS2": ny, "NAXIS3": nz, "SIMSEED": seed,
+              "SIMSKY": CUBE_SKY_VERSION, "SIMCONT": False, "SIMNOISE": SDC2_NOISE}
+    if any(h.get(k) != v for k, v in expect.items()):
+        return False
+    data_bytes = -(-4 * nx * ny * nz // 2880) * 2880
+    freq0 = 950e6 + offset * 30e3
+    return (abs(float(h.get("CRVAL3", 0.0)) - freq0) < 1.0
+            and path.stat().st_size == len(h.tostring()) + data_bytes)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shape", type=int, nargs=3, metavar=("NZ", "NY", "NX"),
+                    default=DEFAULT_SHAPE, help="cube shape, channels first (default: "
+                    "%(default)s)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=DEFAULT_SEEDS,
+                    help="simulation seeds, one cube each (default: %(default)s)")
+    ap.add_argument("--channel-offset", type=int, default=None,
+                    help="first channel from 950 MHz (default: the middle of the SDC2 band)")
+    ap.add_argument("--thresholds", type=float, nargs="+", default=DEFAULT_THRESHOLDS,
+                    help="SoFiA-2 reliability thresholds (default: %(default)s)")
+    ap.add_argument("--separate-runs", action="store_true",
+                    help="run SoFiA-2 once per threshold instead of cutting one run")
+    ap.add_argument("--sofia", default=None, help="SoFiA-2 binary (default: $SOFIA2, "
+                    f"{_sofia.DEFAULT_BUILD}, or sofia on PATH)")
+    ap.add_argument("--threads", type=int, default=0, help="SoFiA-2 threads (0: all cores)")
+    ap.add_argument("--timeout", type=float, default=None, help="seconds per SoFiA-2 run")
+    ap.add_argument("--skip-sofia", action="store_true", help="leave SoFiA-2 out")
+    ap.add_argument("--skip-streamdet", action="store_true",
+                    help="leave streamdet out (its cube detection does not exist yet)")
+    ap.add_argument("--workdir", default=None, help="directory for cubes and outputs "
+                    "(default: a temporary one, removed at the end)")
+    ap.add_argument("--keep", action="store_true", help="keep the cubes and outputs")
+    ap.add_argument("--reuse", action="store_true",
+                    help="reuse a cube already in --workdir made with the same seed, shape, "
+                    "band and simulator version (a cube is a pure function of those)")
+    ap.add_argument("--json", default=None, help="also write the rows as JSON here")
+    args = ap.parse_args(argv)
+
+    nz, ny, nx = args.shape
+    offset = (max(0, (SDC2_CHANNELS - nz) // 2) if args.channel_offset is None
+              else args.channel_offset)
+    if not args.skip_sofia and _sofia.find_sofia(args.sofia) is None:
+        print(f"SoFiA-2 not found: bash {_sofia.BUILD_SCRIPT} {_sofia.DEFAULT_BUILD.parent} "
+              "(or --sofia PATH, or --skip-sofia)", file=sys.stderr)
+        return 1
+    made = args.workdir is None
+    root = Path(tempfile.mkdtemp(prefix="bench_cube-") if made else args.workdir)
+    root.mkdir(parents=True, exist_ok=True)
+    rows: list[Row] = []
+    try:
+        for seed in args.seeds:
+            work = root / f"seed{seed}"
+            work.mkdir(exist_ok=True)
+            cube = work / "cube.fits"
+            t0 = time.perf_counter()
+            if args.reuse and _same_cube(cube, seed=seed, shape=(nz, ny, nx), offset=offset):
+                truth = cube_truth(shape=(nz, ny, nx), seed=seed, channel_offset=offset)
+                what = "reused"
+            else:
+                truth = simulate_cube(cube, truth=work / "truth.txt", shape=(nz, ny, nx),
+                                      seed=seed, channel_offset=offset, overwrite=True)
+                what = "simulated"
+            sim_s = time.perf_counter() - t0
+            print(f"seed {seed}: {what} {nz} x {ny} x {nx} voxels "
+                  f"({950 + offset * 0.03:.2f}-{950 + (offset + nz - 1) * 0.03:.2f} MHz, "
+                  f"{len(truth)} galaxies) in {sim_s:.0f} s", file=sys.stderr, flush=True)
+            if not args.skip_sofia:
+                new = run_sofia_rows(seed, cube, truth, work, thresholds=args.thresholds,
+                                     separate=args.separate_runs, threads=args.threads,
+                                     sofia=args.sofia, timeout=args.timeout)
+                rows += new
+                print(f"seed {seed}: SoFiA-2 {new[0].seconds:.0f} s, "
+                      f"{new[0].rss_mb:.0f} MB", file=sys.stderr, flush=True)
+            if not args.skip_streamdet:
+                rows += run_streamdet_rows(seed, cube, truth, work)
+            if not args.keep:
+                cube.unlink(missing_ok=True)
+    finally:
+        if made and not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    print(f"Cubes: {nz} x {ny} x {nx} voxels (channels x y x x), channel offset {offset}; "
+          f"seeds {', '.join(map(str, args.seeds))}.\n")
+    print(markdown(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps(
+            {"shape": [nz, ny, nx], "channel_offset": offset, "seeds": list(args.seeds),
+             "rows": [dataclasses.asdict(r) for r in rows]}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
