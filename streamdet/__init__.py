@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .io import Image, StoreInfo, info, open_image
     from .score import ScoreResult, score
     from .simulate import simulate
+    from .simulate_cube import simulate_cube
 
 __all__ = [
     "ConvertReport",
@@ -61,6 +62,7 @@ __all__ = [
     "open_image",
     "score",
     "simulate",
+    "simulate_cube",
     "verify",
 ]
 
@@ -71,6 +73,7 @@ _LAZY = {
     "detect": "detect", "Detections": "detections",
     "Image": "io", "StoreInfo": "io", "info": "io", "open_image": "io",
     "ScoreResult": "score", "score": "score", "simulate": "simulate",
+    "simulate_cube": "simulate_cube",
 }
 # functions named like their submodule: ``streamdet.convert`` is the function, as it always
 # was, even once the submodule ``streamdet.convert`` has been imported

@@ -18,7 +18,56 @@ __all__ = ["main"]
 Handler = Callable[[argparse.Namespace], int]
 
 
+_CUBE_ONLY = ("shape", "channel_offset", "freq_start", "centre", "cube_noise", "continuum",
+              "no_galaxies", "slab_channels")
+_IMAGE_ONLY = ("size", "freq", "offset", "pb", "sidelobes", "no_faint", "no_zero_mean",
+               "noise_scale", "agn_fraction")
+
+
+def _given(args: argparse.Namespace, names: Sequence[str]) -> list[str]:
+    """The options among ``names`` given a value (defaults are None or False)."""
+    return ["--" + n.replace("_", "-") for n in names if getattr(args, n) not in (None, False)]
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
+    if args.cube:
+        return _simulate_cube(args)
+    wrong = _given(args, _CUBE_ONLY)
+    if wrong:
+        raise StreamdetValueError(f"{', '.join(wrong)} {'applies' if len(wrong) == 1 else 'apply'}"
+                                  " only with --cube")
+    args.size = 2048 if args.size is None else args.size
+    args.freq = 560 if args.freq is None else args.freq
+    args.offset = (0.0, 0.0) if args.offset is None else args.offset
+    args.noise_scale = 1.0 if args.noise_scale is None else args.noise_scale
+    return _simulate_image(args)
+
+
+def _simulate_cube(args: argparse.Namespace) -> int:
+    from .simulate_cube import SDC2_NOISE, simulate_cube
+
+    wrong = _given(args, _IMAGE_ONLY)
+    if wrong:
+        raise StreamdetValueError(f"{', '.join(wrong)} {'does' if len(wrong) == 1 else 'do'} "
+                                  "not apply to a cube (--cube)")
+    noise = SDC2_NOISE if args.cube_noise is None else args.cube_noise
+    shape = (256, 64, 64) if args.shape is None else tuple(args.shape)
+    truth = simulate_cube(
+        args.output, truth=args.truth, shape=shape, seed=args.seed,
+        channel_offset=0 if args.channel_offset is None else args.channel_offset,
+        freq_start=args.freq_start,
+        centre=(180.0, -30.0) if args.centre is None else (args.centre[0], args.centre[1]),
+        noise=0.0 if args.no_noise else noise, continuum=args.continuum,
+        galaxies=not args.no_galaxies, slab_channels=args.slab_channels,
+        overwrite=args.overwrite, quiet=args.quiet or None)
+    if not args.quiet:
+        nz, ny, nx = shape
+        print(f"wrote {args.output} ({nx}x{ny}x{nz} voxels, {len(truth)} galaxies)"
+              + (f" and truth {args.truth}" if args.truth else ""))
+    return 0
+
+
+def _simulate_image(args: argparse.Namespace) -> int:
     from ._atomic import check_output
     from .simulate import simulate
 
@@ -291,17 +340,21 @@ def _build_parser(command: str | None = "plot") -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
                                 parser_class=_Parser)
 
-    p = sub.add_parser("simulate", help="simulate an SDC1-like continuum field and its truth",
+    p = sub.add_parser("simulate", help="simulate an SDC1-like continuum field (or, --cube, an "
+                       "SDC2-like HI cube) and its truth",
                        description="Write a synthetic SKA SDC1-like continuum image (FITS) and, "
-                       "optionally, its truth catalogue in the SDC1 submission format.")
-    p.add_argument("output", metavar="OUT.fits", help="FITS image to write")
-    p.add_argument("--truth", metavar="TRUTH.txt", help="truth catalogue to write (SDC1 format)")
-    p.add_argument("--size", type=int, default=2048, metavar="N", help="image side in pixels")
-    p.add_argument("--freq", type=int, default=560, choices=(560, 1400, 9200),
-                   help="band in MHz (sets pixel scale, beam and noise)")
+                       "optionally, its truth catalogue in the SDC1 submission format; with "
+                       "--cube, an SDC2-like HI cube and its truth in the SDC2 format.")
+    p.add_argument("output", metavar="OUT.fits", help="FITS image (or cube) to write")
+    p.add_argument("--truth", metavar="TRUTH.txt",
+                   help="truth catalogue to write (SDC1 format; SDC2 with --cube)")
+    p.add_argument("--size", type=int, default=None, metavar="N",
+                   help="image side in pixels (default 2048)")
+    p.add_argument("--freq", type=int, default=None, choices=(560, 1400, 9200),
+                   help="band in MHz (sets pixel scale, beam and noise; default 560)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed")
-    p.add_argument("--offset", type=float, nargs=2, default=(0.0, 0.0), metavar=("DRA", "DDEC"),
-                   help="field centre offset from (RA 0, Dec -30) in degrees")
+    p.add_argument("--offset", type=float, nargs=2, default=None, metavar=("DRA", "DDEC"),
+                   help="field centre offset from (RA 0, Dec -30) in degrees (default 0 0)")
     p.add_argument("--pb", metavar="PB.fits",
                    help="also write the primary beam applied (for detect --pb)")
     p.add_argument("--no-noise", action="store_true", help="leave out the noise")
@@ -313,11 +366,31 @@ def _build_parser(command: str | None = "plot") -> argparse.ArgumentParser:
     p.add_argument("--no-zero-mean", action="store_true",
                    help="keep the sky's mean brightness (an interferometer's map, and the "
                         "default, has it taken out)")
-    p.add_argument("--noise-scale", type=float, default=1.0, metavar="F",
+    p.add_argument("--noise-scale", type=float, default=None, metavar="F",
                    help="multiply the map noise by F (default 1: a 1000 h SDC1 map)")
     p.add_argument("--agn-fraction", type=float, default=None, metavar="F",
                    help="share of AGN among the catalogue population's sources (default: "
                         "the population's own, ~2%%)")
+    c = p.add_argument_group("HI cube (--cube)")
+    c.add_argument("--cube", action="store_true",
+                   help="an SDC2-like HI cube (2.8\" pixels, 7\" beam, 30 kHz channels from "
+                        "950 MHz) of rotating disks from a physical population")
+    c.add_argument("--shape", type=int, nargs=3, default=None, metavar=("NZ", "NY", "NX"),
+                   help="cube shape, channels then pixels (default 256 64 64)")
+    c.add_argument("--channel-offset", type=int, default=None, metavar="K",
+                   help="first channel, in 30 kHz channels from 950 MHz (default 0)")
+    c.add_argument("--freq-start", type=float, default=None, metavar="HZ",
+                   help="frequency of the first channel, Hz (instead of --channel-offset)")
+    c.add_argument("--centre", type=float, nargs=2, default=None, metavar=("RA", "DEC"),
+                   help="cube centre, deg (default 180 -30)")
+    c.add_argument("--cube-noise", type=float, default=None, metavar="JY",
+                   help="noise per channel, Jy/beam (default 3e-5; --no-noise for none)")
+    c.add_argument("--continuum", action="store_true",
+                   help="add continuum point sources with power-law spectra (not in the truth)")
+    c.add_argument("--no-galaxies", action="store_true",
+                   help="noise (and continuum) only, an empty truth")
+    c.add_argument("--slab-channels", type=int, default=None, metavar="N",
+                   help="channels rendered and written at a time (the bytes do not depend on it)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=_cmd_simulate)
