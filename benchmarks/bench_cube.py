@@ -6,8 +6,9 @@ band) and its truth are simulated with :func:`streamdet.simulate_cube.simulate_c
 SoFiA-2 runs on it with Team SoFiA's SDC2 settings (``benchmarks/_sofia.py``) and its
 catalogue, converted to the SDC2 format, is scored against the cube's truth with
 :func:`streamdet.sdc2.score_sdc2` (the official ``ska_sdc.Sdc2Scorer``) at each
-reliability threshold. One Markdown table is printed: finder, setting, score, N_det,
-N_match, purity, time (s) and peak RSS (MB) of the finder.
+reliability threshold. A Markdown table is printed: finder, setting, score, N_det,
+N_match, purity, time (s) and peak RSS (MB) of the finder; then the mean score of each
+of the scorer's seven terms over the matches.
 
 SoFiA-2's reliability threshold only drops sources after linking, so by default it runs
 once, at the lowest threshold asked for, and the higher thresholds are that catalogue
@@ -102,6 +103,18 @@ def markdown(rows: Sequence[Row]) -> str:
                      f"{_fmt(r.n_det, 'd')} | {_fmt(r.n_match, 'd')} | "
                      f"{_fmt(r.purity, '.3f')} | {_fmt(r.seconds, '.1f')} | "
                      f"{_fmt(r.rss_mb, '.0f')} | {r.note} |")
+    return "\n".join(lines)
+
+
+def markdown_accuracy(rows: Sequence[Row]) -> str:
+    """Mean score of each SDC2 term over the matches of each scored row, as Markdown."""
+    terms = ("position", "central_freq", "flux", "hi_size", "pa", "w20", "i")
+    lines = ["| seed | finder | setting | " + " | ".join(terms) + " |",
+             "| " + " | ".join(["---"] * (3 + len(terms))) + " |"]
+    for r in rows:
+        if r.accuracy:
+            vals = " | ".join(_fmt(r.accuracy.get(t), ".2f") for t in terms)
+            lines.append(f"| {r.seed} | {r.finder} | {r.setting} | {vals} |")
     return "\n".join(lines)
 
 
@@ -259,6 +272,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"Cubes: {nz} x {ny} x {nx} voxels (channels x y x x), channel offset {offset}; "
           f"seeds {', '.join(map(str, args.seeds))}.\n")
     print(markdown(rows))
+    if any(r.accuracy for r in rows):
+        print("\nMean score of each term over the matches (1 = within the scorer's threshold):"
+              "\n")
+        print(markdown_accuracy(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(
             {"shape": [nz, ny, nx], "channel_offset": offset, "seeds": list(args.seeds),

@@ -101,7 +101,14 @@ def _numeric_columns(table: Any, what: str) -> dict[str, np.ndarray]:
             if col.dtype.kind == "f" and (not np.all(np.isfinite(col))
                                           or np.any(col != np.round(col))):
                 raise StreamdetValueError(f"{what} catalogue: column 'id' must hold integers")
-            cols[name] = col.astype(np.int64)
+            ids = col.astype(np.int64)
+            uniq, counts = np.unique(ids, return_counts=True)
+            if np.any(counts > 1):
+                dup = uniq[counts > 1]
+                raise StreamdetValueError(
+                    f"{what} catalogue: column 'id' must be unique (the scorer keeps one match "
+                    f"per id); {len(dup)} id(s) repeat, e.g. {int(dup[0])}")
+            cols[name] = ids
             continue
         col = col.astype(np.float64)
         bad = int(np.count_nonzero(~np.isfinite(col)))
@@ -151,8 +158,8 @@ def to_sdc2(table: Any, *, what: str = "submitted") -> Table:
     Raises
     ------
     StreamdetValueError
-        A column is missing, not numeric or holds NaN/inf; ``dec`` outside [-90, 90],
-        ``central_freq`` <= 0, ``hi_size`` or ``w20`` negative.
+        A column is missing, not numeric or holds NaN/inf; ``id`` not unique integers;
+        ``dec`` outside [-90, 90], ``central_freq`` <= 0, ``hi_size`` or ``w20`` negative.
     """
     cols = _numeric_columns(table, what)
     out = Table({name: cols[name] for name in SDC2_COLUMNS})

@@ -120,6 +120,17 @@ def test_write_refuses_missing_and_text_columns(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_refuses_repeated_ids(tmp_path: Path) -> None:
+    from astropy.table import vstack
+    two = vstack([_row(), _row(ra=1.0)])
+    with pytest.raises(StreamdetValueError, match="'id' must be unique"):
+        write_sdc2(two, tmp_path / "d.txt")
+    p = tmp_path / "e.txt"
+    p.write_text(" ".join(SDC2_COLUMNS) + "\n" + "1 2 3 4 5 6 7 8 9\n" * 2)
+    with pytest.raises(StreamdetValueError, match="unique"):
+        read_sdc2(p)
+
+
 def test_write_overwrite(tmp_path: Path) -> None:
     out = write_sdc2(_row(), tmp_path / "c.txt")
     with pytest.raises(OutputExistsError):
