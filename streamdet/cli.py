@@ -349,12 +349,12 @@ def _build_parser(command: str | None = "plot") -> argparse.ArgumentParser:
     p.add_argument("--truth", metavar="TRUTH.txt",
                    help="truth catalogue to write (SDC1 format; SDC2 with --cube)")
     p.add_argument("--size", type=int, default=None, metavar="N",
-                   help="image side in pixels (default 2048)")
+                   help="image side in pixels (default: 2048)")
     p.add_argument("--freq", type=int, default=None, choices=(560, 1400, 9200),
-                   help="band in MHz (sets pixel scale, beam and noise; default 560)")
+                   help="band in MHz, sets pixel scale, beam and noise (default: 560)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed")
     p.add_argument("--offset", type=float, nargs=2, default=None, metavar=("DRA", "DDEC"),
-                   help="field centre offset from (RA 0, Dec -30) in degrees (default 0 0)")
+                   help="field centre offset from (RA 0, Dec -30) in degrees (default: 0.0 0.0)")
     p.add_argument("--pb", metavar="PB.fits",
                    help="also write the primary beam applied (for detect --pb)")
     p.add_argument("--no-noise", action="store_true", help="leave out the noise")
@@ -367,7 +367,7 @@ def _build_parser(command: str | None = "plot") -> argparse.ArgumentParser:
                    help="keep the sky's mean brightness (an interferometer's map, and the "
                         "default, has it taken out)")
     p.add_argument("--noise-scale", type=float, default=None, metavar="F",
-                   help="multiply the map noise by F (default 1: a 1000 h SDC1 map)")
+                   help="multiply the map noise by F, 1: a 1000 h SDC1 map (default: 1.0)")
     p.add_argument("--agn-fraction", type=float, default=None, metavar="F",
                    help="share of AGN among the catalogue population's sources (default: "
                         "the population's own, ~2%%)")
