@@ -18,6 +18,9 @@ the same whatever the image), then times ``streamdet.detect(store, client=client
   trivial task through the same cluster (``client.map`` of as many no-op tasks as the
   detection graph has, wall time / tasks); (c) the workers' idle share during the run,
   from the task stream: (wall x threads - busy time) / tasks;
+* **CPU seconds** of the workers together, and of the client/scheduler process, during
+  the run: on a machine shared with other work (where the wall-clock speed-up says
+  little) the work added by distributing it;
 * **peak RSS per worker**: every worker process's RSS sampled with psutil every 0.1 s
   during the run, the largest of the workers: while the windows run (until the last
   window task ends: target flat from 4096^2 to 16384^2), and over the whole run ("at
@@ -158,6 +161,11 @@ if __name__ == "__main__":
                         pass
                 stop.wait(0.1)
 
+        def cpu_of(pr):
+            t = pr.cpu_times()
+            return t.user + t.system
+
+        cpu_before = [cpu_of(pr) for pr in procs]
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         with distributed.get_task_stream(client) as ts:
@@ -165,6 +173,7 @@ if __name__ == "__main__":
             table = streamdet.detect(store, model=model_path, client=client, threads=1)
             wall = time.perf_counter() - t0
         cpu = sum(_cpu)
+        worker_cpu = sum(cpu_of(pr) - c for pr, c in zip(procs, cpu_before))
         stop.set()
         sampler.join()
         busy = sum(s["stop"] - s["start"] for task in ts.data for s in task["startstops"]
@@ -184,6 +193,7 @@ if __name__ == "__main__":
                    if line.startswith("VmHWM:"))
     print(json.dumps({"seconds": wall, "n": len(table), "tasks": ntasks, "busy_s": busy,
                       "start_s": start_s, "sched_ms": 1e3 * cpu / max(1, ntasks),
+                      "sched_s": cpu, "worker_cpu_s": worker_cpu,
                       "noop_ms": 1e3 * noop_s / max(1, ntasks),
                       "idle_ms": 1e3 * (wall * nworkers - busy) / max(1, ntasks),
                       "worker_rss_mb": [peak[p] / 2**20 for p in pids],
@@ -229,7 +239,8 @@ def main() -> None:
     print(f"{'size':>6} {'workers':>8} {'e2e s':>7} {'Mpix/s':>7} {'speed-up':>9} "
           f"{'start s':>8} {'tasks':>6} {'sched CPU ms/task':>18} {'noop ms/task':>13} "
           f"{'idle ms/task':>13} "
-          f"{'worker RSS MB':>14} {'(at end)':>10} {'client RSS MB':>14} {'sources':>8}",
+          f"{'worker RSS MB':>14} {'(at end)':>10} {'client RSS MB':>14} {'sources':>8} "
+          f"{'worker CPU s':>13} {'sched CPU s':>12}",
           flush=True)
     peaks: dict[int, list[float]] = {}
     for size in args.sizes:
@@ -256,7 +267,8 @@ def main() -> None:
                   f"{int(best['tasks']):>6} {best['sched_ms']:>18.2f} "
                   f"{best['noop_ms']:>13.2f} {best['idle_ms']:>13.2f} {window_rss:>14.0f} "
                   f"{worker_rss:>10.0f} "
-                  f"{client_rss:>14.0f} {int(best['n']):>8}", flush=True)
+                  f"{client_rss:>14.0f} {int(best['n']):>8} {best['worker_cpu_s']:>13.1f} "
+                  f"{best['sched_s']:>12.1f}", flush=True)
         if threaded:
             best = min(threaded, key=lambda r: r["seconds"])
             rss = max(r["rss_mb"] for r in threaded)
