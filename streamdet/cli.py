@@ -290,6 +290,15 @@ def _device_line(device: str | None, client: Any, gpus: list[int] | None) -> str
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
+    if args.sdc2:
+        wrong = _given(args, ("freq", "train"))
+        if wrong:
+            raise StreamdetValueError(f"{', '.join(wrong)} {'does' if len(wrong) == 1 else 'do'}"
+                                      " not apply to SDC2 scoring (--sdc2)")
+        from .sdc2 import score_sdc2
+
+        print(score_sdc2(args.catalogue, args.truth).summary())
+        return 0
     from .score import score
 
     result = score(args.catalogue, args.truth, freq=args.freq, train=args.train)
@@ -478,7 +487,8 @@ def _build_parser(command: str | None = "plot") -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=_cmd_detect)
 
-    p = sub.add_parser("score", help="score an SDC1 catalogue with the official SKA scorer",
+    p = sub.add_parser("score", help="score an SDC1 (or, --sdc2, SDC2) catalogue with the "
+                       "official SKA scorer",
                        description="Score a catalogue (SDC1 text, or the ECSV / FITS / Parquet "
                        "table detect writes) against a truth catalogue with the official "
                        "ska-sdc scorer (pip install 'streamdet[score]').")
@@ -492,6 +502,9 @@ def _build_parser(command: str | None = "plot") -> argparse.ArgumentParser:
                    "which carry none)")
     p.add_argument("--train", action="store_true",
                    help="score inside the SDC1 training box instead of outside it")
+    p.add_argument("--sdc2", action="store_true",
+                   help="score an SDC2 (HI cube) catalogue against an SDC2 truth with "
+                        "ska_sdc's Sdc2Scorer")
     p.set_defaults(func=_cmd_score)
 
     p = sub.add_parser("info", help="describe a Zarr store written by convert",

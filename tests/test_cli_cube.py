@@ -40,3 +40,20 @@ def test_cli_cube_refuses_options_of_the_other_kind(tmp_path: Path, argv: list[s
     assert main(["simulate", str(out), *argv, "-q"]) == 1
     assert words in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_cli_score_sdc2_matches_the_api(tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("ska_sdc")
+    from streamdet.sdc2 import score_sdc2
+
+    truth = tmp_path / "truth.txt"
+    simulate_cube(tmp_path / "c.fits", truth=truth, shape=(256, 96, 96), seed=3,
+                  channel_offset=2000, noise=0.0)
+    assert main(["score", str(truth), str(truth), "--sdc2"]) == 0
+    out = capsys.readouterr().out
+    ref = score_sdc2(truth, truth)
+    assert ref.n_det > 0 and ref.score > 0
+    assert out.strip() == ref.summary().strip()
+    assert main(["score", str(truth), str(truth), "--sdc2", "--freq", "560"]) == 1
+    assert "--freq does not apply to SDC2 scoring" in capsys.readouterr().err
