@@ -25,7 +25,8 @@ The recipe (YOLO-CIANNA's, in 3D):
 * **Loss** (:func:`yolo_loss3d`): squared errors of the offsets, of ``t = ln(size /
   prior)`` and of the parameter channels on assigned cells (weighted by brightness, the
   PA by how elongated the galaxy looks); binary cross-entropy of objectness with target
-  ``(1 + DIoU) / 2`` on assigned cells and 0 elsewhere (except ignored cells).
+  1 (or YOLO-CIANNA's ``(1 + DIoU) / 2``, ``Target3DSpec.obj_target``) on assigned
+  cells, weighted 5x, and 0 elsewhere (except ignored cells).
 """
 
 from __future__ import annotations
@@ -386,11 +387,15 @@ def _torch_iou_diou(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, tor
 # --------------------------------------------------------------------------- targets
 @dataclass(frozen=True)
 class Loss3DWeights:
-    """Weights of the loss terms (sums over the batch divided by its size)."""
+    """Weights of the loss terms (sums over the batch divided by its size).
+
+    ``obj`` weighs the objectness of assigned cells (one or two per crop of 1024 cells),
+    ``noobj`` that of background cells.
+    """
 
     xyz: float = 5.0
     size: float = 1.0
-    obj: float = 1.0
+    obj: float = 5.0
     noobj: float = 1.0
     param: float = 5.0
 
@@ -410,6 +415,12 @@ class Target3DSpec:
     ignore_iou : float
         A non-assigned prediction whose IoU with a target or ignored galaxy's box exceeds
         this carries no objectness loss.
+    obj_target : str
+        Objectness target of assigned cells: ``"one"`` (1), or ``"diou"`` (``(1 + DIoU) /
+        2`` of the prediction and the truth, YOLO-CIANNA's). With one prior and few
+        targets per crop, ``"diou"`` lets a short CPU training settle on objectness ~0
+        everywhere (poor early boxes give targets ~0.2 that a near-zero objectness
+        satisfies cheaply); ``"one"`` does not.
     weights : Loss3DWeights
     """
 
@@ -417,11 +428,15 @@ class Target3DSpec:
     wh_bound: float = 4.0
     signed_channels: tuple[str, ...] = ("pa_cos",)
     ignore_iou: float = 0.3
+    obj_target: str = "one"
     weights: Loss3DWeights = field(default_factory=Loss3DWeights)
 
     def __post_init__(self) -> None:
         if self.contract.ndim != 3 or self.contract.nbox != 1:
             raise StreamdetValueError("Target3DSpec needs a 3D contract with one prior")
+        if self.obj_target not in ("one", "diou"):
+            raise StreamdetValueError(f"obj_target must be 'one' or 'diou', got "
+                                      f"{self.obj_target!r}")
 
     @property
     def stride_xyz(self) -> FloatArray:
@@ -603,7 +618,8 @@ def yolo_loss3d(raw: torch.Tensor, targets: Targets3D, spec: Target3DSpec
         l_param = ((p - t(targets.params)) ** 2 * t(targets.param_weight)).sum()
     pred = _pred_boxes(off.detach(), size.detach(), spec)
     _, diou = _torch_iou_diou(pred, t(targets.boxes))
-    obj_t = torch.where(pos > 0, (1.0 + diou) / 2.0, torch.zeros_like(diou)).clamp(0, 1)
+    hit = (1.0 + diou) / 2.0 if spec.obj_target == "diou" else torch.ones_like(diou)
+    obj_t = torch.where(pos > 0, hit, torch.zeros_like(diou)).clamp(0, 1)
     # IoU-based ignore: a background cell whose box overlaps any galaxy worth finding
     noobj = t(targets.noobj).clone()
     for b, other in enumerate(targets.others):

@@ -5,7 +5,8 @@ Data: ``n_cubes`` noiseless cubes simulated with :func:`streamdet.simulate_cube.
 ``.npy`` files in units of the noise rms (2 bytes a voxel) with their truth. Each training
 crop (``crop`` = D x H x W voxels, 256 x 64 x 64 by default) is cut from a cube (centred
 near a target galaxy with probability ``p_galaxy``, else anywhere), its signal and line
-fluxes boosted by a random factor for half of the crops (more distinct targets), flipped at random
+fluxes boosted by a random factor (log-uniform in [1, 8]) for 3/4 of the crops (more
+distinct targets: a cube holds few galaxies above the detection limit), flipped at random
 along x, y and frequency (the PA follows: ``-pa``, ``180 - pa``, ``pa + 180``), and given
 fresh Gaussian noise correlated on the beam scale, as the simulator's
 (:class:`streamdet.simulate_cube.ChannelNoise`), so no two crops share their noise.
@@ -484,6 +485,8 @@ class Train3DConfig:
         Flux-boost augmentation (:class:`CropSampler3D`).
     obj_bias : float
         Initial objectness logit.
+    obj_target : str
+        ``"one"`` or ``"diou"`` (:class:`~export._targets3d.Target3DSpec`).
     threads : int
         torch threads.
     log_every : int
@@ -498,16 +501,17 @@ class Train3DConfig:
     seed: int = 0
     crop: tuple[int, int, int] = (256, 64, 64)
     batch: int = 4
-    steps: int = 600
-    lr: float = 3e-3
-    warmup: int = 30
+    steps: int = 1900
+    lr: float = 2e-3
+    warmup: int = 50
     max_seconds: float = 0.0
-    p_galaxy: float = 0.75
-    boost_max: float = 4.0
-    p_boost: float = 0.5
+    p_galaxy: float = 0.9
+    boost_max: float = 8.0
+    p_boost: float = 0.75
     obj_bias: float = -5.0
+    obj_target: str = "one"
     threads: int = 2
-    log_every: int = 10
+    log_every: int = 25
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-friendly dict."""
@@ -577,7 +581,7 @@ def train3d(config: Train3DConfig, workdir: str | os.PathLike[str], *,
     sel = Selection3D(**config.selection)
     spec = Target3DSpec(contract=contract, wh_bound=net.config.wh_bound,
                         signed_channels=net.config.signed_channels,
-                        weights=Loss3DWeights(**config.loss))
+                        obj_target=config.obj_target, weights=Loss3DWeights(**config.loss))
     if cubes is None:
         cubes = [load_sim_cube(wd, shape=config.cube_shape, seed=config.seed + k,
                                channel_offset=off, contract=contract, selection=sel)
