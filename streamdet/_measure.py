@@ -96,7 +96,9 @@ class _Stamps:
     ``gx, gy``: pixel offsets from each stamp's central pixel ``(cx, cy)``; ``pix``: the
     data there (0 where not fitted); ``weight``: 1 where fitted (inside the image,
     finite, within the aperture of the starting shape); ``p0``: (N, 6) start parameters
-    (peak by linear least squares, centre offsets, inverse covariance terms).
+    (peak by linear least squares, centre offsets, inverse covariance terms); ``unit``:
+    (N,) the peak the same fit gives for data of ones on the same pixels (what a
+    constant level adds to the peak, per unit level).
     """
 
     gx: NDArray[np.float64]
@@ -106,6 +108,7 @@ class _Stamps:
     cx: NDArray[np.float64]
     cy: NDArray[np.float64]
     p0: NDArray[np.float64]
+    unit: NDArray[np.float64]
 
 
 def _box_samples(img: NDArray[np.floating], ix: NDArray[np.int64], iy: NDArray[np.int64],
@@ -165,8 +168,10 @@ def _stamps(img: NDArray[np.floating], centres: NDArray[np.float64],
     weight = fitted.astype(np.float64)
     pix = pix * weight
     e0 = np.exp(-0.5 * q0) * weight
-    p[:, 0] = np.einsum("np,np->n", e0, pix) / np.maximum(np.einsum("np,np->n", e0, e0), 1e-300)
-    return _Stamps(gx=gx, gy=gy, pix=pix, weight=weight, cx=cx, cy=cy, p0=p)
+    norm = np.maximum(np.einsum("np,np->n", e0, e0), 1e-300)
+    p[:, 0] = np.einsum("np,np->n", e0, pix) / norm
+    unit = np.einsum("np,np->n", e0, weight) / norm
+    return _Stamps(gx=gx, gy=gy, pix=pix, weight=weight, cx=cx, cy=cy, p0=p, unit=unit)
 
 
 def fit_amplitudes(data: NDArray[np.floating], centres: NDArray[np.float64],
@@ -197,13 +202,25 @@ def fit_amplitudes(data: NDArray[np.floating], centres: NDArray[np.float64],
     ok : (N,) bool
         Finite, with at least 7 pixels fitted.
     """
+    peak, ok, _ = _amplitudes_and_unit(data, centres, cov, origin=origin, radius=radius,
+                                       aperture=aperture)
+    return peak, ok
+
+
+def _amplitudes_and_unit(data: NDArray[np.floating], centres: NDArray[np.float64],
+                         cov: NDArray[np.float64], *, origin: tuple[int, int], radius: int,
+                         aperture: float
+                         ) -> tuple[NDArray[np.float64], NDArray[np.bool_], NDArray[np.float64]]:
+    """:func:`fit_amplitudes`, and the peak the same fit gives for data of ones on the
+    same pixels, (N,) (the least-squares peak is linear in the data: a constant level
+    adds that times the level), from one cut of the stamps."""
     centres = np.asarray(centres, np.float64).reshape(-1, 2)
     if centres.shape[0] == 0:
-        return np.zeros(0), np.zeros(0, np.bool_)
+        return np.zeros(0), np.zeros(0, np.bool_), np.zeros(0)
     st = _stamps(np.asarray(data), centres, cov, origin=origin, radius=radius,
                  aperture=aperture, compact=False)
     peak = st.p0[:, 0]
-    return peak, np.isfinite(peak) & (st.weight.sum(axis=1) >= 7)
+    return peak, np.isfinite(peak) & (st.weight.sum(axis=1) >= 7), st.unit
 
 
 def fit_gaussians(data: NDArray[np.floating], centres: NDArray[np.float64],
@@ -488,24 +505,18 @@ def measure_sources(dets: Detections, data: NDArray[np.floating], *, origin: tup
     radius = _RADII[np.searchsorted(_RADII, need)]
     centres0 = dets.centers
     n = len(dets)
-    forced, forced_ok = np.zeros(n), np.zeros(n, np.bool_)
+    forced, forced_ok, unit = np.zeros(n), np.zeros(n, np.bool_), np.zeros(n)
     classes = [(r, np.flatnonzero(radius == r)) for r in np.unique(radius).tolist()]
     for r, sel in classes:
-        forced[sel], forced_ok[sel] = fit_amplitudes(data, centres0[sel], start[sel],
-                                                     origin=origin, radius=r,
-                                                     aperture=_APERTURE)
+        forced[sel], forced_ok[sel], unit[sel] = _amplitudes_and_unit(
+            data, centres0[sel], start[sel], origin=origin, radius=r, aperture=_APERTURE)
     level = noise = None
     if background or (fit_snr is not None and fit_snr > 0):
         level, noise = local_background(data, centres0, origin=origin)
     if background:
         assert level is not None
         # the least-squares peak is linear in the data: a constant level adds it times
-        # the peak fitted to an image of ones
-        ones = np.broadcast_to(np.float32(1.0), np.shape(data))
-        unit = np.zeros(n)
-        for r, sel in classes:
-            unit[sel] = fit_amplitudes(ones, centres0[sel], start[sel], origin=origin,
-                                       radius=r, aperture=_APERTURE)[0]
+        # the peak fitted to data of ones on the same pixels
         forced = forced - np.nan_to_num(level) * unit
     forced_ok &= forced > 0
     area = np.sqrt(np.linalg.det(start) / np.linalg.det(beam))
