@@ -25,16 +25,13 @@ fields), ``val/`` (the last validation's model and catalogue).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import json
-import logging
 import math
 import os
 import time
-import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +43,7 @@ from numpy.typing import NDArray
 
 from streamdet._population import POINTING, band, primary_beam
 from streamdet._progress import progress_bar
+from streamdet._scorer import quiet_scorer
 from streamdet.catalog import SDC1_COLUMNS, read_sdc1, write_sdc1
 from streamdet.contract import Model
 from streamdet.detect import detect
@@ -360,29 +358,9 @@ class ValidationResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-@contextlib.contextmanager
-def _quiet_scorer() -> Iterator[None]:
-    """Silence ska_sdc: its warnings, and its ``logging.basicConfig`` INFO output."""
-    root = logging.getLogger()
-    added = None
-    if not root.handlers:  # basicConfig does nothing when the root logger has a handler
-        added = logging.NullHandler()
-        root.addHandler(added)
-    previous = logging.root.manager.disable
-    logging.disable(logging.INFO)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logging.disable(previous)
-        if added is not None:
-            root.removeHandler(added)
-
-
 def _official_scorer() -> Any:
     try:
-        with _quiet_scorer():
+        with quiet_scorer():
             from ska_sdc import Sdc1Scorer
     except Exception:  # not installed, or broken by its pkg_resources/pandas needs
         return None
@@ -427,7 +405,7 @@ def score_catalogue(sub: Table, truth: Table, freq: int, *, use_official: bool =
     cols = list(SDC1_COLUMNS)
     sub_df = sub[cols].to_pandas()
     truth_df = truth[cols].to_pandas()
-    with _quiet_scorer():
+    with quiet_scorer():
         result = scorer(sub_df, truth_df, freq).run(mode=0, train=train, detail=True)
     contrib = np.full(n, -1.0)
     scores = result.scores_df

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import math
 import os
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +12,7 @@ from typing import Any
 import numpy as np
 from astropy.table import Table
 
+from ._scorer import quiet_scorer, summary_text
 from .catalog import read_sdc1
 from .errors import (
     StreamdetError,
@@ -70,16 +68,9 @@ class ScoreResult:
 
     def summary(self) -> str:
         """Human-readable summary, one quantity per line."""
-        lines = [
-            f"score      {self.score:.2f}",
-            f"N_det      {self.n_det}",
-            f"N_match    {self.n_match}",
-            f"N_false    {self.n_false}",
-            f"purity     {self.purity:.4f}",
-            f"accuracy   {self.acc_pc:.2f} %",
-        ]
-        lines += [f"  {k:<10s} {v:.4f}" for k, v in self.accuracy.items()]
-        return "\n".join(lines)
+        return summary_text(score=self.score, n_det=self.n_det, n_match=self.n_match,
+                            n_false=self.n_false, purity=self.purity, acc_pc=self.acc_pc,
+                            accuracy=self.accuracy, key_width=10)
 
 
 _TABLE_SUFFIXES = {".ecsv": "ascii.ecsv", ".fits": "fits", ".fit": "fits",
@@ -169,23 +160,6 @@ def catalogue_band(catalogue: Any) -> int | None:
     return None
 
 
-@contextlib.contextmanager
-def _quiet_scorer() -> Iterator[None]:
-    """Keep the scorer's logging.basicConfig and deprecation chatter off the user's screen."""
-    root = logging.getLogger()
-    null = logging.NullHandler()
-    added = not root.handlers
-    if added:
-        root.addHandler(null)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        if added:
-            root.removeHandler(null)
-
-
 def score(catalogue: Any, truth: Any, *, freq: int | None = None, train: bool = False,
           mode: int = 0) -> ScoreResult:
     """Score an SDC1 catalogue against a truth catalogue with the official scorer.
@@ -232,7 +206,7 @@ def score(catalogue: Any, truth: Any, *, freq: int | None = None, train: bool = 
     elif made_at is not None and made_at != freq:
         warnings.warn(f"scoring at {freq} MHz a catalogue made at {made_at} MHz",
                       BandWarning, stacklevel=2)
-    with _quiet_scorer():
+    with quiet_scorer():
         try:
             from ska_sdc import Sdc1Scorer
         except ImportError as exc:

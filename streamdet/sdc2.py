@@ -35,12 +35,8 @@ by the scorer before matching (they count as false detections).
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import math
 import os
-import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +45,7 @@ import numpy as np
 from astropy.table import Table
 
 from ._atomic import atomic_path
+from ._scorer import quiet_scorer, summary_text
 from .errors import StreamdetError, StreamdetFileNotFoundError, StreamdetValueError
 
 __all__ = [
@@ -302,16 +299,9 @@ class Sdc2Result:
 
     def summary(self) -> str:
         """Human-readable summary, one quantity per line."""
-        lines = [
-            f"score      {self.score:.2f}",
-            f"N_det      {self.n_det}",
-            f"N_match    {self.n_match}",
-            f"N_false    {self.n_false}",
-            f"purity     {self.purity:.4f}",
-            f"accuracy   {self.acc_pc:.2f} %",
-        ]
-        lines += [f"  {k:<12s} {v:.4f}" for k, v in self.accuracy.items()]
-        return "\n".join(lines)
+        return summary_text(score=self.score, n_det=self.n_det, n_match=self.n_match,
+                            n_false=self.n_false, purity=self.purity, acc_pc=self.acc_pc,
+                            accuracy=self.accuracy, key_width=12)
 
 
 def _as_table(cat: Any, what: str) -> Table:
@@ -327,27 +317,6 @@ def _as_table(cat: Any, what: str) -> Table:
         return to_sdc2(cat, what=what)
     raise StreamdetValueError(f"{what} catalogue must be a path, an astropy Table or a "
                               f"pandas DataFrame, got {type(cat).__name__}")
-
-
-@contextlib.contextmanager
-def _quiet_scorer() -> Iterator[None]:
-    """Keep the scorer's logging (it calls ``logging.basicConfig`` and logs at INFO) and
-    its deprecation warnings off the user's screen."""
-    root = logging.getLogger()
-    null = logging.NullHandler()
-    added = not root.handlers
-    if added:
-        root.addHandler(null)  # makes the scorer's basicConfig a no-op
-    previous = logging.root.manager.disable
-    logging.disable(logging.INFO)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logging.disable(previous)
-        if added:
-            root.removeHandler(null)
 
 
 def _in_band(freq: np.ndarray) -> np.ndarray:
@@ -399,7 +368,7 @@ def score_sdc2(catalogue: Any, truth: Any, *, train: bool = False) -> Sdc2Result
         # the scorer's k-d tree crashes on an empty (in-band) truth: nothing can match
         return Sdc2Result(score=-float(n_det), n_det=n_det, n_match=0, n_false=n_det,
                           purity=0.0, acc_pc=0.0, n_truth=n_truth)
-    with _quiet_scorer():
+    with quiet_scorer():
         try:
             from ska_sdc import Sdc2Scorer
         except ImportError as exc:
