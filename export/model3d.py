@@ -36,7 +36,6 @@ channels), box channels ``x, y, z, w, h, d, obj`` and the parameters of
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -57,6 +56,7 @@ from streamdet.contract import ModelContract, load_model
 from streamdet.errors import StreamdetError, StreamdetValueError
 
 from .model import receptive_field
+from .onnx_export import _contract_with_overrides, _plain
 
 __all__ = [
     "DEFAULT_BOX_CHANNELS_3D",
@@ -436,13 +436,6 @@ class YoloCianna3D(nn.Module):
 
 
 # --------------------------------------------------------------------------- contract
-_DERIVED = ("format_version", "ndim", "input", "output", "stride", "receptive_field",
-            "priors", "box_channels", "box_encoding")
-
-
-def _plain(value: Any) -> Any:
-    return json.loads(json.dumps(value))
-
 
 def build_contract3d(model: YoloCianna3D, overrides: Mapping[str, Any] | None = None
                      ) -> ModelContract:
@@ -480,13 +473,7 @@ def build_contract3d(model: YoloCianna3D, overrides: Mapping[str, Any] | None = 
         "thresholds": {"default": 0.5},
         "training": {"config": cfg.to_dict()},
     }
-    for key, value in _plain(dict(overrides or {})).items():
-        if key in _DERIVED and value != derived[key]:
-            raise StreamdetValueError(
-                f"contract field {key!r} is derived from the network ({derived[key]!r}) and "
-                f"cannot be set to {value!r}")
-        doc[key] = value
-    return ModelContract.from_dict(_plain(doc))
+    return _contract_with_overrides(doc, derived, overrides)
 
 
 def to_onnx3d(model: YoloCianna3D, contract: ModelContract, *, opset: int = 17

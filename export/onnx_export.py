@@ -247,6 +247,20 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
+def _contract_with_overrides(doc: dict[str, Any], derived: Mapping[str, Any],
+                            overrides: Mapping[str, Any] | None) -> ModelContract:
+    """The contract of ``doc`` (derived fields and defaults) with ``overrides`` applied;
+    a derived field (:data:`_DERIVED`) may only be overridden with its own value."""
+    doc = dict(doc)
+    for key, value in _plain(dict(overrides or {})).items():
+        if key in _DERIVED and value != derived[key]:
+            raise StreamdetValueError(
+                f"contract field {key!r} is derived from the network ({derived[key]!r}) and "
+                f"cannot be set to {value!r}")
+        doc[key] = value
+    return ModelContract.from_dict(_plain(doc))
+
+
 def build_contract(model: YoloCianna, overrides: Mapping[str, Any] | None = None
                    ) -> ModelContract:
     """The contract of ``model``: fields derived from the network, defaults, then overrides.
@@ -283,13 +297,7 @@ def build_contract(model: YoloCianna, overrides: Mapping[str, Any] | None = None
                     "background": True},
         "training": {"config": cfg.to_dict()},
     }
-    for key, value in _plain(dict(overrides or {})).items():
-        if key in _DERIVED and value != derived[key]:
-            raise StreamdetValueError(
-                f"contract field {key!r} is derived from the network ({derived[key]!r}) and "
-                f"cannot be set to {value!r}")
-        doc[key] = value
-    return ModelContract.from_dict(_plain(doc))
+    return _contract_with_overrides(doc, derived, overrides)
 
 
 # --------------------------------------------------------------------------- ONNX graph
