@@ -79,6 +79,7 @@ from astropy.table import Column, Table
 from astropy.wcs import WCS
 
 from ._atomic import atomic_path, check_output
+from ._checks import check_int
 from ._population import (
     BANDS,
     POINTING,
@@ -209,8 +210,8 @@ def _simulate(path: str | os.PathLike[str], *, truth: str | os.PathLike[str] | N
         b = dataclasses.replace(b, noise=b.noise * scale)
     if agn_fraction is not None and not 0.0 <= float(agn_fraction) <= 1.0:
         raise StreamdetValueError(f"agn_fraction must be in [0, 1], got {agn_fraction!r}")
-    n = _check_int("size", size, _MIN_SIZE)
-    s = _check_int("seed", seed, 0)
+    n = check_int("size", size, _MIN_SIZE)
+    s = check_int("seed", seed, 0)
     centre = _centre(offset)
     rows = max(1, int(strip_rows)) if strip_rows is not None else max(
         16, min(n, _STRIP_PIXELS // n))
@@ -271,14 +272,6 @@ def _simulate(path: str | os.PathLike[str], *, truth: str | os.PathLike[str] | N
         if truth is not None:
             write_sdc1(table, truth, overwrite=overwrite)
     return table
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise StreamdetValueError(f"{name} must be an integer, got {value!r}")
-    if int(value) < minimum:
-        raise StreamdetValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 def _centre(offset: tuple[float, float]) -> tuple[float, float]:

@@ -48,6 +48,7 @@ from numpy.typing import NDArray
 from scipy.ndimage import correlate1d
 
 from ._atomic import atomic_path, check_output
+from ._checks import check_int
 from ._cube_population import C_KMS, F_HI, Galaxies, draw_galaxies
 from ._cube_render import CubeGrid, SlabRenderer, line_width
 from ._progress import progress_bar
@@ -158,14 +159,14 @@ def simulate_cube(path: str | os.PathLike[str], *,
         An output exists and ``overwrite`` is false.
     """
     nz, ny, nx = _check_shape(shape)
-    s = _check_int("seed", seed, 0)
+    s = check_int("seed", seed, 0)
     f0 = _check_band(_first_freq(channel_offset, freq_start), nz)
     ra0, dec0 = _check_centre(centre)
     rms = _check_float("noise", noise, 0.0)
     if slab_channels is None:
         slab = max(1, min(nz, _SLAB_VOXELS // (nx * ny)))
     else:
-        slab = _check_int("slab_channels", slab_channels, 1)
+        slab = check_int("slab_channels", slab_channels, 1)
     out = Path(path)
     check_output(out, overwrite=overwrite)
     tpath = None
@@ -215,7 +216,7 @@ def cube_truth(*, shape: tuple[int, int, int] = (256, 64, 64), seed: int = 0,
     (``benchmarks/calibrate_cube.py``). Same parameters, returns and errors as there.
     """
     nz, ny, nx = _check_shape(shape)
-    s = _check_int("seed", seed, 0)
+    s = check_int("seed", seed, 0)
     f0 = _check_band(_first_freq(channel_offset, freq_start), nz)
     ra0, dec0 = _check_centre(centre)
     return _sky(nz, ny, nx, s, f0, ra0, dec0, 0.0, False)[3]
@@ -307,14 +308,6 @@ class ChannelNoise:
         return out
 
 
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise StreamdetValueError(f"{name} must be an integer, got {value!r}")
-    if int(value) < minimum:
-        raise StreamdetValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
 def _check_float(name: str, value: object, minimum: float) -> float:
     try:
         v = float(value)  # type: ignore[arg-type]
@@ -334,12 +327,12 @@ def _check_shape(shape: object) -> tuple[int, int, int]:
                                   f"got {shape!r}") from None
     if len(dims) != 3:
         raise StreamdetValueError(f"shape must be three integers (nz, ny, nx), got {shape!r}")
-    nz, ny, nx = (_check_int(f"shape[{k}]", v, _MIN_SIDE) for k, v in enumerate(dims))
+    nz, ny, nx = (check_int(f"shape[{k}]", v, _MIN_SIDE) for k, v in enumerate(dims))
     return nz, ny, nx
 
 
 def _first_freq(channel_offset: object, freq_start: float | None) -> float:
-    off = _check_int("channel_offset", channel_offset, 0)
+    off = check_int("channel_offset", channel_offset, 0)
     if freq_start is None:
         return SDC2_BAND[0] + off * SDC2_CHANNEL_HZ
     if off != 0:
