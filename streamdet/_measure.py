@@ -412,6 +412,8 @@ class MeasureConfig:
         Peak signal-to-noise from which a source's shape is fitted; None: never.
     background : bool
         Forced photometry above the local median (:func:`local_background`).
+    flux_scale : float
+        The map's flux per unit of sky flux: measured fluxes are divided by it.
     """
 
     beam_px: tuple[float, float, float]
@@ -420,6 +422,7 @@ class MeasureConfig:
     bmaj_resolved: float = 0.0
     fit_snr: float | None = 0.0
     background: bool = False
+    flux_scale: float = 1.0
 
     def __call__(self, dets: Detections, data: NDArray[np.floating], *,
                  origin: tuple[int, int]) -> Detections:
@@ -427,14 +430,15 @@ class MeasureConfig:
                                pixel_scale_arcsec=self.pixel_scale_arcsec,
                                bmin_resolved=self.bmin_resolved,
                                bmaj_resolved=self.bmaj_resolved, fit_snr=self.fit_snr,
-                               background=self.background)
+                               background=self.background, flux_scale=self.flux_scale)
 
 
 def measure_sources(dets: Detections, data: NDArray[np.floating], *, origin: tuple[int, int],
                     beam_px: tuple[float, float, float], pixel_scale_arcsec: float,
                     bmin_resolved: float = 0.5, bmaj_resolved: float = 0.0,
                     fit_snr: float | None = 0.0, background: bool = False,
-                    max_shift: float = 1.5, iterations: int = _ITERATIONS) -> Detections:
+                    flux_scale: float = 1.0, max_shift: float = 1.5,
+                    iterations: int = _ITERATIONS) -> Detections:
     """Measure flux (and, for the brighter sources, shape) of detections on the image.
 
     Every source gets forced photometry: the peak of a Gaussian with the network's
@@ -473,6 +477,10 @@ def measure_sources(dets: Detections, data: NDArray[np.floating], *, origin: tup
         (:func:`local_background`) rather than above zero: an interferometric map's zero
         level lies below its sources (the real 560 MHz SDC1 map's median is -0.6 sigma),
         which biases a zero-based flux low by the level times the shape's area.
+    flux_scale : float
+        The map's flux per unit of sky flux (its flux calibration against the sky it
+        shows; 1: calibrated): the measured fluxes are divided by it. The real SDC1
+        560 MHz map carries ~0.92 of its truth's flux (``docs/calibration.md``).
     max_shift : float
         A fit whose centre moved farther than this (px) from the detection is taken to
         have locked onto a neighbour: the forced photometry is kept.
@@ -489,6 +497,8 @@ def measure_sources(dets: Detections, data: NDArray[np.floating], *, origin: tup
         return dets
     if fit_snr is not None and not (math.isfinite(fit_snr) and fit_snr >= 0):
         raise StreamdetValueError(f"fit_snr {fit_snr!r} must be a finite number >= 0 or None")
+    if not (math.isfinite(flux_scale) and flux_scale > 0):
+        raise StreamdetValueError(f"flux_scale {flux_scale!r} must be a finite number > 0")
     col = {name: dets.param_names.index(name) for name in _PARAMS}
     params = dets.params.astype(np.float64, copy=True)
     scale = float(pixel_scale_arcsec)
@@ -520,7 +530,7 @@ def measure_sources(dets: Detections, data: NDArray[np.floating], *, origin: tup
         forced = forced - np.nan_to_num(level) * unit
     forced_ok &= forced > 0
     area = np.sqrt(np.linalg.det(start) / np.linalg.det(beam))
-    params[forced_ok, col["flux"]] = (forced * area)[forced_ok]
+    params[forced_ok, col["flux"]] = (forced * area)[forced_ok] / flux_scale
     if fit_snr is None:
         return _with_params(dets, params)
     fit = np.ones(n, np.bool_)
@@ -539,7 +549,7 @@ def measure_sources(dets: Detections, data: NDArray[np.floating], *, origin: tup
     ok &= np.hypot(*(centres - centres0).T) <= max_shift
     intrinsic_major, intrinsic_minor, pa = shape_of(cov - beam)
     flux = peak * np.sqrt(np.linalg.det(cov) / np.linalg.det(beam))
-    params[ok, col["flux"]] = flux[ok]
+    params[ok, col["flux"]] = flux[ok] / flux_scale
     major_ok = ok & (intrinsic_major >= bmaj_resolved * beam_px[0])
     params[major_ok, col["bmaj"]] = intrinsic_major[major_ok] * scale
     # A minor axis well under the beam's is hard to measure against the noise: there

@@ -56,7 +56,8 @@ _NORMALISATION_KINDS = ("clip_tanh", "none")
 _NMS_KINDS = ("diou", "iou")
 # measurement defaults of a contract without them
 _MEASURE: dict[str, float | bool | None] = {"bmin_resolved": 0.5, "bmaj_resolved": 0.0,
-                                            "fit_snr": 0.0, "background": False}
+                                            "fit_snr": 0.0, "background": False,
+                                            "flux_scale": 1.0}
 _REQUIRED_CHANNELS = {2: ("x", "y", "w", "h", "obj"), 3: ("x", "y", "z", "w", "h", "d", "obj")}
 _LAYOUTS = {2: ("NCHW", "NKHW"), 3: ("NCDHW", "NKDHW")}
 _BOX_ENCODING = {"xy": "cell_offset", "wh": "prior_exp"}
@@ -283,8 +284,10 @@ class ModelContract:
         ``{"kind": "diou" | "iou", "iou_threshold": float}``.
     measure : dict
         ``{"bmin_resolved": float, "bmaj_resolved": float, "fit_snr": float | None,
-        "background": bool}``: every source's flux is measured by forced photometry with
-        the network's shape (above the local median with ``background``);
+        "background": bool, "flux_scale": float}``: every source's flux is measured by
+        forced photometry with the network's shape (above the local median with
+        ``background``), divided by ``flux_scale`` (the map's flux per unit of sky flux
+        on the maps the model was made for; 1 by default);
         from a peak of ``fit_snr`` times the noise (0: every source; None: none) a free
         Gaussian fit replaces flux and PA, and the network's minor (major) axis where
         the deconvolved one is at least ``bmin_resolved`` (``bmaj_resolved``) times the
@@ -605,6 +608,9 @@ def _validate(c: ModelContract) -> None:
     background = c.measure.get("background", False)
     if not isinstance(background, bool):
         raise _fail(f"measure.background {background!r} must be true or false")
+    flux_scale = c.measure.get("flux_scale", 1.0)
+    if not (finite_nonnegative(flux_scale) and float(flux_scale) > 0):
+        raise _fail(f"measure.flux_scale {flux_scale!r} must be a finite number > 0")
     if "default" not in c.thresholds:
         raise _fail(f"thresholds {sorted(c.thresholds)} must contain a 'default' preset")
     for key, value in c.thresholds.items():

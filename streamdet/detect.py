@@ -655,7 +655,8 @@ def _measurement(contract: ModelContract, img: Image | None) -> MeasureConfig | 
                          bmin_resolved=float(m["bmin_resolved"]),
                          bmaj_resolved=float(m["bmaj_resolved"]),
                          fit_snr=None if fit_snr is None else float(fit_snr),
-                         background=bool(m.get("background", False)))
+                         background=bool(m.get("background", False)),
+                         flux_scale=float(m.get("flux_scale", 1.0)))
 
 
 def _load(model: str | os.PathLike[str] | Model | None, img: Image | None, *,

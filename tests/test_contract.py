@@ -225,21 +225,25 @@ def test_measurement_settings_default_and_round_trip() -> None:
     doc.pop("measure", None)
     c = ModelContract.from_dict(doc)            # a contract written before the field
     assert c.measure == {"bmin_resolved": 0.5, "bmaj_resolved": 0.0, "fit_snr": 0.0,
-                         "background": False}
+                         "background": False, "flux_scale": 1.0}
     doc["measure"] = {"bmin_resolved": 0.0}     # one written before bmaj_resolved
     d = ModelContract.from_dict(doc)
     assert d.measure == {"bmin_resolved": 0.0, "bmaj_resolved": 0.0, "fit_snr": 0.0,
-                         "background": False}
-    for fit_snr, background in ((20.0, True), (None, False)):  # None: forced only
+                         "background": False, "flux_scale": 1.0}
+    for fit_snr, background, scale in ((20.0, True, 0.9), (None, False, 1.0)):  # None: forced
         doc["measure"] = {"bmin_resolved": 1.0, "bmaj_resolved": 0.5, "fit_snr": fit_snr,
-                          "background": background}
+                          "background": background, "flux_scale": scale}
         e = ModelContract.from_dict(doc)
         assert ModelContract.from_dict(e.to_dict()).measure == {
             "bmin_resolved": 1.0, "bmaj_resolved": 0.5, "fit_snr": fit_snr,
-            "background": background}
+            "background": background, "flux_scale": scale}
     doc["measure"] = {"background": 1}
     with pytest.raises(InvalidModelError, match=r"measure\.background 1 must be true or false"):
         ModelContract.from_dict(doc)
+    for bad in (0.0, -1.0, float("inf"), "x"):
+        doc["measure"] = {"flux_scale": bad}
+        with pytest.raises(InvalidModelError, match="measure.flux_scale"):
+            ModelContract.from_dict(doc)
 
 
 def test_refuses_non_object() -> None:

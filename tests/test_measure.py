@@ -287,3 +287,28 @@ def test_background_takes_the_local_level_out_of_forced_photometry() -> None:
     # with no level to take out the two agree closely (the median is ~0 here)
     np.testing.assert_allclose(measure_sources(dets, img, background=True, **kw).param("flux"),
                                flat, rtol=0.03)
+
+
+def test_flux_scale_divides_the_measured_fluxes_only() -> None:
+    """A map carrying ``flux_scale`` of its sky's flux: forced and fitted fluxes are
+    divided by it (a map scaled by k measured with flux_scale k gives the unscaled map's
+    fluxes), shapes and positions are unchanged, and a bad value is refused by name."""
+    rng = np.random.default_rng(5)
+    centres, peaks, covs = _grid_sources(5, rng, spacing=40)
+    img = _render((240, 240), centres, peaks, covs) + rng.normal(0, 0.02, (240, 240))
+    beam = shape_covariance(np.array([BEAM_PX[0]]), np.array([BEAM_PX[1]]), np.array([0.0]))
+    major, minor, pa = shape_of(covs - beam)
+    dets = _dets_at(centres, np.column_stack([np.ones(len(centres)), major * SCALE,
+                                              minor * SCALE, pa]))
+    for fit_snr in (None, 0.0):
+        kw = dict(origin=(0, 0), beam_px=BEAM_PX, pixel_scale_arcsec=SCALE, fit_snr=fit_snr)
+        ref = measure_sources(dets, img, **kw)
+        got = measure_sources(dets, 0.8 * img, flux_scale=0.8, **kw)
+        np.testing.assert_allclose(got.param("flux"), ref.param("flux"), rtol=1e-6)
+        np.testing.assert_allclose(got.param("bmaj"), ref.param("bmaj"), rtol=1e-4)
+        plain = measure_sources(dets, 0.8 * img, **kw).param("flux")
+        np.testing.assert_allclose(plain, 0.8 * ref.param("flux"), rtol=1e-6)
+    for bad in (0.0, -2.0, float("nan")):
+        with pytest.raises(ValueError, match="flux_scale"):
+            measure_sources(dets, img, origin=(0, 0), beam_px=BEAM_PX, pixel_scale_arcsec=SCALE,
+                            flux_scale=bad)
