@@ -13,9 +13,10 @@ Each component is evaluated on a small stamp (+-5 sigma of its major axis) and
 added into the strip being written; no full-size array is ever built. Values
 depend only on the component and the pixel, so strips of any height join
 seamlessly. The noise is white Gaussian noise drawn row by row from per-row seeded
-generators, convolved with a Gaussian of FWHM = beam / sqrt(2) (so its
-autocorrelation has the beam's FWHM), computed per strip with a margin of rows:
-also independent of the strip height.
+generators, convolved along x and along y with kernels whose autocorrelations are
+given (a map's measured noise autocorrelation, :func:`acf_kernel`), or by default with
+a Gaussian of FWHM = beam / sqrt(2) (so its autocorrelation has the beam's FWHM),
+computed per strip with a margin of rows: also independent of the strip height.
 """
 
 from __future__ import annotations
@@ -34,12 +35,14 @@ from scipy.signal import fftconvolve
 from ._population import AgnTemplates, Band, SourceDraw
 
 __all__ = [
+    "EXPONENTIAL_SCALE",
     "Components",
     "CorrelatedNoise",
     "Gaussians",
     "Patterns",
     "StripRenderer",
     "TemplateStamps",
+    "acf_kernel",
     "exponential_mixture",
     "sidelobe_patterns",
     "source_components",
@@ -59,6 +62,10 @@ _BOWL_DEPTH, _BOWL_WIDTH = 0.002, 3.0
 _RING_AMP, _RING_PERIOD, _RING_DECAY = 0.004, 2.0, 4.0
 _PATTERN_RADIUS = 12.0
 _SPOKE_ANGLE = math.radians(17.0)  # orientation of the six-fold PSF spokes (fixed)
+#: Scale length of an exponential disc (size 3) per unit of its catalogue axes: free fits
+#: of the 9 resolved size-3 sources of the real 560 MHz SDC1 map give 0.21 b_maj (a
+#: Gaussian would have FWHM 0.66 b_maj; ``docs/calibration.md``), not b_maj itself.
+EXPONENTIAL_SCALE = 0.21
 
 
 @functools.lru_cache(maxsize=1)
@@ -260,7 +267,8 @@ def source_components(draw: SourceDraw, *, north_rad: FloatArray, gain: FloatArr
         draw.bmin[gauss] / pix / _FWHM_PER_SIGMA)
     expo = (draw.size == 3) & (cf < 1)
     for w, s in zip(*exponential_mixture(), strict=True):
-        add(expo, body[expo] * w, draw.bmaj[expo] / pix * s, draw.bmin[expo] / pix * s)
+        k = s * EXPONENTIAL_SCALE
+        add(expo, body[expo] * w, draw.bmaj[expo] / pix * k, draw.bmin[expo] / pix * k)
     cols = [np.concatenate([p[i] for p in parts]) for i in range(6)]
     keep = cols[2] != 0
     gaussians = Gaussians(*(c[keep] for c in cols))
@@ -512,12 +520,43 @@ class StripRenderer:
 
 # ----------------------------------------------------------------------------- noise
 
+def acf_kernel(acf: tuple[float, ...] | list[float]) -> NDArray[np.float64]:
+    """A symmetric 1-D kernel whose autocorrelation is ``acf`` (spectral factorisation).
+
+    Parameters
+    ----------
+    acf : sequence of float
+        Normalised autocorrelation at lags 1, 2, ..., L (pixels); lag 0 is 1.
+
+    Returns
+    -------
+    (2 L + 1,) float64
+        Zero-phase kernel ``k`` with ``sum(k * k) == 1`` whose autocorrelation matches
+        ``acf`` as closely as a non-negative power spectrum allows (negative spectral
+        values of the given sequence are clipped to 0).
+    """
+    rho = np.asarray(acf, dtype=np.float64)
+    if rho.ndim != 1 or rho.size == 0 or not np.all(np.isfinite(rho)):
+        raise ValueError(f"acf must be a non-empty 1-D sequence of finite numbers, got {acf!r}")
+    lags = rho.size
+    n = 8 * (lags + 1)
+    full = np.zeros(n)
+    full[0] = 1.0
+    full[1:lags + 1] = rho
+    full[n - lags:] = rho[::-1]
+    power = np.clip(np.fft.rfft(full).real, 0.0, None)
+    k = np.fft.irfft(np.sqrt(power), n)
+    k = np.concatenate([k[n - lags:], k[:lags + 1]])
+    return np.asarray(k / math.sqrt(float(np.sum(k * k))), dtype=np.float64)
+
+
 class CorrelatedNoise:
     """Gaussian noise correlated on the beam scale, generated strip by strip.
 
     White noise is drawn row by row (row ``r`` from its own generator seeded by
     ``(seed, tag, r)``, including ``margin`` rows and columns beyond the image),
-    convolved with a Gaussian of sigma ``beam_sigma_px / sqrt(2)`` and scaled to
+    convolved along x and y (with :func:`acf_kernel` of ``acf_x`` and ``acf_y`` where
+    given, else a Gaussian of sigma ``beam_sigma_px / sqrt(2)``) and scaled to
     ``rms``. A pixel's value depends only on the seed and its neighbourhood.
 
     Parameters
@@ -532,17 +571,30 @@ class CorrelatedNoise:
         Target standard deviation (Jy/beam).
     beam_sigma_px : float
         Restoring-beam sigma (pixels).
+    acf_x, acf_y : sequence of float, optional
+        Noise autocorrelation along x and along y at lags 1, 2, ... (pixels), e.g. as
+        measured on a real map; both or neither.
     """
 
-    def __init__(self, *, seed: int, tag: int, width: int, rms: float, beam_sigma_px: float):
+    def __init__(self, *, seed: int, tag: int, width: int, rms: float, beam_sigma_px: float,
+                 acf_x: tuple[float, ...] | None = None,
+                 acf_y: tuple[float, ...] | None = None):
         self.seed, self.tag, self.width, self.rms = int(seed), int(tag), int(width), float(rms)
-        sigma = beam_sigma_px / math.sqrt(2.0)
-        self.margin = max(1, math.ceil(4.0 * sigma))
-        t = np.arange(-self.margin, self.margin + 1, dtype=np.float64)
-        k = np.exp(-0.5 * (t / sigma) ** 2)
-        self.kernel = k
-        # variance of the 2-D separable filter output for unit white noise
-        self._scale = self.rms / float(np.sum(k * k))
+        if (acf_x is None) != (acf_y is None):
+            raise ValueError("give both acf_x and acf_y, or neither")
+        if acf_x is not None and acf_y is not None:
+            kx, ky = acf_kernel(acf_x), acf_kernel(acf_y)
+            half = max(kx.size, ky.size) // 2
+            kx, ky = (np.pad(k, half - k.size // 2) for k in (kx, ky))
+            self.margin = max(1, half)
+        else:
+            sigma = beam_sigma_px / math.sqrt(2.0)
+            self.margin = max(1, math.ceil(4.0 * sigma))
+            t = np.arange(-self.margin, self.margin + 1, dtype=np.float64)
+            kx = ky = np.exp(-0.5 * (t / sigma) ** 2)
+        self.kernel_x, self.kernel_y = kx, ky
+        # standard deviation of the 2-D separable filter output for unit white noise
+        self._scale = self.rms / math.sqrt(float(np.sum(kx * kx)) * float(np.sum(ky * ky)))
 
     def _row(self, r: int) -> NDArray[np.float32]:
         key = 2 * r if r >= 0 else -2 * r - 1  # non-negative, one-to-one
@@ -554,7 +606,7 @@ class CorrelatedNoise:
         """Rows ``y0 <= y < y1`` of the noise image, shape (y1 - y0, width), Jy/beam."""
         m = self.margin
         white = np.stack([self._row(r) for r in range(y0 - m, y1 + m)])
-        a = correlate1d(white, self.kernel, axis=1, mode="constant")[:, m:m + self.width]
-        b = correlate1d(a, self.kernel, axis=0, mode="constant")[m:m + (y1 - y0)]
+        a = correlate1d(white, self.kernel_x, axis=1, mode="constant")[:, m:m + self.width]
+        b = correlate1d(a, self.kernel_y, axis=0, mode="constant")[m:m + (y1 - y0)]
         b *= np.float32(self._scale)
         return b

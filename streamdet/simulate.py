@@ -17,10 +17,10 @@ What is simulated
   scaled with spectral index -0.7, or 0 for flat-spectrum AGN; sizes scaled per
   size/class to the 9.2 GHz medians).
 * **Morphology** by the ``size`` code: 2 = elliptical Gaussian (b_maj/b_min are
-  FWHMs), 3 = exponential disc (b_maj/b_min are the scale lengths along the axes,
-  so the FWHM is 2 ln 2 ~ sqrt(2) times larger, the factor the SDC1 scorer
-  assumes), 1 = lobed AGN: a point core with ``core_frac`` of the flux plus one
-  of 78 real extended radio-galaxy images (the AGN stamps SDC1 drew its
+  FWHMs), 3 = exponential disc (scale lengths 0.21 b_maj and 0.21 b_min along the
+  axes, as free fits of the real 560 MHz map's size-3 sources give:
+  ``_render.EXPONENTIAL_SCALE``), 1 = lobed AGN: a point core with ``core_frac`` of
+  the flux plus one of 78 real extended radio-galaxy images (the AGN stamps SDC1 drew its
   steep-spectrum AGN from; packaged as 48 x 48 templates), randomly chosen and
   mirrored, its major axis along the PA, scaled so that its 0.5-99.5 % flux
   extent equals the LAS (``b_min`` then is the template's minor extent;
@@ -108,8 +108,9 @@ _FITS_BLOCK = 2880
 #: Version of the simulated sky: bumped whenever the same arguments give another image or
 #: truth, so that caches keyed by the arguments (training and benchmark fields) are not
 #: reused across versions. 2: calibrated on the real SDC1 map (faint counts, noise, zero
-#: mean) with PAs in the SDC1 convention.
-SKY_VERSION = 2
+#: mean) with PAs in the SDC1 convention. 3: the real map's flux scale (FLUX_SCALE) and noise
+#: autocorrelation (NOISE_ACF).
+SKY_VERSION = 3
 #: Noise rms added, as a fraction of the band's map noise (``Band.noise``, the MAD of a
 #: real 1000 h map: 0.38 uJy/beam at 560 MHz). The MAD holds the confusion of the faint
 #: sources too: with the faint population calibrated on the real truth, a noise of
@@ -119,6 +120,26 @@ THERMAL: dict[int, float] = {560: 0.32 / 0.38}
 #: Share of the sky's mean brightness an interferometer misses: the real 560 MHz map
 #: averages 0.06 uJy/beam where its truth's sources give 0.40 (``zero_mean``).
 MISSING_MEAN = 0.85
+#: The map's flux per unit of sky flux (S x PB): the real 560 MHz SDC1 map carries 0.92 of
+#: its truth's flux. Free elliptical Gaussian fits to isolated compact sources (size 2,
+#: b_maj < 0.7") give 0.89-0.92 of S x PB on the real map against 0.96-1.01 on simulated
+#: fields at the same position, with no trend in PB gain (``docs/calibration.md``). No real
+#: map of the other bands: 1 there.
+FLUX_SCALE: dict[int, float] = {560: 0.92}
+#: Noise autocorrelation along x and along y at lags 1-12 px, measured on the source-free
+#: pixels of the real 560 MHz map (narrower than the beam along x, with a negative lobe of
+#: -0.14 at 3 px; 1.73" along y; ``docs/calibration.md``). It holds the faint sources'
+#: confusion too (CONFUSION_SHARE of the variance, correlated as the beam convolved with
+#: itself), which the simulator renders: the thermal noise's own autocorrelation is what
+#: remains. Other bands: noise correlated as the beam.
+NOISE_ACF: dict[int, tuple[tuple[float, ...], tuple[float, ...]]] = {560: (
+    (0.6366, 0.0673, -0.141, -0.0972, -0.0521, -0.0387, -0.0078, 0.0332, 0.0424, 0.0181,
+     -0.0009, -0.0081),
+    (0.714, 0.2259, -0.0151, -0.029, 0.0101, 0.0248, 0.0094, -0.0157, -0.0234, -0.009,
+     0.011, 0.026))}
+#: Share of the source-free pixels' variance that is confusion: 1 - (0.32 / 0.337)^2, the
+#: thermal noise (THERMAL) against the real map's source-free MAD.
+CONFUSION_SHARE = 0.1
 _STRIP_PIXELS = 1 << 21  # pixels per strip (2 Mpix: 16 MB as float64)
 
 
@@ -126,7 +147,7 @@ def simulate(path: str | os.PathLike[str], *, truth: str | os.PathLike[str] | No
              size: int = 2048, freq: int = 560, seed: int = 0,
              offset: tuple[float, float] = (0.0, 0.0), noise: bool = True,
              sidelobes: bool = False, faint: bool = True, zero_mean: bool = True,
-             noise_scale: float = 1.0,
+             noise_scale: float = 1.0, flux_scale: float | None = None,
              agn_fraction: float | None = None, overwrite: bool = False,
              quiet: bool | None = None) -> Table:
     """Write a simulated SDC1-like continuum image (FITS) and return its truth.
@@ -145,7 +166,7 @@ def simulate(path: str | os.PathLike[str], *, truth: str | os.PathLike[str] | No
     seed : int
         Non-negative random seed; the image and truth are a pure function of
         (seed, size, freq, offset, noise, sidelobes, faint, zero_mean, noise_scale,
-        agn_fraction).
+        flux_scale, agn_fraction).
     offset : (float, float)
         (dRA, dDec) in degrees of the field centre from (RA 0, Dec -30).
     noise : bool
@@ -164,6 +185,11 @@ def simulate(path: str | os.PathLike[str], *, truth: str | os.PathLike[str] | No
         (``benchmarks/calibrate_sim.py``). ``False``: sources on a zero background.
     noise_scale : float
         Multiplies the map noise (> 0): 1 gives the band's (a 1000 h SDC1 map).
+    flux_scale : float, optional
+        The map's flux per unit of sky flux (> 0): sources are rendered with
+        ``flux_scale`` x their attenuated flux, the truth keeps the true flux. Default:
+        the band's (:data:`FLUX_SCALE`: 0.92 at 560 MHz, as the real SDC1 map; 1 in the
+        other bands, which have no real map here).
     agn_fraction : float, optional
         Fraction in [0, 1] of the catalogue population's sources drawn from its AGN
         (classes 1 and 2: lobed and compact); default: the population's own mix. The
@@ -185,14 +211,15 @@ def simulate(path: str | os.PathLike[str], *, truth: str | os.PathLike[str] | No
     Raises
     ------
     StreamdetValueError
-        Bad ``freq``, ``size``, ``seed``, ``offset``, ``noise_scale`` or ``agn_fraction``,
+        Bad ``freq``, ``size``, ``seed``, ``offset``, ``noise_scale``, ``flux_scale`` or
+        ``agn_fraction``,
         or ``truth`` equal to ``path``.
     OutputExistsError
         An output exists and ``overwrite`` is false.
     """
     return _simulate(path, truth=truth, size=size, freq=freq, seed=seed, offset=offset,
                      noise=noise, sidelobes=sidelobes, faint=faint, zero_mean=zero_mean,
-                     noise_scale=noise_scale,
+                     noise_scale=noise_scale, flux_scale=flux_scale,
                      agn_fraction=agn_fraction, overwrite=overwrite, quiet=quiet)
 
 
@@ -200,12 +227,13 @@ def _simulate(path: str | os.PathLike[str], *, truth: str | os.PathLike[str] | N
               size: int, freq: int, seed: int, offset: tuple[float, float], noise: bool,
               sidelobes: bool, faint: bool, overwrite: bool, quiet: bool | None,
               zero_mean: bool = True, noise_scale: float = 1.0,
+              flux_scale: float | None = None,
               agn_fraction: float | None = None, strip_rows: int | None = None) -> Table:
     """:func:`simulate` with the strip height as a parameter (tests vary it)."""
     b = band(freq)
-    scale = float(noise_scale)
-    if not (np.isfinite(scale) and scale > 0):
-        raise StreamdetValueError(f"noise_scale must be a positive number, got {noise_scale!r}")
+    scale = _positive("noise_scale", noise_scale)
+    fscale = (FLUX_SCALE.get(b.freq, 1.0) if flux_scale is None
+              else _positive("flux_scale", flux_scale))
     if scale != 1.0:
         b = dataclasses.replace(b, noise=b.noise * scale)
     if agn_fraction is not None and not 0.0 <= float(agn_fraction) <= 1.0:
@@ -232,7 +260,7 @@ def _simulate(path: str | os.PathLike[str], *, truth: str | os.PathLike[str] | N
     ra, dec = wcs.all_pix2world(draw.x, draw.y, 0)
     north = _north_angle(wcs, ra, dec, draw.x, draw.y, b)
     gain = primary_beam(_separation(ra, dec, *POINTING), b.freq)
-    comps = source_components(draw, north_rad=north, gain=gain, band=b,
+    comps = source_components(draw, north_rad=north, gain=gain * fscale, band=b,
                               templates=agn_templates())
     ra_c, dec_c = wcs.all_pix2world(comps.cent_x, comps.cent_y, 0)
     header["SIMNSRC"] = (len(draw), "number of simulated sources")
@@ -240,9 +268,11 @@ def _simulate(path: str | os.PathLike[str], *, truth: str | os.PathLike[str] | N
     table.meta.update({"freq_mhz": b.freq, "size": n, "seed": s, "offset_deg": centre,
                        "pixel_arcsec": b.pixel_arcsec, "beam_fwhm_arcsec": b.beam_fwhm_arcsec,
                        "noise_jy_beam": b.noise if noise else 0.0, "density_deg2": b.density,
-                       "faint": bool(faint), "zero_mean": bool(zero_mean)})
+                       "faint": bool(faint), "zero_mean": bool(zero_mean),
+                       "flux_scale": fscale})
+    header["SIMFSCAL"] = (fscale, "map flux per unit of sky flux")
 
-    patterns = sidelobe_patterns(draw, gain=gain, band=b) if sidelobes else None
+    patterns = sidelobe_patterns(draw, gain=gain * fscale, band=b) if sidelobes else None
     # Free the draw and its sky positions before the renderer makes its sorted copies of
     # the components, and the components after: with the faint population a 16384^2
     # field holds 4.6 million sources.
@@ -250,12 +280,15 @@ def _simulate(path: str | os.PathLike[str], *, truth: str | os.PathLike[str] | N
     renderer = StripRenderer(comps.gaussians, width=n, stamps=comps.stamps, patterns=patterns)
     del comps, patterns
     # what an interferometer misses: the sky's mean brightness, Jy/beam
-    level = (float(np.sum(np.asarray(table["flux"]) * np.asarray(table["pb"])))
+    level = (float(np.sum(np.asarray(table["flux"]) * np.asarray(table["pb"]))) * fscale
              * b.beam_area_px / float(n * n) * MISSING_MEAN) if zero_mean else 0.0
     header["SIMLEVEL"] = (level, "[Jy/beam] sky mean taken out")
     thermal = b.noise * THERMAL.get(b.freq, 1.0)
+    acf = _thermal_acf(b)
     noise_gen = (CorrelatedNoise(seed=s, tag=b.freq, width=n, rms=thermal,
-                                 beam_sigma_px=b.beam_sigma_px) if noise else None)
+                                 beam_sigma_px=b.beam_sigma_px,
+                                 acf_x=None if acf is None else acf[0],
+                                 acf_y=None if acf is None else acf[1]) if noise else None)
     with atomic_path(out, overwrite=overwrite) as tmp:
         with open(tmp, "wb") as fh, progress_bar(total=n, desc="simulate", unit="row",
                                                  quiet=quiet) as bar:
@@ -272,6 +305,35 @@ def _simulate(path: str | os.PathLike[str], *, truth: str | os.PathLike[str] | N
         if truth is not None:
             write_sdc1(table, truth, overwrite=overwrite)
     return table
+
+
+def _positive(name: str, value: object) -> float:
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        v = math.nan
+    if not (math.isfinite(v) and v > 0):
+        raise StreamdetValueError(f"{name} must be a positive number, got {value!r}")
+    return v
+
+
+def _thermal_acf(b: Band) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """The thermal noise's autocorrelation along x and y (lags 1, 2, ...), or None.
+
+    The band's measured map autocorrelation (:data:`NOISE_ACF`) less the confusion's
+    share (:data:`CONFUSION_SHARE`), correlated as the beam convolved with itself.
+    """
+    measured = NOISE_ACF.get(b.freq)
+    if measured is None:
+        return None
+    w = CONFUSION_SHARE
+
+    def thermal(rho: tuple[float, ...]) -> tuple[float, ...]:
+        lags = np.arange(1, len(rho) + 1, dtype=np.float64)
+        conf = np.exp(-lags ** 2 / (4.0 * b.beam_sigma_px ** 2))
+        return tuple(float(v) for v in (np.asarray(rho) - w * conf) / (1.0 - w))
+
+    return thermal(measured[0]), thermal(measured[1])
 
 
 def _centre(offset: tuple[float, float]) -> tuple[float, float]:

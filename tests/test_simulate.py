@@ -37,7 +37,7 @@ from streamdet._render import (
 )
 from streamdet.catalog import SDC1_COLUMNS, read_sdc1, write_sdc1
 from streamdet.errors import OutputExistsError, StreamdetFileNotFoundError, StreamdetValueError
-from streamdet.simulate import MISSING_MEAN, _simulate
+from streamdet.simulate import FLUX_SCALE, MISSING_MEAN, NOISE_ACF, _simulate, _thermal_acf
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sdc1"
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
@@ -267,11 +267,13 @@ def test_truth_positions_and_fluxes_match_image_peaks(tmp_path: Path) -> None:
         xf, yf, peak = _peak_fit(img, x0 - 2 + int(j[1]), y0 - 2 + int(j[0]))
         assert xf == pytest.approx(px[i], abs=0.05) and yf == pytest.approx(py[i], abs=0.05)
         beam2 = 1.5 ** 2
-        expect = app[i] * beam2 / math.sqrt((beam2 + truth["b_maj"][i] ** 2)
-                                            * (beam2 + truth["b_min"][i] ** 2))
+        # the map carries flux_scale of the sky's flux (the real 560 MHz map's, 0.92)
+        expect = app[i] * truth.meta["flux_scale"] * beam2 / math.sqrt(
+            (beam2 + truth["b_maj"][i] ** 2) * (beam2 + truth["b_min"][i] ** 2))
         assert peak == pytest.approx(expect, rel=0.01)
         checked += 1
     assert checked >= 3
+    assert truth.meta["flux_scale"] == FLUX_SCALE[560] == 0.92
 
 
 def test_seeded_determinism(tmp_path: Path) -> None:
@@ -535,7 +537,7 @@ def test_simulate_faint_population(tmp_path: Path) -> None:
     only = np.setdiff1d(np.arange(len(with_f)), np.flatnonzero(np.isin(
         np.asarray(with_f["ra_core"]), np.asarray(without["ra_core"]))))
     expect = float(np.sum(np.asarray(with_f["flux"])[only] * np.asarray(with_f["pb"])[only]))
-    assert extra / band(560).beam_area_px == pytest.approx(expect, rel=0.03)
+    assert extra / band(560).beam_area_px == pytest.approx(expect * FLUX_SCALE[560], rel=0.03)
 
 
 def _training(name: str) -> np.ndarray:
@@ -683,7 +685,7 @@ def test_zero_mean_takes_the_sky_mean_out(tmp_path: Path) -> None:
     got = np.squeeze(got4).astype(np.float64)
     assert header["SIMZMEAN"] is True
     level = float(np.sum(np.asarray(truth["flux"]) * np.asarray(truth["pb"]))) \
-        * band(560).beam_area_px / 400 ** 2 * MISSING_MEAN
+        * band(560).beam_area_px / 400 ** 2 * MISSING_MEAN * truth.meta["flux_scale"]
     assert header["SIMLEVEL"] == pytest.approx(level, rel=1e-12) and level > 0
     np.testing.assert_allclose(got, flat - level, rtol=0, atol=1e-6 * float(flat.max()))
     # the image's mean is ~0 (sources cut by the edges make up the difference)
@@ -722,3 +724,61 @@ def test_cli_shifted_sky_options(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["simulate", str(tmp_path / "t.fits"), "--agn-fraction", "2", "-q"]) == 1
     assert "agn_fraction must be in [0, 1]" in capsys.readouterr().err
     assert not (tmp_path / "t.fits").exists()
+
+
+def test_flux_scale_renders_that_share_of_the_sky_and_keeps_the_truth(tmp_path: Path) -> None:
+    """flux_scale multiplies every rendered source (the image without noise and sky level
+    scales exactly) and leaves the truth alone; the band's default is the real map's."""
+    kw: dict[str, Any] = dict(size=256, freq=560, seed=4, noise=False, zero_mean=False,
+                              quiet=True)
+    one = simulate(tmp_path / "one.fits", flux_scale=1.0, **kw)
+    half = simulate(tmp_path / "half.fits", flux_scale=0.5, **kw)
+    default = simulate(tmp_path / "def.fits", **kw)
+    a, b, c = (np.squeeze(_image(tmp_path / f)[0]).astype(np.float64)
+               for f in ("one.fits", "half.fits", "def.fits"))
+    np.testing.assert_allclose(b, 0.5 * a, rtol=1e-5, atol=1e-12)
+    np.testing.assert_allclose(c, FLUX_SCALE[560] * a, rtol=1e-5, atol=1e-12)
+    for t in (half, default):
+        np.testing.assert_array_equal(np.asarray(t["flux"]), np.asarray(one["flux"]))
+    assert fits.getheader(tmp_path / "half.fits")["SIMFSCAL"] == 0.5
+    assert simulate(tmp_path / "b14.fits", freq=1400, size=128, seed=1, noise=False,
+                    quiet=True).meta["flux_scale"] == 1.0   # no real map: unscaled
+    for bad in (0.0, -1.0, float("nan"), "x"):
+        with pytest.raises(StreamdetValueError, match="flux_scale"):
+            simulate(tmp_path / "bad.fits", flux_scale=bad, overwrite=True, **kw)
+
+
+def test_noise_has_the_real_maps_autocorrelation(tmp_path: Path) -> None:
+    """At 560 MHz the thermal noise is correlated as measured on the real map, less the
+    confusion's share: along x narrower than the beam with a negative lobe at 3 px,
+    wider along y; at 1400 MHz as the beam (no real map)."""
+    n = 768
+    for freq in (560, 1400):
+        simulate(tmp_path / f"n{freq}.fits", size=n, freq=freq, seed=3, faint=False,
+                 zero_mean=False, quiet=True)
+        simulate(tmp_path / f"s{freq}.fits", size=n, freq=freq, seed=3, faint=False,
+                 zero_mean=False, noise=False, quiet=True)
+        noise = (np.squeeze(_image(tmp_path / f"n{freq}.fits")[0]).astype(np.float64)
+                 - np.squeeze(_image(tmp_path / f"s{freq}.fits")[0]).astype(np.float64))
+        noise -= noise.mean()
+        var = noise.var()
+
+        def ac(lag: int, axis: int, noise: np.ndarray = noise, var: float = var) -> float:
+            if axis == 1:
+                return float((noise[:, :-lag] * noise[:, lag:]).mean() / var)
+            return float((noise[:-lag] * noise[lag:]).mean() / var)
+
+        acf = _thermal_acf(band(freq))
+        if freq == 560:
+            assert acf is not None and NOISE_ACF[560][0][2] < -0.1
+            for lag in (1, 2, 3, 5):
+                assert ac(lag, 1) == pytest.approx(acf[0][lag - 1], abs=0.015)
+                assert ac(lag, 0) == pytest.approx(acf[1][lag - 1], abs=0.015)
+            assert ac(3, 1) < -0.1 and ac(1, 0) > ac(1, 1) + 0.05
+        else:
+            assert acf is None
+            sigma = band(freq).beam_sigma_px
+            for lag in (1, 2):
+                expect = math.exp(-0.5 * (lag / sigma) ** 2)
+                assert ac(lag, 1) == pytest.approx(expect, abs=0.03)
+                assert ac(lag, 0) == pytest.approx(expect, abs=0.03)
