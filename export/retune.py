@@ -187,8 +187,9 @@ def retune_measure(model: str | os.PathLike[str], out: str | os.PathLike[str], *
     """Choose the contract's ``measure[key]`` on pooled simulated fields.
 
     ``key`` is ``"bmin_resolved"``, ``"bmaj_resolved"``, ``"fit_snr"`` (where an
-    infinite grid value stands for ``None``: forced photometry only) or ``"background"``
-    (grid 0 / 1: off / on).
+    infinite grid value stands for ``None``: forced photometry only), ``"background"``
+    (grid 0 / 1: off / on) or ``"flux_scale"`` (the maps' flux per unit of sky flux,
+    grid values > 0).
 
     For each value of ``grid``, the fields are detected with it at the ``best`` preset
     and scored as whole catalogues; the value with the highest pooled score (with
@@ -206,6 +207,8 @@ def retune_measure(model: str | os.PathLike[str], out: str | os.PathLike[str], *
     finite = key != "fit_snr"           # fit_snr: inf stands for None (never fit)
     if not grid or any(not 0 <= g or (finite and np.isinf(g)) for g in grid):
         raise StreamdetValueError(f"need a grid of values >= 0, got {grid}")
+    if key == "flux_scale" and any(g <= 0 for g in grid):
+        raise StreamdetValueError(f"flux_scale needs a grid of values > 0, got {grid}")
     check_output(out, overwrite=overwrite)
     mdl = load_model(model)
     best = np.asarray(mdl.contract.thresholds.get("best", mdl.contract.thresholds["default"]))
@@ -228,7 +231,7 @@ def retune_measure(model: str | os.PathLike[str], out: str | os.PathLike[str], *
     return scores
 
 
-_MEASURE_KEYS = ("bmin_resolved", "bmaj_resolved", "fit_snr", "background")
+_MEASURE_KEYS = ("bmin_resolved", "bmaj_resolved", "fit_snr", "background", "flux_scale")
 
 
 def _stored(value: float, key: str = "") -> float | bool | None:
@@ -369,6 +372,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     mode.add_argument("--background", action="store_true",
                       help="choose measure.background (grid 0 1: forced photometry above "
                            "zero or above the local median)")
+    mode.add_argument("--flux-scale", action="store_true",
+                      help="choose measure.flux_scale (at the best preset): the maps' flux "
+                           "per unit of sky flux, by which measured fluxes are divided")
     mode.add_argument("--best", action="store_true",
                       help="choose the best preset (highest pooled score at --min-purity) "
                            "instead of the purity preset")
@@ -399,9 +405,10 @@ def main(argv: Sequence[str] | None = None) -> None:
               f"{best['previous_purity']:.4f}); per group (simulated pool, then each "
               f"image): scores {best['group_scores']}, purity {best['group_purity']}")
         return
-    if args.bmin or args.bmaj or args.fit_snr or args.background:
+    if args.bmin or args.bmaj or args.fit_snr or args.background or args.flux_scale:
         key = ("bmin_resolved" if args.bmin else "bmaj_resolved" if args.bmaj
-               else "fit_snr" if args.fit_snr else "background")
+               else "fit_snr" if args.fit_snr else "background" if args.background
+               else "flux_scale")
         scores = retune_measure(args.model, args.output, freq=args.freq, seeds=args.seeds,
                                 size=args.size, offset=(args.offset[0], args.offset[1]),
                                 workdir=args.workdir, key=key, grid=args.grid,

@@ -46,18 +46,27 @@ def test_retune_refuses_bad_input(tmp_path: Path) -> None:
         main([str(src), "--freq", "560"])         # no -o
 
 
-@pytest.mark.parametrize("key", ["bmin_resolved", "bmaj_resolved"])
-def test_retune_measure_writes_the_best_scoring_value(tmp_path: Path, key: str) -> None:
+@pytest.mark.parametrize("key, grid", [("bmin_resolved", (0.0, 100.0)),
+                                       ("bmaj_resolved", (0.0, 100.0)),
+                                       ("flux_scale", (0.5, 1.0))])
+def test_retune_measure_writes_the_best_scoring_value(tmp_path: Path, key: str,
+                                                      grid: tuple[float, float]) -> None:
     src = default_model(freq_hz=560e6, pixel_scale_arcsec=0.6)
     out = tmp_path / "m.onnx"
     scores = retune_measure(src, out, freq=560, seeds=[77], size=768, offset=(0.0, -0.8),
-                            workdir=tmp_path / "fields", key=key, grid=(0.0, 100.0))
-    assert set(scores) == {0.0, 100.0}
-    assert scores[0.0] != scores[100.0]          # the axes changed, and so the score
+                            workdir=tmp_path / "fields", key=key, grid=grid)
+    assert set(scores) == set(grid)
+    assert scores[grid[0]] != scores[grid[1]]    # the measurement changed, and the score
     before, after = load_model(src).contract, load_model(out).contract
     assert after.measure[key] == max(scores, key=lambda v: scores[v])
-    other = {"bmin_resolved": "bmaj_resolved", "bmaj_resolved": "bmin_resolved"}[key]
-    assert after.measure[other] == before.measure[other]
+    for other in {"bmin_resolved", "bmaj_resolved", "flux_scale"} - {key}:
+        assert after.measure[other] == before.measure[other]
+    if key == "flux_scale":
+        assert after.measure[key] > 0.5      # halving the fluxes cannot score better
+        with pytest.raises(StreamdetValueError, match="flux_scale"):
+            retune_measure(src, tmp_path / "n.onnx", freq=560, seeds=[77], size=768,
+                           offset=(0.0, -0.8), workdir=tmp_path / "fields", key=key,
+                           grid=(0.0, 1.0))
     assert after.thresholds == before.thresholds
     with pytest.raises(StreamdetValueError, match="grid"):
         retune_measure(src, tmp_path / "n.onnx", freq=560, seeds=[77], size=768,
