@@ -209,23 +209,27 @@ class Field:
 
 
 #: The shifted sky (section c): noise 30% above the band's, another primary-beam
-#: position, five times the population's share of AGN.
-SHIFTED = {"noise_factor": 1.3, "offset": (0.35, -0.85), "agn_fraction": 0.10, "seed": 6_161_616}
+#: position, five times the population's share of AGN, and a map calibrated to its sky
+#: (flux scale 1, where the real SDC1 map and the simulator's default carry 0.92).
+SHIFTED = {"noise_factor": 1.3, "offset": (0.35, -0.85), "agn_fraction": 0.10, "seed": 6_161_616,
+           "flux_scale": 1.0}
 
 
 def _sim_field(section: str, workdir: Path, *, size: int, freq: int, seed: int,
                offset: tuple[float, float], faint: bool = True,
                noise_scale: float = 1.0, agn_fraction: float | None = None,
-               note: str = "") -> Field:
+               flux_scale: float | None = None, note: str = "") -> Field:
     tag = "" if noise_scale == 1.0 else f"_n{noise_scale:g}"
     tag += "" if agn_fraction is None else f"_agn{agn_fraction:g}"
+    tag += "" if flux_scale is None else f"_fs{flux_scale:g}"
     stem = (f"field_{freq}_{size}_s{seed}_{offset[0]:+g}_{offset[1]:+g}"
             + ("_faint" if faint else "") + tag + f"_sky{SKY_VERSION}")
     image, truth = workdir / f"{stem}.fits", workdir / f"{stem}.truth.txt"
     if not (image.exists() and truth.exists()):
         table = streamdet.simulate(image, truth=truth, size=size, freq=freq, seed=seed,
                                    offset=offset, faint=faint, noise_scale=noise_scale,
-                                   agn_fraction=agn_fraction, overwrite=True, quiet=True)
+                                   agn_fraction=agn_fraction, flux_scale=flux_scale,
+                                   overwrite=True, quiet=True)
     else:
         table = read_sdc1(truth)
     n_box = in_training_box(table["ra_core"], table["dec_core"], freq)
@@ -267,9 +271,11 @@ def fields(sections: list[str], workdir: Path, *, size: int, seeds: list[int],
                        offset=SHIFTED["offset"], faint=faint,
                        noise_scale=float(SHIFTED["noise_factor"]),
                        agn_fraction=float(SHIFTED["agn_fraction"]),
+                       flux_scale=float(SHIFTED["flux_scale"]),
                        note=(f"{size}^2 px, noise {rms * 1e6:.3f} uJy/beam (1.3x), offset "
                              f"{SHIFTED['offset']} deg, AGN fraction "
-                             f"{SHIFTED['agn_fraction']:g}"))
+                             f"{SHIFTED['agn_fraction']:g}, flux scale "
+                             f"{SHIFTED['flux_scale']:g}"))
         out.append(dataclasses.replace(f, name="shifted sky, 560 MHz"))
     return out
 
