@@ -1,16 +1,29 @@
-"""Axis-aligned box utilities (the style of ``torchvision.ops``), in numpy.
+"""Axis-aligned box utilities (the style of ``torchvision.ops``), in numpy, in 2D and 3D.
 
-One convention throughout streamdet: boxes are ``xyxy`` in 0-based pixel
-coordinates of the full image, float64, shape ``(N, 4)`` with columns
-``[x0, y0, x1, y1]`` (the centre of pixel ``i`` is at ``i``; a box spans
-``x0 <= x < x1``). Boxes must be finite with ``x1 >= x0`` and ``y1 >= y0``;
-zero-area (degenerate) boxes are allowed.
+One convention throughout streamdet, the same for images and cubes: a box is
+``[lo..., hi...]`` in 0-based pixel (voxel) coordinates of the full image or cube,
+float64, one row per box.
+
+* **2D** (images): shape ``(N, 4)``, columns ``[x0, y0, x1, y1]`` ("xyxy").
+* **3D** (cubes): shape ``(N, 6)``, columns ``[x0, y0, z0, x1, y1, z1]``: x the
+  column, y the row, z the channel (frequency plane).
+
+The centre of pixel ``i`` is at ``i`` along every axis; a box spans ``x0 <= x < x1``
+(and so on per axis). The dimensionality ``ndim`` of a box array is its number of
+columns divided by two (:func:`box_ndim`); every function here serves both, one
+implementation over the axes. Boxes must be finite with ``hi >= lo`` on every axis;
+zero-extent (degenerate) boxes are allowed. The converters :func:`xyxy_to_cxcywh` and
+:func:`cxcywh_to_xyxy` map ``[lo..., hi...]`` to ``[centre..., size...]`` (3D:
+``[cx, cy, cz, w, h, d]``, ``d`` in channels) and back.
 
 Conventions for degenerate cases (where torchvision would return NaN):
 
-* IoU is 0 when the union area is 0 (two zero-area boxes).
+* IoU is 0 when the union (area, or volume in 3D) is 0.
 * In DIoU the distance term ``d^2 / c^2`` is 0 when the enclosing box has a zero
   diagonal (two identical points), so DIoU is 0 there.
+
+In 2D every value is computed with the same floating-point operations, in the same
+order, as before 3D was added (results bit-identical).
 """
 
 from __future__ import annotations
@@ -21,12 +34,16 @@ from numpy.typing import ArrayLike, NDArray
 from .errors import StreamdetValueError
 
 __all__ = [
+    "BOX_COLUMNS",
     "box_area",
     "box_diou",
     "box_diou_paired",
     "box_iou",
     "box_iou_paired",
+    "box_ndim",
+    "box_volume",
     "centre_columns",
+    "centres",
     "check_boxes",
     "cxcywh_to_xyxy",
     "xyxy_to_cxcywh",
@@ -34,132 +51,182 @@ __all__ = [
 
 Boxes = NDArray[np.float64]
 
+#: Column names of a box row per dimensionality.
+BOX_COLUMNS: dict[int, tuple[str, ...]] = {
+    2: ("x0", "y0", "x1", "y1"),
+    3: ("x0", "y0", "z0", "x1", "y1", "z1"),
+}
+_AXES = "xyz"
 
-def check_boxes(boxes: ArrayLike, *, name: str = "boxes", xyxy: bool = True) -> Boxes:
-    """Validate and return boxes as a float64 ``(N, 4)`` array.
+
+def box_ndim(boxes: NDArray[np.generic]) -> int:
+    """Dimensionality of a ``(N, 2 * ndim)`` box array: 2 for ``(N, 4)``, 3 for ``(N, 6)``."""
+    return int(boxes.shape[-1]) // 2
+
+
+def check_boxes(boxes: ArrayLike, *, name: str = "boxes", xyxy: bool = True,
+                ndim: int | None = None) -> Boxes:
+    """Validate and return boxes as a float64 ``(N, 2 * ndim)`` array.
 
     Parameters
     ----------
-    boxes : array_like, (N, 4)
-        Boxes; ``N`` may be 0 (an empty ``(0,)`` or ``(0, 4)`` input gives ``(0, 4)``).
+    boxes : array_like, (N, 4) or (N, 6)
+        Boxes; ``N`` may be 0 (an empty ``(0,)`` input gives ``(0, 2 * ndim)``).
     name : str
         Name of the argument, for error messages.
     xyxy : bool
-        If true, also require ``x1 >= x0`` and ``y1 >= y0``.
+        If true, also require ``hi >= lo`` on every axis.
+    ndim : {2, 3} or None
+        Required dimensionality; None: 2 for 4 columns, 3 for 6 (an empty 1-D input is 2D).
 
     Returns
     -------
-    (N, 4) float64 ndarray
+    (N, 2 * ndim) float64 ndarray
 
     Raises
     ------
     StreamdetValueError
-        Wrong shape, non-finite values or (``xyxy``) negative widths or heights.
+        Wrong shape, non-finite values or (``xyxy``) negative extents.
     """
     arr = np.asarray(boxes, dtype=np.float64)
     if arr.size == 0 and arr.ndim <= 2:
-        return np.zeros((0, 4), np.float64)
-    if arr.ndim != 2 or arr.shape[1] != 4:
-        raise StreamdetValueError(f"{name} must have shape (N, 4), got {arr.shape}")
+        if ndim is None:
+            ndim = 3 if arr.ndim == 2 and arr.shape[1] == 6 else 2
+        return np.zeros((0, 2 * ndim), np.float64)
+    widths = (4, 6) if ndim is None else (2 * ndim,)
+    if arr.ndim != 2 or arr.shape[1] not in widths:
+        shape = " or ".join(f"(N, {w})" for w in widths)
+        raise StreamdetValueError(f"{name} must have shape {shape}, got {arr.shape}")
     finite = np.isfinite(arr).all(axis=1)
     if not finite.all():
         bad = int(np.flatnonzero(~finite)[0])
         raise StreamdetValueError(f"{name} row {bad} is not finite: {arr[bad].tolist()}")
     if xyxy:
-        neg = (arr[:, 2] < arr[:, 0]) | (arr[:, 3] < arr[:, 1])
+        d = arr.shape[1] // 2
+        neg = arr[:, d] < arr[:, 0]
+        for k in range(1, d):
+            neg |= arr[:, d + k] < arr[:, k]
         if neg.any():
             bad = int(np.flatnonzero(neg)[0])
+            axes = " or ".join(f"{a}1 < {a}0" for a in _AXES[:d])
             raise StreamdetValueError(
-                f"{name} row {bad} has x1 < x0 or y1 < y0 (xyxy expected): {arr[bad].tolist()}")
+                f"{name} row {bad} has {axes} ({'xyxy' if d == 2 else 'xyzxyz'} expected): "
+                f"{arr[bad].tolist()}")
     return arr
 
 
 def xyxy_to_cxcywh(boxes: ArrayLike) -> Boxes:
-    """Convert ``[x0, y0, x1, y1]`` boxes to ``[cx, cy, w, h]``.
+    """Convert ``[lo..., hi...]`` boxes to ``[centre..., size...]``.
 
     Parameters
     ----------
-    boxes : array_like, (N, 4)
-        xyxy boxes, pixels.
+    boxes : array_like, (N, 4) or (N, 6)
+        Boxes ``[x0, y0, x1, y1]`` (3D: ``[x0, y0, z0, x1, y1, z1]``), px.
 
     Returns
     -------
-    (N, 4) float64 ndarray
-        Centre ``(cx, cy)`` and size ``(w, h)``, pixels.
+    (N, 4) or (N, 6) float64 ndarray
+        Centre ``(cx, cy[, cz])`` and size ``(w, h[, d])``, px.
     """
     b = check_boxes(boxes)
+    d = box_ndim(b)
     out = np.empty_like(b)
-    out[:, 0] = 0.5 * (b[:, 0] + b[:, 2])
-    out[:, 1] = 0.5 * (b[:, 1] + b[:, 3])
-    out[:, 2] = b[:, 2] - b[:, 0]
-    out[:, 3] = b[:, 3] - b[:, 1]
+    for k in range(d):
+        out[:, k] = 0.5 * (b[:, k] + b[:, d + k])
+    for k in range(d):
+        out[:, d + k] = b[:, d + k] - b[:, k]
     return out
 
 
-def centre_columns(boxes: Boxes) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Centres of xyxy boxes as two new columns ``(cx, cy)``, each (N,) float64, px.
+def centre_columns(boxes: Boxes) -> tuple[NDArray[np.float64], ...]:
+    """Centres of boxes as new columns ``(cx, cy[, cz])``, each (N,) float64, px.
 
-    The same values as the first two columns of :func:`xyxy_to_cxcywh`, computed in
-    place (no (N, 2) or (N, 4) temporaries, for catalogues of ~10^6 rows); no checks.
+    The same values as the first ``ndim`` columns of :func:`xyxy_to_cxcywh`, computed in
+    place (no (N, ndim) or (N, 2 ndim) temporaries, for catalogues of ~10^6 rows); no checks.
     """
-    cx = boxes[:, 0] + boxes[:, 2]
-    cx *= 0.5
-    cy = boxes[:, 1] + boxes[:, 3]
-    cy *= 0.5
-    return cx, cy
+    d = box_ndim(boxes)
+    cols = []
+    for k in range(d):
+        c = boxes[:, k] + boxes[:, d + k]
+        c *= 0.5
+        cols.append(c)
+    return tuple(cols)
+
+
+def centres(boxes: Boxes) -> NDArray[np.float64]:
+    """(N, ndim) float64 centres ``(cx, cy[, cz])`` of ``(N, 2 ndim)`` boxes, px; no checks."""
+    d = box_ndim(boxes)
+    out: NDArray[np.float64] = 0.5 * (boxes[:, :d] + boxes[:, d:])
+    return out
 
 
 def cxcywh_to_xyxy(boxes: ArrayLike) -> Boxes:
-    """Convert ``[cx, cy, w, h]`` boxes to ``[x0, y0, x1, y1]``.
+    """Convert ``[centre..., size...]`` boxes to ``[lo..., hi...]``.
 
     Parameters
     ----------
-    boxes : array_like, (N, 4)
-        Centre and size, pixels; ``w, h >= 0``.
+    boxes : array_like, (N, 4) or (N, 6)
+        Centre and size ``[cx, cy, w, h]`` (3D: ``[cx, cy, cz, w, h, d]``), px; sizes >= 0.
 
     Returns
     -------
-    (N, 4) float64 ndarray
-        xyxy boxes, pixels.
+    (N, 4) or (N, 6) float64 ndarray
+        ``[x0, y0, x1, y1]`` (3D: ``[x0, y0, z0, x1, y1, z1]``), px.
     """
     b = check_boxes(boxes, xyxy=False)
-    if ((b[:, 2] < 0) | (b[:, 3] < 0)).any():
-        bad = int(np.flatnonzero((b[:, 2] < 0) | (b[:, 3] < 0))[0])
+    d = box_ndim(b)
+    neg = (b[:, d:] < 0).any(axis=1)
+    if neg.any():
+        bad = int(np.flatnonzero(neg)[0])
         raise StreamdetValueError(f"boxes row {bad} has a negative width or height: "
                                   f"{b[bad].tolist()}")
     out = np.empty_like(b)
-    out[:, 0] = b[:, 0] - 0.5 * b[:, 2]
-    out[:, 1] = b[:, 1] - 0.5 * b[:, 3]
-    out[:, 2] = b[:, 0] + 0.5 * b[:, 2]
-    out[:, 3] = b[:, 1] + 0.5 * b[:, 3]
+    for k in range(d):
+        out[:, k] = b[:, k] - 0.5 * b[:, d + k]
+    for k in range(d):
+        out[:, d + k] = b[:, k] + 0.5 * b[:, d + k]
+    return out
+
+
+def _extent_product(b: Boxes) -> NDArray[np.float64]:
+    """Area (2D) or volume (3D) of broadcastable ``(..., 2 ndim)`` boxes."""
+    d = b.shape[-1] // 2
+    out: NDArray[np.float64] = b[..., d] - b[..., 0]
+    for k in range(1, d):
+        out = out * (b[..., d + k] - b[..., k])
     return out
 
 
 def box_area(boxes: ArrayLike) -> NDArray[np.float64]:
-    """Area of each box.
+    """Area (2D) or volume (3D) of each box.
 
     Parameters
     ----------
-    boxes : array_like, (N, 4)
-        xyxy boxes, pixels.
+    boxes : array_like, (N, 4) or (N, 6)
+        Boxes, px.
 
     Returns
     -------
     (N,) float64 ndarray
-        Areas, square pixels.
+        Areas, px^2 (3D: volumes, voxels).
     """
-    b = check_boxes(boxes)
-    return (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return _extent_product(check_boxes(boxes))
+
+
+def box_volume(boxes: ArrayLike) -> NDArray[np.float64]:
+    """Volume of each 3D box (:func:`box_area` of ``(N, 6)`` boxes), voxels."""
+    return _extent_product(check_boxes(boxes, ndim=3))
 
 
 def _iou_and_union(a: Boxes, b: Boxes) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """IoU of broadcast-compatible ``(..., 4)`` arrays, with the union area."""
-    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0.0, None)
-    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0.0, None)
-    inter = iw * ih
-    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
-    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
-    union = area_a + area_b - inter
+    """IoU of broadcast-compatible ``(..., 2 ndim)`` arrays, with the union area (volume)."""
+    d = a.shape[-1] // 2
+    inter = np.clip(np.minimum(a[..., d], b[..., d]) - np.maximum(a[..., 0], b[..., 0]),
+                    0.0, None)
+    for k in range(1, d):
+        inter = inter * np.clip(np.minimum(a[..., d + k], b[..., d + k])
+                                - np.maximum(a[..., k], b[..., k]), 0.0, None)
+    union = _extent_product(a) + _extent_product(b) - inter
     pos = union > 0
     iou = np.divide(inter, union, out=np.zeros(np.shape(inter)), where=pos)
     return iou, union
@@ -171,14 +238,31 @@ def _iou(a: Boxes, b: Boxes) -> NDArray[np.float64]:
 
 def _diou(a: Boxes, b: Boxes) -> NDArray[np.float64]:
     iou = _iou(a, b)
-    dx = 0.5 * ((a[..., 0] + a[..., 2]) - (b[..., 0] + b[..., 2]))
-    dy = 0.5 * ((a[..., 1] + a[..., 3]) - (b[..., 1] + b[..., 3]))
-    cw = np.maximum(a[..., 2], b[..., 2]) - np.minimum(a[..., 0], b[..., 0])
-    ch = np.maximum(a[..., 3], b[..., 3]) - np.minimum(a[..., 1], b[..., 1])
-    c2 = cw * cw + ch * ch
-    d2 = dx * dx + dy * dy
+    d = a.shape[-1] // 2
+    c2: NDArray[np.float64] | None = None
+    d2: NDArray[np.float64] | None = None
+    for k in range(d):
+        dk = 0.5 * ((a[..., k] + a[..., d + k]) - (b[..., k] + b[..., d + k]))
+        ck = np.maximum(a[..., d + k], b[..., d + k]) - np.minimum(a[..., k], b[..., k])
+        c2 = ck * ck if c2 is None else c2 + ck * ck
+        d2 = dk * dk if d2 is None else d2 + dk * dk
+    assert c2 is not None and d2 is not None
     term = np.divide(d2, c2, out=np.zeros(np.shape(d2)), where=c2 > 0)
     return iou - term
+
+
+def _pairwise(a: ArrayLike, b: ArrayLike) -> tuple[Boxes, Boxes]:
+    """Both arguments checked, of one dimensionality (an empty one takes the other's)."""
+    aa, bb = check_boxes(a, name="a"), check_boxes(b, name="b")
+    if aa.shape[1] != bb.shape[1]:
+        if not len(aa):
+            aa = np.zeros((0, bb.shape[1]), np.float64)
+        elif not len(bb):
+            bb = np.zeros((0, aa.shape[1]), np.float64)
+        else:
+            raise StreamdetValueError(
+                f"boxes of one dimensionality expected, got a {aa.shape} and b {bb.shape}")
+    return aa, bb
 
 
 def box_iou(a: ArrayLike, b: ArrayLike) -> NDArray[np.float64]:
@@ -186,17 +270,17 @@ def box_iou(a: ArrayLike, b: ArrayLike) -> NDArray[np.float64]:
 
     Parameters
     ----------
-    a : array_like, (N, 4)
-        xyxy boxes, pixels.
-    b : array_like, (M, 4)
-        xyxy boxes, pixels.
+    a : array_like, (N, 4) or (N, 6)
+        Boxes, pixels (one dimensionality for both arguments).
+    b : array_like, (M, 4) or (M, 6)
+        Boxes, pixels.
 
     Returns
     -------
     (N, M) float64 ndarray
         IoU in [0, 1]; 0 where the union area is 0. Memory is ``8 N M`` bytes.
     """
-    aa, bb = check_boxes(a, name="a"), check_boxes(b, name="b")
+    aa, bb = _pairwise(a, b)
     return _iou(aa[:, None, :], bb[None, :, :])
 
 
@@ -208,17 +292,17 @@ def box_diou(a: ArrayLike, b: ArrayLike) -> NDArray[np.float64]:
 
     Parameters
     ----------
-    a : array_like, (N, 4)
-        xyxy boxes, pixels.
-    b : array_like, (M, 4)
-        xyxy boxes, pixels.
+    a : array_like, (N, 4) or (N, 6)
+        Boxes, pixels (one dimensionality for both arguments).
+    b : array_like, (M, 4) or (M, 6)
+        Boxes, pixels.
 
     Returns
     -------
     (N, M) float64 ndarray
         DIoU in [-1, 1] (-1 only for zero-area boxes); ``d^2/c^2`` is 0 where ``c`` is 0.
     """
-    aa, bb = check_boxes(a, name="a"), check_boxes(b, name="b")
+    aa, bb = _pairwise(a, b)
     return _diou(aa[:, None, :], bb[None, :, :])
 
 
@@ -235,8 +319,8 @@ def box_iou_paired(a: ArrayLike, b: ArrayLike) -> NDArray[np.float64]:
 
     Parameters
     ----------
-    a, b : array_like, (N, 4)
-        xyxy boxes, pixels.
+    a, b : array_like, (N, 4) or (N, 6)
+        Boxes, pixels (one dimensionality for both arguments).
 
     Returns
     -------
@@ -251,8 +335,8 @@ def box_diou_paired(a: ArrayLike, b: ArrayLike) -> NDArray[np.float64]:
 
     Parameters
     ----------
-    a, b : array_like, (N, 4)
-        xyxy boxes, pixels.
+    a, b : array_like, (N, 4) or (N, 6)
+        Boxes, pixels (one dimensionality for both arguments).
 
     Returns
     -------

@@ -1,6 +1,7 @@
 """Decode raw detector outputs into detections, and encode parameters for training.
 
-The output grid of a 2D detector is ``(N, K, Gy, Gx)`` with ``K = nbox * C`` and
+The output grid of a 2D detector is ``(N, K, Gy, Gx)`` (3D: ``(N, K, Gz, Gy, Gx)``) with
+``K = nbox * C`` and
 channel ``k = box * C + j`` (``C = len(contract.box_channels)``). A box of cell
 ``(gy, gx)`` decodes to (streamdet's xyxy convention, pixel ``i`` centred on ``i``)::
 
@@ -8,7 +9,12 @@ channel ``k = box * C + j`` (``C = len(contract.box_channels)``). A box of cell
     cy = (gy + y) * stride_y - 0.5 + y0        h = prior_h * exp(t_h)
     box = [cx - w/2, cy - h/2, cx + w/2, cy + h/2]
 
-where ``(x0, y0)`` is the origin of the tile in the full image.
+where ``(x0, y0)`` is the origin of the tile in the full image. A 3D detector (a cube:
+z the channel) decodes the same way along its third axis, from the ``z`` and ``d``
+channels, ``stride_z`` and the prior's third size::
+
+    cz = (gz + z) * stride_z - 0.5 + z0        d = prior_d * exp(t_d)
+    box = [cx - w/2, cy - h/2, cz - d/2, cx + w/2, cy + h/2, cz + d/2]
 """
 
 from __future__ import annotations
@@ -144,79 +150,96 @@ def resolve_thresholds(threshold: float | ArrayLike | None,
     return t
 
 
-def _origins(origins: ArrayLike | None, n: int) -> NDArray[np.float64]:
+def _origins(origins: ArrayLike | None, n: int, ndim: int = 2) -> NDArray[np.float64]:
     if origins is None:
-        return np.zeros((n, 2), np.float64)
+        return np.zeros((n, ndim), np.float64)
     o = np.asarray(origins, np.float64)
-    if o.shape == (2,):
-        o = np.broadcast_to(o, (n, 2))
-    if o.shape != (n, 2):
+    if o.shape == (ndim,):
+        o = np.broadcast_to(o, (n, ndim))
+    if o.shape != (n, ndim):
+        axes = "(x0, y0)" if ndim == 2 else "(x0, y0, z0)"
         raise StreamdetValueError(
-            f"origins must have shape (2,) or ({n}, 2) as (x0, y0) per tile, got {o.shape}")
+            f"origins must have shape ({ndim},) or ({n}, {ndim}) as {axes} per tile, "
+            f"got {o.shape}")
     return o
+
+
+_POSITION = ("x", "y", "z")
+_SIZE = ("w", "h", "d")
 
 
 def decode(grid: ArrayLike, contract: ModelContract, *,
            threshold: float | ArrayLike | None = None, origins: ArrayLike | None = None,
            chunk: int = -1) -> Detections:
-    """Turn raw outputs of a 2D detector into detections in full-image pixels.
+    """Turn raw outputs of a 2D or 3D detector into detections in full-image pixels.
 
     Parameters
     ----------
-    grid : (N, K, Gy, Gx) or (K, Gy, Gx) float array
+    grid : (N, K, Gy, Gx) or (K, Gy, Gx) float array; 3D (N, K, Gz, Gy, Gx) or (K, Gz, Gy, Gx)
         Activated model outputs of ``N`` tiles (``K = contract.n_channels``); any
         sub-grid (e.g. a tile's core cells) with matching ``origins``.
     contract : ModelContract
-        The model's contract.
+        The model's contract (``ndim`` 2 or 3).
     threshold : float or (nbox,) array, optional
         Keep boxes whose objectness is >= threshold (one value, or one per prior);
         default: the contract's ``"default"`` preset.
-    origins : (2,) or (N, 2) array, optional
-        Pixel coordinates ``(x0, y0)`` in the full image of the grid's first cell
-        corner (cell ``(0, 0)`` covers pixels ``[x0, x0 + stride_x)``) for each tile;
-        default ``(0, 0)``.
+    origins : (ndim,) or (N, ndim) array, optional
+        Pixel coordinates ``(x0, y0)`` (3D: ``(x0, y0, z0)``, z the channel) in the full
+        image of the grid's first cell corner (cell ``(0, 0)`` covers pixels
+        ``[x0, x0 + stride_x)``) for each tile; default 0.
     chunk : int
         Chunk index stored in the detections (-1: unknown).
 
     Returns
     -------
     Detections
-        Boxes (xyxy, px), objectness, probability (1 if the model has no ``prob``
-        channel), prior index and decoded parameters (``contract.param_names``).
+        Boxes (px; ``(M, 4)`` xyxy, 3D ``(M, 6)`` ``[x0, y0, z0, x1, y1, z1]``; the
+        3D cell decoding is the 2D one per axis, with ``z``/``d`` channels and the
+        prior's third size along z), objectness, probability (1 if the model has no
+        ``prob`` channel), prior index and decoded parameters (``contract.param_names``).
     """
-    if contract.ndim != 2:
-        raise StreamdetValueError(f"decode handles 2D detectors; this one is {contract.ndim}D")
+    nd = contract.ndim
+    if nd not in (2, 3):
+        raise StreamdetValueError(f"decode handles 2D and 3D detectors; this one is {nd}D")
     g = np.asarray(grid)
-    if g.ndim == 3:
+    if g.ndim == nd + 1:
         g = g[None]
     k = contract.n_channels
-    if g.ndim != 4 or g.shape[1] != k:
+    if g.ndim != nd + 2 or g.shape[1] != k:
+        axes = "Gy, Gx" if nd == 2 else "Gz, Gy, Gx"
         raise StreamdetValueError(
-            f"grid must have shape (N, {k}, Gy, Gx) ({contract.nbox} priors x "
+            f"grid must have shape (N, {k}, {axes}) ({contract.nbox} priors x "
             f"{len(contract.box_channels)} channels), got {np.shape(grid)}")
-    n, _, gy_n, gx_n = g.shape
+    n = g.shape[0]
+    cells = g.shape[2:]                                  # (Gy, Gx) or (Gz, Gy, Gx)
     thr = resolve_thresholds(threshold, contract)
-    org = _origins(origins, n)
+    org = _origins(origins, n, nd)
     names = contract.param_names
     nbox, nch = contract.nbox, len(contract.box_channels)
-    g5 = g.reshape(n, nbox, nch, gy_n, gx_n)
+    g5 = g.reshape(n, nbox, nch, *cells)
 
     j_obj = contract.channel_index("obj")
     obj = g5[:, :, j_obj]
-    keep = obj >= thr[None, :, None, None]
-    tile, box, gy, gx = np.nonzero(keep)
+    keep = obj >= thr.reshape((1, nbox) + (1,) * nd)
+    found = np.nonzero(keep)
+    tile, box = found[0], found[1]
+    # cell index per axis in x, y(, z) order
+    cell = found[:1:-1]
     if tile.size == 0:
-        return Detections.empty(names).with_chunk(chunk)
+        return Detections.empty(names, ndim=nd).with_chunk(chunk)
 
-    vals = g5[tile, box, :, gy, gx].astype(np.float64)  # (M, C)
-    sy, sx = contract.stride
-    col = {name: contract.channel_index(name) for name in ("x", "y", "w", "h")}
-    cx = (gx + vals[:, col["x"]]) * sx - 0.5 + org[tile, 0]
-    cy = (gy + vals[:, col["y"]]) * sy - 0.5 + org[tile, 1]
+    vals = g5[(tile, box, slice(None), *found[2:])].astype(np.float64)  # (M, C)
+    stride = contract.stride[::-1]                       # (sx, sy[, sz])
     priors = contract.priors_array
-    half_w = 0.5 * priors[box, 0] * np.exp(np.clip(vals[:, col["w"]], -_T_MAX, _T_MAX))
-    half_h = 0.5 * priors[box, 1] * np.exp(np.clip(vals[:, col["h"]], -_T_MAX, _T_MAX))
-    boxes = np.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=1)
+    centre = []
+    half = []
+    for a in range(nd):
+        pos = contract.channel_index(_POSITION[a])
+        size = contract.channel_index(_SIZE[a])
+        centre.append((cell[a] + vals[:, pos]) * stride[a] - 0.5 + org[tile, a])
+        half.append(0.5 * priors[box, a] * np.exp(np.clip(vals[:, size], -_T_MAX, _T_MAX)))
+    boxes = np.stack([c - h for c, h in zip(centre, half, strict=True)]
+                     + [c + h for c, h in zip(centre, half, strict=True)], axis=1)
 
     if "prob" in contract.box_channels:
         prob = vals[:, contract.channel_index("prob")].astype(np.float32)
@@ -228,7 +251,7 @@ def decode(grid: ArrayLike, contract: ModelContract, *,
     params = decode_params(vals[:, pidx], contract).astype(np.float32)
     return Detections(
         boxes=boxes,
-        objectness=obj[tile, box, gy, gx].astype(np.float32),
+        objectness=obj[found].astype(np.float32),
         probability=prob,
         prior=box.astype(np.int16),
         params=params,

@@ -20,9 +20,11 @@ class Detections:
 
     Attributes
     ----------
-    boxes : (N, 4) float64
-        Boxes in xyxy, 0-based pixel coordinates of the full image (the centre of
-        pixel ``i`` is at ``i``; a box ``[x0, y0, x1, y1]`` spans x0 <= x < x1).
+    boxes : (N, 4) or (N, 6) float64
+        Boxes in 0-based pixel coordinates of the full image or cube (the centre of
+        pixel ``i`` is at ``i``): ``[x0, y0, x1, y1]`` for an image, spanning
+        x0 <= x < x1 and y0 <= y < y1; ``[x0, y0, z0, x1, y1, z1]`` for a cube (z the
+        channel). See :mod:`streamdet.boxes`; :attr:`ndim` is 2 or 3.
     objectness : (N,) float32
         Objectness in [0, 1]; the NMS and threshold score.
     probability : (N,) float32
@@ -48,8 +50,9 @@ class Detections:
 
     def __post_init__(self) -> None:
         n = self.boxes.shape[0]
-        if self.boxes.ndim != 2 or self.boxes.shape[1] != 4:
-            raise StreamdetValueError(f"boxes must have shape (N, 4), got {self.boxes.shape}")
+        if self.boxes.ndim != 2 or self.boxes.shape[1] not in (4, 6):
+            raise StreamdetValueError(
+                f"boxes must have shape (N, 4) or (N, 6), got {self.boxes.shape}")
         if self.chunk.shape[0] != n:
             object.__setattr__(self, "chunk", np.full(n, -1, np.int32))
         for name in ("objectness", "probability", "prior", "chunk"):
@@ -63,12 +66,27 @@ class Detections:
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
 
+    @property
+    def ndim(self) -> int:
+        """Spatial dimensionality of the boxes: 2 (image) or 3 (cube)."""
+        return int(self.boxes.shape[1]) // 2
+
     @classmethod
-    def empty(cls, param_names: Sequence[str] = ()) -> Detections:
-        """Return an empty set of detections with the given parameter columns."""
+    def empty(cls, param_names: Sequence[str] = (), *, ndim: int = 2) -> Detections:
+        """Return an empty set of detections with the given parameter columns.
+
+        Parameters
+        ----------
+        param_names : sequence of str
+            Parameter columns.
+        ndim : {2, 3}
+            Dimensionality of the (absent) boxes: ``(0, 4)`` or ``(0, 6)``.
+        """
         names = tuple(param_names)
+        if ndim not in (2, 3):
+            raise StreamdetValueError(f"ndim must be 2 or 3, got {ndim!r}")
         return cls(
-            boxes=np.zeros((0, 4), np.float64),
+            boxes=np.zeros((0, 2 * ndim), np.float64),
             objectness=np.zeros(0, np.float32),
             probability=np.zeros(0, np.float32),
             prior=np.zeros(0, np.int16),
@@ -108,10 +126,14 @@ class Detections:
         if not parts:
             return cls.empty()
         names = parts[0].param_names
+        ndim = parts[0].ndim
         for p in parts[1:]:
             if p.param_names != names:
                 raise StreamdetValueError(
                     f"cannot concatenate detections with params {p.param_names} and {names}")
+            if p.ndim != ndim:
+                raise StreamdetValueError(
+                    f"cannot concatenate {p.ndim}D detections with {ndim}D ones")
         fields = ("boxes", "objectness", "probability", "prior", "params", "chunk")
         store = {name: [getattr(p, name) for p in parts] for name in fields}
         if consume:
@@ -152,10 +174,14 @@ class Detections:
             chunk=self.chunk[index],
         )
 
-    def shifted(self, dx: float, dy: float) -> Detections:
-        """Return a copy with boxes translated by ``(dx, dy)`` pixels."""
+    def shifted(self, dx: float, dy: float, dz: float | None = None) -> Detections:
+        """Return a copy with boxes translated by ``(dx, dy)`` pixels (3D: ``(dx, dy, dz)``)."""
+        if (dz is None) != (self.ndim == 2):
+            raise StreamdetValueError(
+                f"shifting {self.ndim}D detections needs {self.ndim} offsets")
+        step = [dx, dy] if dz is None else [dx, dy, dz]
         return Detections(
-            boxes=self.boxes + np.array([dx, dy, dx, dy], np.float64),
+            boxes=self.boxes + np.array(step + step, np.float64),
             objectness=self.objectness,
             probability=self.probability,
             prior=self.prior,
@@ -174,8 +200,10 @@ class Detections:
 
     @property
     def centers(self) -> NDArray[np.float64]:
-        """(N, 2) float64 box centres ``(x, y)`` in pixels."""
-        return 0.5 * (self.boxes[:, :2] + self.boxes[:, 2:])
+        """(N, ndim) float64 box centres ``(x, y)`` (3D: ``(x, y, z)``) in pixels."""
+        d = self.ndim
+        out: NDArray[np.float64] = 0.5 * (self.boxes[:, :d] + self.boxes[:, d:])
+        return out
 
     def param(self, name: str) -> NDArray[np.floating]:
         """Return the column of parameter ``name``."""

@@ -1,4 +1,8 @@
-"""Greedy non-maximum suppression, chunk ownership and the cross-chunk merge.
+"""Greedy non-maximum suppression, chunk ownership and the cross-chunk merge, in 2D and 3D.
+
+Every function here takes image boxes ``(N, 4)`` ``[x0, y0, x1, y1]`` and cube boxes
+``(N, 6)`` ``[x0, y0, z0, x1, y1, z1]`` alike (see :mod:`streamdet.boxes`): one
+implementation over the axes, its 2D results bit-identical to the 2D-only one.
 
 Rule (exact)
 ------------
@@ -15,7 +19,9 @@ Implementation
 Candidate pairs come from a strip-and-sweep: every box is entered in each
 horizontal strip (about two typical box heights tall) that it touches; within a
 strip, entries sorted by ``x0`` meet only the later entries that start before they
-end (exact integer-rank comparisons). A pair is reported only in the strip that
+end (exact integer-rank comparisons). In 3D the same sweep runs on the boxes'
+projections onto the sky plane (x, y), and the overlap (which needs a positive
+extent along z too) decides. A pair is reported only in the strip that
 holds the top of its intersection, its overlap computed in vectorised blocks of
 bounded memory. The greedy pass then visits only the boxes that can suppress
 something. Cost is ``O(N log N + P)`` with ``P`` ~ a few times the number of
@@ -58,7 +64,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from .boxes import _diou, _iou, centre_columns, check_boxes
+from .boxes import _diou, _iou, box_ndim, centre_columns, check_boxes
 from .detections import Detections, _locate, _take_rows
 from .errors import StreamdetValueError
 
@@ -105,8 +111,9 @@ def _check_scores(scores: ArrayLike, n: int) -> NDArray[np.float64]:
 
 def _strip_height(boxes: NDArray[np.float64]) -> float:
     """Strips about twice the typical box height, but never more strips than boxes."""
-    heights = boxes[:, 3] - boxes[:, 1]
-    yspan = float(boxes[:, 3].max() - boxes[:, 1].min())
+    y1 = boxes[:, box_ndim(boxes) + 1]
+    heights = y1 - boxes[:, 1]
+    yspan = float(y1.max() - boxes[:, 1].min())
     return max(2.0 * float(np.median(heights)), yspan / boxes.shape[0], 1e-9)
 
 
@@ -125,7 +132,8 @@ def _candidates(boxes: NDArray[np.float64], ymin: float, h: float
     start (x0) strictly before it ends (x1). Comparisons are exact (integer ranks).
     """
     n = boxes.shape[0]
-    x0, y0, x1, y1 = boxes.T
+    d = box_ndim(boxes)
+    x0, y0, x1, y1 = boxes[:, 0], boxes[:, 1], boxes[:, d], boxes[:, d + 1]
     s0 = _strip_of(y0, ymin, h)
     s1 = _strip_of(y1, ymin, h)
     reps = s1 - s0 + 1
@@ -151,6 +159,7 @@ def _pairs_above(boxes: NDArray[np.float64], t: float, kind: str
     if n < 2:
         return empty, empty
     fn = _KINDS[kind]
+    y1 = box_ndim(boxes) + 1
     ymin = float(boxes[:, 1].min())
     h_strip = _strip_height(boxes)
     box, strip, start, stop = _candidates(boxes, ymin, h_strip)
@@ -175,7 +184,7 @@ def _pairs_above(boxes: NDArray[np.float64], t: float, kind: str
             top = np.maximum(a[:, 1], b[:, 1])
             # y overlap, and report each pair only in the strip holding the top of the
             # intersection (both boxes are entered there).
-            sel = (top < np.minimum(a[:, 3], b[:, 3])) & (
+            sel = (top < np.minimum(a[:, y1], b[:, y1])) & (
                 _strip_of(top, ymin, h_strip) == strip[src])
             i, j, a, b = i[sel], j[sel], a[sel], b[sel]
             hit = fn(a, b) > t
@@ -193,8 +202,8 @@ def suppression_pairs(boxes: ArrayLike, *, iou_threshold: float, kind: NMSKind =
 
     Parameters
     ----------
-    boxes : array_like, (N, 4)
-        xyxy boxes, pixels.
+    boxes : array_like, (N, 4) or (N, 6)
+        Boxes, pixels (see :mod:`streamdet.boxes`).
     iou_threshold : float
         Threshold in [0, 1].
     kind : {"iou", "diou"}
@@ -221,8 +230,8 @@ def nms(boxes: ArrayLike, scores: ArrayLike, *, iou_threshold: float,
 
     Parameters
     ----------
-    boxes : array_like, (N, 4)
-        xyxy boxes, pixels.
+    boxes : array_like, (N, 4) or (N, 6)
+        Boxes, pixels (see :mod:`streamdet.boxes`).
     scores : array_like, (N,)
         Finite scores; higher is better.
     iou_threshold : float
@@ -299,31 +308,37 @@ def owned(dets: Detections, region: Sequence[float]) -> Detections:
     Parameters
     ----------
     dets : Detections
-        Detections of one chunk (full-image pixel coordinates).
-    region : (x0, y0, x1, y1) floats
-        Core region in the same continuous pixel coordinates as the boxes;
-        a centre ``(cx, cy)`` is owned when ``x0 <= cx < x1`` and ``y0 <= cy < y1``.
-        Use ``-inf`` / ``inf`` for sides on the image border (decoded centres can
-        fall half a pixel outside the image), see :func:`pixel_core_region`.
+        Detections of one chunk (full-image pixel coordinates), 2D or 3D.
+    region : (x0, y0, x1, y1) or (x0, y0, z0, x1, y1, z1) floats
+        Core region in the same continuous pixel coordinates as the boxes (as many
+        axes as they have); a centre ``(cx, cy)`` is owned when ``x0 <= cx < x1`` and
+        ``y0 <= cy < y1`` (3D: and ``z0 <= cz < z1``). Use ``-inf`` / ``inf`` for sides
+        on the image border (decoded centres can fall half a pixel outside the image),
+        see :func:`pixel_core_region`.
 
     Returns
     -------
     Detections
         The owned rows, in their input order.
     """
-    if len(region) != 4:
-        raise StreamdetValueError(f"region must be (x0, y0, x1, y1), got {region!r}")
-    x0, y0, x1, y1 = (float(v) for v in region)
-    if any(np.isnan(v) for v in (x0, y0, x1, y1)) or x1 < x0 or y1 < y0:
-        raise StreamdetValueError(f"region must be (x0, y0, x1, y1) with x0 <= x1, y0 <= y1, "
+    d = dets.ndim
+    names = "(x0, y0, x1, y1)" if d == 2 else "(x0, y0, z0, x1, y1, z1)"
+    if len(region) != 2 * d:
+        raise StreamdetValueError(f"region must be {names}, got {region!r}")
+    r = [float(v) for v in region]
+    if any(np.isnan(v) for v in r) or any(r[d + k] < r[k] for k in range(d)):
+        raise StreamdetValueError(f"region must be {names} with lo <= hi on every axis, "
                                   f"got {tuple(region)!r}")
     c = dets.centers
-    sel = (c[:, 0] >= x0) & (c[:, 0] < x1) & (c[:, 1] >= y0) & (c[:, 1] < y1)
+    sel = (c[:, 0] >= r[0]) & (c[:, 0] < r[d])
+    for k in range(1, d):
+        sel &= (c[:, k] >= r[k]) & (c[:, k] < r[d + k])
     return dets.take(sel)
 
 
 def pixel_core_region(x_range: tuple[int, int], y_range: tuple[int, int], *,
-                      image_shape: tuple[int, int]) -> tuple[float, float, float, float]:
+                      image_shape: tuple[int, ...], z_range: tuple[int, int] | None = None
+                      ) -> tuple[float, ...]:
     """Ownership region of a chunk core given by pixel index ranges.
 
     Pixel ``i`` spans ``[i - 0.5, i + 0.5)``, so the core of pixels
@@ -334,29 +349,32 @@ def pixel_core_region(x_range: tuple[int, int], y_range: tuple[int, int], *,
     ----------
     x_range, y_range : (start, stop) ints
         Half-open pixel index ranges of the core along x (columns) and y (rows).
-    image_shape : (ny, nx) ints
-        Shape of the full image.
+    image_shape : (ny, nx) or (nz, ny, nx) ints
+        Shape of the full image, or of the cube (then ``z_range`` is needed).
+    z_range : (start, stop) ints, optional
+        Half-open channel range of the core of a cube.
 
     Returns
     -------
-    (x0, y0, x1, y1) floats
+    (x0, y0, x1, y1) or (x0, y0, z0, x1, y1, z1) floats
         Region for :func:`owned`.
     """
-    ny, nx = image_shape
-    (xa, xb), (ya, yb) = x_range, y_range
-    if not (0 <= xa < xb <= nx and 0 <= ya < yb <= ny):
-        raise StreamdetValueError(
-            f"core x_range {x_range} / y_range {y_range} outside image of shape {image_shape}")
-    return (
-        -np.inf if xa == 0 else xa - 0.5,
-        -np.inf if ya == 0 else ya - 0.5,
-        np.inf if xb == nx else xb - 0.5,
-        np.inf if yb == ny else yb - 0.5,
-    )
+    if (z_range is None) != (len(image_shape) == 2):
+        raise StreamdetValueError(f"a core of an image of shape {image_shape} needs "
+                                  f"{'no' if len(image_shape) == 2 else 'a'} z_range")
+    ranges = [x_range, y_range] + ([] if z_range is None else [z_range])
+    sizes = list(image_shape[::-1])
+    if not all(0 <= a < b <= n for (a, b), n in zip(ranges, sizes, strict=True)):
+        where = f"core x_range {x_range} / y_range {y_range}" + (
+            "" if z_range is None else f" / z_range {z_range}")
+        raise StreamdetValueError(f"{where} outside image of shape {tuple(image_shape)}")
+    return (tuple(-np.inf if a == 0 else a - 0.5 for a, _ in ranges)
+            + tuple(np.inf if b == n else b - 0.5
+                    for (_, b), n in zip(ranges, sizes, strict=True)))
 
 
 BoxRows = NDArray[np.float64] | Callable[[NDArray[np.intp]], NDArray[np.float64]]
-"""(N, 4) boxes, or a function that returns the boxes of the rows it is given."""
+"""(N, 4) or (N, 6) boxes, or a function that returns the boxes of the rows it is given."""
 
 
 def _rows_of(boxes: BoxRows) -> Callable[[NDArray[np.intp]], NDArray[np.float64]]:
@@ -367,7 +385,7 @@ def _rows_of(boxes: BoxRows) -> Callable[[NDArray[np.intp]], NDArray[np.float64]
 
 def _order_by_score_and_centre(boxes: BoxRows, objectness: NDArray[np.floating]
                                ) -> NDArray[np.intp] | None:
-    """Objectness descending, then centre x, centre y; None when those keys tie.
+    """Objectness descending, then centre x, centre y (3D: centre z); None when those tie.
 
     One stable sort on the score; only the runs of tied scores are then sorted by
     centre, so no centre keys of size N are built (the root merge of a 16384^2 image
@@ -382,19 +400,23 @@ def _order_by_score_and_centre(boxes: BoxRows, objectness: NDArray[np.floating]
         return order
     pos = np.union1d(tied, tied + 1)                # every place in a run of equal scores
     rows = order[pos]
-    cx, cy = centre_columns(_rows_of(boxes)(rows))
+    cols = centre_columns(_rows_of(boxes)(rows))
     score = neg[rows]
-    # runs keep their places (pos is sorted by score); inside a run, centre x then y
-    within = np.lexsort((cy, cx, score))
-    o, x, y = score[within], cx[within], cy[within]
-    if np.any((o[1:] == o[:-1]) & (x[1:] == x[:-1]) & (y[1:] == y[:-1])):
+    # runs keep their places (pos is sorted by score); inside a run, centre x then y (z)
+    within = np.lexsort((*cols[::-1], score))
+    o = score[within]
+    same = o[1:] == o[:-1]
+    for c in cols:
+        cw = c[within]
+        same &= cw[1:] == cw[:-1]
+    if np.any(same):
         return None
     order[pos] = rows[within]
     return order
 
 
 def _canonical_order(d: Detections) -> NDArray[np.intp]:
-    """Deterministic order: objectness descending, centre x, centre y, then all columns."""
+    """Deterministic order: objectness descending, centre x, y (z), then all columns."""
     order = _order_by_score_and_centre(d.boxes, d.objectness)
     if order is not None:
         return order            # the first three keys decide every place
@@ -403,8 +425,9 @@ def _canonical_order(d: Detections) -> NDArray[np.intp]:
     for k in range(d.params.shape[1] - 1, -1, -1):
         keys.append(d.params[:, k])
     keys += [d.chunk, d.prior, -d.probability.astype(np.float64)]
-    keys += [d.boxes[:, 3], d.boxes[:, 2], d.boxes[:, 1], d.boxes[:, 0]]
-    keys += [c[:, 1], c[:, 0], -d.objectness.astype(np.float64)]
+    keys += [d.boxes[:, k] for k in range(d.boxes.shape[1] - 1, -1, -1)]
+    keys += [c[:, k] for k in range(c.shape[1] - 1, -1, -1)]
+    keys += [-d.objectness.astype(np.float64)]
     return np.lexsort(keys)
 
 
@@ -479,7 +502,7 @@ def merge_rows(parts: Sequence[Detections], *, iou_threshold: float, kind: NMSKi
 
 def _union_rows(arrays: Sequence[NDArray[np.float64]]
                 ) -> Callable[[NDArray[np.intp]], NDArray[np.float64]]:
-    """Rows of the concatenation of ``arrays`` (each (n_k, 4)), without building it."""
+    """Rows of the concatenation of ``arrays`` (each (n_k, 4) or (n_k, 6)), unbuilt."""
     lengths = [len(a) for a in arrays]
 
     def take(index: NDArray[np.intp]) -> NDArray[np.float64]:
@@ -494,7 +517,7 @@ def _near_other_groups(boxes: BoxRows, groups: NDArray[np.integer]) -> NDArray[n
 
     Parameters
     ----------
-    boxes : (N, 4) float64, xyxy px, or a function giving the boxes of given rows
+    boxes : (N, 4) or (N, 6) float64, px, or a function giving the boxes of given rows
     groups : (N,) int
         Group label (chunk of origin) of each box.
 
@@ -515,13 +538,16 @@ def _near_other_groups(boxes: BoxRows, groups: NDArray[np.integer]) -> NDArray[n
     if starts.size < 2:
         return mask
     stops = np.append(starts[1:], n)
-    # (G, 4) bounding rectangle of each group's boxes, read group by group (no sorted
+    # (G, 2 ndim) bounding box of each group's boxes, read group by group (no sorted
     # copy of the boxes: the root merge of a large image holds ~6e5 of them)
     rect = np.array([_bounds(rows_of(order[a:b])) for a, b in zip(starts, stops, strict=True)])
-    lo, hi = rect[:, :2], rect[:, 2:]
+    d = rect.shape[1] // 2
+    lo, hi = rect[:, :d], rect[:, d:]
     for a in range(starts.size):
-        others = np.flatnonzero((lo[:, 0] <= hi[a, 0]) & (hi[:, 0] >= lo[a, 0])
-                                & (lo[:, 1] <= hi[a, 1]) & (hi[:, 1] >= lo[a, 1]))
+        touch = (lo[:, 0] <= hi[a, 0]) & (hi[:, 0] >= lo[a, 0])
+        for k in range(1, d):
+            touch &= (lo[:, k] <= hi[a, k]) & (hi[:, k] >= lo[a, k])
+        others = np.flatnonzero(touch)
         others = others[others != a]
         if others.size == 0:
             continue
@@ -529,12 +555,15 @@ def _near_other_groups(boxes: BoxRows, groups: NDArray[np.integer]) -> NDArray[n
         mine = rows_of(rows)
         near = np.zeros(mine.shape[0], np.bool_)
         for o in others.tolist():
-            near |= ((mine[:, 0] <= hi[o, 0]) & (mine[:, 2] >= lo[o, 0])
-                     & (mine[:, 1] <= hi[o, 1]) & (mine[:, 3] >= lo[o, 1]))
+            hit = (mine[:, 0] <= hi[o, 0]) & (mine[:, d] >= lo[o, 0])
+            for k in range(1, d):
+                hit &= (mine[:, k] <= hi[o, k]) & (mine[:, d + k] >= lo[o, k])
+            near |= hit
         mask[rows] = near
     return mask
 
 
 def _bounds(b: NDArray[np.float64]) -> NDArray[np.float64]:
-    """(4,) x0, y0, x1, y1 of the rectangle that holds the boxes ``b`` (M >= 1, 4)."""
-    return np.concatenate([b[:, :2].min(axis=0), b[:, 2:].max(axis=0)])
+    """(2 ndim,) lo..., hi... of the box that holds the boxes ``b`` (M >= 1, 2 ndim)."""
+    d = b.shape[1] // 2
+    return np.concatenate([b[:, :d].min(axis=0), b[:, d:].max(axis=0)])
