@@ -7,9 +7,15 @@ float32 and hand it to Zarr, which compresses its chunks in parallel (zstd and b
 release the GIL). Because a block always covers whole shards, no two writers ever touch
 the same shard (writing a shard piecewise from several writers loses data).
 
-Chunk defaults: 1024 x 1024 for an image; 64 (freq) x 256 x 256 for a cube (16 MiB chunks
-that hold the 64 x 64 x 256 inputs of an SDC2-style detector many times over); both
-clipped to the array's extent.
+Chunk defaults: 1024 x 1024 for an image; 64 x 64 x 64 (freq, y, x) for a cube, both
+clipped to the array's extent. The cube default is sized for the 3D detector's windows
+(64 x 64 px x 256 channels, read with halos of 16 px and 64 channels): the window cores are
+whole multiples of it, so a window decodes ~3.7x the bytes it uses, against ~12x for the
+former 64 x 256 x 256 and ~31x for per-channel or spatially wide chunks, and reads 4x
+faster; its 1 MiB chunks also convert fastest (docs/cube_chunks.md has the measurements
+and ``benchmarks/bench_cube_chunks.py`` the benchmark). Cube write-blocks join chunks
+along x up to 16 MiB, so the FITS file is read in (channel, row) pieces of >= 1 KiB where
+the chunk shape allows.
 
 Restart: the blocks done are recorded in ``streamdet-progress.json`` inside the store
 (atomically, at most every half second and when the run stops for any reason). Running
@@ -75,6 +81,11 @@ from .io import NoCelestialWCSWarning
 __all__ = ["DEFAULT_CHUNKS_CUBE", "DEFAULT_CHUNKS_IMAGE", "ConvertReport", "convert", "verify"]
 
 _BLOCK_BYTES = 4 << 20  # target float32 size of one write-block (one 1024^2 chunk)
+# Cubes: 16 MiB write-blocks. A block of narrow cube chunks is read from the FITS file one
+# (channel, row) piece at a time; four 64-px chunks side by side make those pieces 1 KiB
+# instead of 256 B (4x fewer reads, the Python per-read cost dominating), for two 16 MiB
+# blocks in flight.
+_BLOCK_BYTES_CUBE = 16 << 20
 _INFLIGHT_BYTES = 16 << 20  # float32 bytes of the blocks in flight (each costs ~3x in memory)
 _WORKERS = 4  # most blocks in flight (each is read, then compressed by Zarr's threads)
 _T = TypeVar("_T")
@@ -223,7 +234,8 @@ def _layout(shape: tuple[int, ...], chunks: int | Sequence[int] | None,
                        for s, c, n in zip(sreq, clipped, shape, strict=True))
     unit = shards or clipped
     per_unit = math.prod(unit) * 4
-    along_x = max(1, min(_BLOCK_BYTES // per_unit, -(-shape[-1] // unit[-1])))
+    target = _BLOCK_BYTES_CUBE if len(shape) == 3 else _BLOCK_BYTES
+    along_x = max(1, min(target // per_unit, -(-shape[-1] // unit[-1])))
     block = (*unit[:-1], unit[-1] * along_x)
     return clipped, shards, block
 
@@ -355,7 +367,9 @@ def convert(fits_path: str | os.PathLike[str], store: str | os.PathLike[str], *,
         Directory of the Zarr store to write.
     chunks : int or tuple of int, optional
         Spatial chunk side (px) or the full chunk shape; default 1024 for images,
-        ``(64, 256, 256)`` for cubes; clipped to the array.
+        64 x 64 x 64 (freq, y, x) for cubes (sized for the 3D detector's 64 x 64 x 256
+        windows; see docs/cube_chunks.md); clipped to the array. An int for a cube sets
+        y and x and keeps the default's 64 channels.
     shard : int or tuple of int, optional
         Spatial shard side (px) or full shard shape, a whole multiple of ``chunks``;
         default: no sharding.

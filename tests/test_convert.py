@@ -7,6 +7,7 @@ import gzip
 import importlib
 import json
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from astropy.wcs import WCS
 from conftest import FitsCase, sky_cards, write_fits
 
 from streamdet.cli import main
-from streamdet.convert import convert, verify
+from streamdet.convert import DEFAULT_CHUNKS_CUBE, convert, verify
 from streamdet.errors import (
     IncompleteStoreError,
     InvalidFITSError,
@@ -159,7 +160,8 @@ def test_default_and_clipped_layout() -> None:
     layout = conv_mod._layout
     assert layout((5000, 3000), None, None)[0] == (1024, 1024)
     assert layout((300, 260), None, None)[0] == (300, 260)
-    assert layout((100, 500, 500), None, None)[0] == (64, 256, 256)
+    assert layout((100, 500, 500), None, None)[0] == tuple(
+        min(c, n) for c, n in zip(DEFAULT_CHUNKS_CUBE, (100, 500, 500), strict=True))
     assert layout((10, 500, 500), 128, None)[0] == (10, 128, 128)
     chunks, shards, block = layout((5000, 3000), 256, 1024)
     assert (chunks, shards) == ((256, 256), (1024, 1024))
@@ -172,6 +174,47 @@ def test_default_and_clipped_layout() -> None:
         layout((300, 260), 0, None)
     with pytest.raises(StreamdetValueError, match="axes"):
         layout((300, 260), (8, 64, 64), None)
+
+
+def test_cube_default_is_the_documented_one() -> None:
+    """docs/cube_chunks.md states the cube default that convert uses (and measures it)."""
+    doc = (Path(__file__).parents[1] / "docs" / "cube_chunks.md").read_text()
+    found = re.search(r"Default cube chunks: \*{0,2}(\d+) x (\d+) x (\d+)", doc)
+    assert found is not None
+    assert tuple(int(v) for v in found.groups()) == DEFAULT_CHUNKS_CUBE
+    text = " x ".join(map(str, DEFAULT_CHUNKS_CUBE))
+    assert text in (conv_mod.__doc__ or "") and text in (convert.__doc__ or "")
+
+
+def test_cube_write_blocks_group_narrow_chunks() -> None:
+    """Cube write-blocks join chunks along x up to 16 MiB (fewer, longer FITS reads)."""
+    chunks, shards, block = conv_mod._layout((1024, 512, 512), (256, 64, 64), None)
+    assert (chunks, shards, block) == ((256, 64, 64), None, (256, 64, 256))
+    assert conv_mod._layout((1024, 512, 512), (64, 256, 256), None)[2] == (64, 256, 256)
+    assert conv_mod._layout((8, 40, 50), (4, 16, 16), None)[2] == (4, 16, 64)  # 4 chunks: all x
+
+
+def test_cube_round_trip_default_chunks(tmp_path: Path) -> None:
+    """A seeded simulated cube, converted with the default cube chunks (several chunks
+    along every axis, partial edge chunks), holds exactly the FITS voxels as astropy reads
+    them, bit for bit."""
+    from streamdet.simulate_cube import simulate_cube
+
+    fz, fy, fx = DEFAULT_CHUNKS_CUBE
+    shape = (2 * fz + 37, 2 * fy + 11, fx + 23)
+    simulate_cube(tmp_path / "c.fits", shape=shape, seed=5, channel_offset=2000)
+    report = convert(tmp_path / "c.fits", tmp_path / "c.zarr", quiet=True)
+    assert report.chunks == DEFAULT_CHUNKS_CUBE
+    arr = zarr.open_group(tmp_path / "c.zarr", mode="r")["image"]
+    assert isinstance(arr, zarr.Array) and arr.chunks == DEFAULT_CHUNKS_CUBE
+    got = np.asarray(arr[...])
+    with fits.open(tmp_path / "c.fits", memmap=False) as hdul:
+        ref = np.asarray(hdul[0].data).astype(np.float32)  # big-endian -> native
+    assert got.shape == ref.shape == shape and got.dtype == np.float32
+    assert np.isfinite(ref).all() and ref.std() > 0
+    np.testing.assert_array_equal(got.view(np.uint32), ref.view(np.uint32))
+    assert np.array_equal(open_image(tmp_path / "c.zarr").data.values, ref)
+    assert verify(tmp_path / "c.fits", tmp_path / "c.zarr", quiet=True)
 
 
 def test_blocks_cover_array_once() -> None:
