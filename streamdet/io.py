@@ -182,11 +182,17 @@ def _open_store(p: Path, chunks: int | Sequence[int] | None, allow_incomplete: b
                  freq_hz=meta.freq_hz, bunit=meta.bunit, path=p, complete=meta.complete)
 
 
+#: Dask chunks of a FITS cube opened directly (freq, y, x): 16 MiB pieces, whole multiples of
+#: the Zarr cube chunks (``DEFAULT_CHUNKS_CUBE``, 1 MiB, sized for reading 3D windows from a
+#: store), so that a large FITS cube does not become a graph of millions of 1 MiB tasks.
+_FITS_CHUNKS_CUBE = tuple(4 * c if i else c for i, c in enumerate(DEFAULT_CHUNKS_CUBE))
+
+
 def _open_fits(p: Path, chunks: int | Sequence[int] | None, hdu: int | None) -> Image:
     img = scan_fits(p, hdu=hdu)
     sky = sky_metadata(img)
     dchunks = _dask_chunks(img.shape, chunks,
-                           DEFAULT_CHUNKS_CUBE if len(img.shape) == 3 else DEFAULT_CHUNKS_IMAGE)
+                           _FITS_CHUNKS_CUBE if len(img.shape) == 3 else DEFAULT_CHUNKS_IMAGE)
     reader = _FitsArray(img)
     data = da.from_array(reader, chunks=dchunks, lock=False, asarray=False, fancy=False,
                          meta=np.empty((0,) * len(img.shape), np.float32),
