@@ -5,7 +5,10 @@ For each image size (default 4096^2 and 16384^2; the 16384^2 store is a simulate
 35 s, 2 GB simulation; the detector's work per pixel is the same), each worker count runs
 in a fresh process that starts a ``distributed.LocalCluster`` (processes, one thread each,
 loopback, no dashboard), opens each worker's ONNX Runtime session once (not timed: it is
-the same whatever the image), then times ``streamdet.detect(store, client=client)``:
+the same whatever the image), then times ``streamdet.detect(store, client=client,
+parts=DIR)`` (a parts directory, as the command line always keeps: the windows'
+detections and the tree reduction's partial catalogues go to disk, not the workers'
+memory; ``--no-parts`` runs without one):
 
 * **Mpix/s** of image, end to end (the catalogue back on the client);
 * **speed-up** from 1 to 2 workers (target >= 1.8x on this 2-core machine);
@@ -104,6 +107,7 @@ from streamdet._cluster import model_spec, worker_model
 from streamdet.contract import load_model
 
 store, model_path, nworkers = sys.argv[1], sys.argv[2], int(sys.argv[3])
+parts = sys.argv[4] or None   # "" : no parts directory (the Python API's default)
 
 
 def noop(i):
@@ -170,8 +174,12 @@ if __name__ == "__main__":
         sampler.start()
         with distributed.get_task_stream(client) as ts:
             t0 = time.perf_counter()
-            table = streamdet.detect(store, model=model_path, client=client, threads=1)
+            table = streamdet.detect(store, model=model_path, client=client, threads=1,
+                                     parts=parts)
             wall = time.perf_counter() - t0
+        if parts:
+            from streamdet._resume import remove_parts
+            remove_parts(parts)
         cpu = sum(_cpu)
         worker_cpu = sum(cpu_of(pr) - c for pr, c in zip(procs, cpu_before))
         stop.set()
@@ -229,13 +237,18 @@ def main() -> None:
     ap.add_argument("--base", type=int, default=4096,
                     help="side of the simulated field that larger stores tile")
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--no-parts", action="store_true",
+                    help="run without a parts directory (the Python API's default; the "
+                         "command line always keeps one): the partial catalogues of the "
+                         "tree reduction are then held in the workers' memory")
     ap.add_argument("--threaded", action="store_true",
                     help="also time the ordinary single-process (threaded) run")
     args = ap.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench_scale_"))
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start, "
-          f"best of {args.repeat}, workdir {workdir}", flush=True)
+          f"best of {args.repeat}, workdir {workdir}, "
+          f"{'no parts' if args.no_parts else 'parts directory'}", flush=True)
     print(f"{'size':>6} {'workers':>8} {'e2e s':>7} {'Mpix/s':>7} {'speed-up':>9} "
           f"{'start s':>8} {'tasks':>6} {'sched CPU ms/task':>18} {'noop ms/task':>13} "
           f"{'idle ms/task':>13} "
@@ -251,7 +264,8 @@ def main() -> None:
         threaded = []
         for _ in range(args.repeat):
             for n in args.workers:
-                runs[n].append(_run(_CHILD, str(store), str(model), str(n)))
+                parts = "" if args.no_parts else str(workdir / f".bench_scale_{n}.parts")
+                runs[n].append(_run(_CHILD, str(store), str(model), str(n), parts))
             if args.threaded:
                 threaded.append(_run(_THREADED, str(store), str(model)))
         first = None

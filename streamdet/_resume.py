@@ -9,7 +9,10 @@ A run of ``detect`` onto ``CATALOGUE`` keeps, in ``.CATALOGUE.parts/`` beside it
   the detections of a window;
 - ``window-K.npz``: the detections of window ``K`` (plain NumPy arrays, no pickle),
   each written to a temporary name (``.window-K.npz.PID-THREAD.tmp``), flushed to disk
-  and renamed into place, so a part that exists is whole, whoever killed the writer.
+  and renamed into place, so a part that exists is whole, whoever killed the writer;
+- ``merge-L-K.npz``: on a cluster, the partial catalogues of the tree reduction (written
+  atomically, not flushed: never resumed from), so that the workers do not hold them
+  in memory until the merge above runs (:class:`PartRef`).
 
 :class:`Parts` opens that directory: with ``resume`` it keeps the parts whose
 fingerprint matches and refuses (:class:`PartsMismatchError`) those of another model,
@@ -34,11 +37,12 @@ from ._version import __version__
 from .detections import Detections
 from .errors import StreamdetError, StreamdetValueError
 
-__all__ = ["FINGERPRINT", "PartWriter", "Parts", "PartsError", "PartsMismatchError", "fingerprint",
-           "input_identity", "parts_dir", "remove_parts"]
+__all__ = ["FINGERPRINT", "PartRef", "PartWriter", "Parts", "PartsError", "PartsMismatchError",
+           "fingerprint", "input_identity", "parts_dir", "remove_parts"]
 
 FINGERPRINT = "fingerprint.json"
 _PREFIX, _SUFFIX = "window-", ".npz"
+_MERGE = "merge-"
 
 
 class PartsMismatchError(StreamdetValueError):
@@ -190,23 +194,44 @@ class PartWriter:
 
         Idempotent: a window recomputed (after a worker was lost) writes the same bytes.
         """
-        target = self.path(index)
+        self._write(self.path(index), dets, durable=True)
+
+    def load(self, index: int) -> Detections:
+        """The detections of window ``index`` as saved."""
+        return self._read(self.path(index))
+
+    def save_merged(self, name: str, dets: Detections) -> PartRef:
+        """Write a partial result of the tree reduction (``merge-NAME.npz``) and return a
+        reference to it.
+
+        Atomic (temporary, rename) but not flushed to disk: a merge is never resumed
+        from (only windows are), it only keeps the partial catalogues of a run on disk
+        rather than in the workers' memory until the merge above them runs.
+        """
+        target = self.directory / f"{_MERGE}{name}{_SUFFIX}"
+        self._write(target, dets, durable=False)
+        return PartRef(self, target.name)
+
+    def ref(self, index: int) -> PartRef:
+        """A reference to the part of window ``index``."""
+        return PartRef(self, self.path(index).name)
+
+    def _write(self, target: Path, dets: Detections, *, durable: bool) -> None:
         tmp = target.with_name(f".{target.name}.{os.getpid()}-{threading.get_ident()}.tmp")
         try:
             with open(tmp, "wb") as f:
                 np.savez(f, boxes=dets.boxes, objectness=dets.objectness,
                          probability=dets.probability, prior=dets.prior, params=dets.params,
                          chunk=dets.chunk, param_names=np.array(dets.param_names, dtype=str))
-                f.flush()
-                os.fsync(f.fileno())
+                if durable:
+                    f.flush()
+                    os.fsync(f.fileno())
             os.replace(tmp, target)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise PartsError(f"cannot write the part {target}: {exc}") from exc
 
-    def load(self, index: int) -> Detections:
-        """The detections of window ``index`` as saved."""
-        target = self.path(index)
+    def _read(self, target: Path) -> Detections:
         try:
             with np.load(target, allow_pickle=False) as z:
                 return Detections(boxes=z["boxes"], objectness=z["objectness"],
@@ -217,6 +242,35 @@ class PartWriter:
         except (OSError, ValueError, KeyError) as exc:
             raise PartsError(f"cannot read the part {target} ({exc}); remove it (or the "
                              f"whole directory {self.directory}) and resume again") from exc
+
+
+class PartRef:
+    """A reference to detections persisted in a parts directory: what a task of the
+    graph returns instead of the detections themselves, so that neither the worker
+    that made them nor the scheduler holds them until their consumer runs.
+
+    Parameters
+    ----------
+    writer : PartWriter
+        The parts directory.
+    name : str
+        The file's name in it.
+    """
+
+    __slots__ = ("name", "writer")
+
+    def __init__(self, writer: PartWriter, name: str) -> None:
+        self.writer, self.name = writer, name
+
+    def __reduce__(self) -> tuple[Any, tuple[PartWriter, str]]:
+        return PartRef, (self.writer, self.name)
+
+    def __sizeof__(self) -> int:
+        return 200
+
+    def load(self) -> Detections:
+        """The detections it refers to."""
+        return self.writer._read(self.writer.directory / self.name)
 
 
 class Parts:

@@ -8,7 +8,6 @@ windows (cross-chunk NMS) -> catalogue in sky coordinates.
 from __future__ import annotations
 
 import dataclasses
-import operator
 import os
 from collections import defaultdict
 from collections.abc import Sequence
@@ -31,7 +30,7 @@ from ._measure import MeasureConfig
 from ._memory import release_free_memory
 from ._plan import Window, padded_size, plan_windows, round_up
 from ._progress import progress_bar
-from ._resume import PartsError, PartWriter
+from ._resume import PartRef, PartsError, PartWriter
 from .contract import Model, ModelContract, load_model
 from .detections import Detections
 from .errors import InvalidModelError, StreamdetValueError
@@ -215,6 +214,9 @@ def _as_array(image: ImageLike) -> tuple[da.Array, Image | None]:
 
 Piece = tuple[int, int, NDArray[np.floating]]
 Strip = tuple[int, int, int]  # block (i, j) and the window that needs a part of it
+#: What a window task returns: its detections (or, on a cluster with parts, a reference
+#: to them on disk) and the halo strips it hands on to windows later in the walk.
+WindowResult = tuple["Detections | PartRef", dict[Strip, Piece]]
 
 
 class _BlockReader:
@@ -288,19 +290,35 @@ def _read_cut(reader: _BlockReader, wanted: dict[int, tuple[int, int, int, int]]
             for w, (y0, y1, x0, x1) in wanted.items()}
 
 
-def _detect_from_blocks(own: list[_BlockReader], shared: list[Piece],
-                        bounds: tuple[int, int, int, int], window: Window, model: Model,
+def _pick(source: WindowResult | dict[int, Piece], which: Strip | int) -> Piece:
+    """One halo strip out of what a window (``(dets, handed)``) or a read-and-cut task
+    (window index -> piece) produced."""
+    if isinstance(source, tuple):
+        return source[1][which]  # type: ignore[index]
+    return source[which]  # type: ignore[index]
+
+
+def _detect_from_blocks(own: list[_BlockReader], sources: list[Any],
+                        picks: tuple[Any, ...], bounds: tuple[int, int, int, int],
+                        window: Window, model: Model,
                         emit: dict[Strip, tuple[int, int, int, int]], gate: Any = None, *,
-                        parts: PartWriter | None = None, reuse: bool = False, **options: Any
-                        ) -> tuple[Detections, dict[Strip, Piece]]:
+                        parts: PartWriter | None = None, reuse: bool = False,
+                        by_ref: bool = False, **options: Any) -> WindowResult:
     """Detect in one window; also hand on, as copies, the parts of its own chunks that
     windows later in the walk need as halo (``emit``: (i, j, consumer) -> image bounds).
+
+    ``sources[k]`` is the result of the task that holds this window's ``k``-th halo
+    strip (an earlier window, or a chunk's read-and-cut task) and ``picks[k]`` which of
+    its strips it is: the strips are picked here, not by tasks of their own (each task
+    costs the scheduler about a millisecond).
 
     With ``parts``, the window's detections are persisted (:mod:`streamdet._resume`);
     with ``reuse`` too they are read back from there instead of computed (the chunks
     are then read only when there is something to hand on; a part that cannot be read
-    is computed and written again). ``gate`` is only a
-    scheduling dependency (the bound on windows in flight, see :func:`_build_graph`).
+    is computed and written again); with ``by_ref`` the task returns a
+    :class:`~streamdet._resume.PartRef` to them instead of the detections. ``gate`` is
+    only a scheduling dependency (the bound on windows in flight, see
+    :func:`_build_graph`).
     """
     dets = None
     if reuse and parts is not None:
@@ -309,8 +327,10 @@ def _detect_from_blocks(own: list[_BlockReader], shared: list[Piece],
         except PartsError:  # unreadable (a disk that lost it): computed again instead
             dets = None
         if dets is not None and not emit:
-            return dets, {}
-    pieces = [(*r.origin, r()) for r in own] + shared
+            return (parts.ref(window.index) if by_ref else dets), {}
+    pieces = [(*r.origin, r()) for r in own] + [_pick(src, k)
+                                                for src, k in zip(sources, picks, strict=True)]
+    del sources
     data = _assemble(pieces, bounds)
     del pieces
     handed = {strip: (y0, x0, np.array(data[y0 - bounds[0]:y1 - bounds[0],
@@ -320,22 +340,25 @@ def _detect_from_blocks(own: list[_BlockReader], shared: list[Piece],
         dets = detect_window(data, window, model, **options)
         if parts is not None:
             parts.save(window.index, dets)
+    del data
+    if by_ref and parts is not None:
+        return parts.ref(window.index), handed
     return dets, handed
 
 
-def _done(dets: Detections) -> None:
-    """A window's completion as a value of no size: what gates depend on, so that a gate
-    never ships a window's detections to the task it holds back."""
-    return None
+def _dets_of(result: Any) -> Detections:
+    """The detections of a window's result, of a merge's, or behind a reference."""
+    if isinstance(result, tuple):
+        result = result[0]
+    if isinstance(result, PartRef):
+        return result.load()
+    out: Detections = result
+    return out
 
 
-def _root_task(*parts: Detections, cfg: DetectConfig) -> Detections:
+def _root_task(*parts: Any, cfg: DetectConfig) -> Detections:
     """The root merge as a task of the graph (on a cluster: run on a worker)."""
-    return _root_merge(list(parts), cfg)
-
-
-def _handed(result: tuple[Detections, dict[Strip, Piece]], i: int, j: int, w: int) -> Piece:
-    return result[1][(i, j, w)]
+    return _root_merge([_dets_of(p) for p in parts], cfg)
 
 
 def _walk(windows: list[Window], shape: tuple[int, int]) -> list[Window]:
@@ -366,7 +389,7 @@ def plan(arr: da.Array, model: Model, cfg: DetectConfig) -> tuple[
 def _build_graph(arr: da.Array, model: Model, cfg: DetectConfig, *, lag: int = 2,
                  model_task: Any = None, inflight: int | None = None,
                  parts: PartWriter | None = None, done: frozenset[int] = frozenset(),
-                 root: bool = False
+                 root: bool = False, by_ref: bool = False
                  ) -> tuple[list[Delayed], list[Window], tuple[int, int, int, int]]:
     """The detection graph: reads, halo cuts, windows and the tree reduction up to its
     last ``<= split_every`` results (whose merge, :func:`_root_merge`, is the caller's),
@@ -378,7 +401,9 @@ def _build_graph(arr: da.Array, model: Model, cfg: DetectConfig, *, lag: int = 2
     has finished (None: no bound beyond the halo cuts' ``lag``; the threaded scheduler
     runs in the walk's order anyway, a cluster's scheduler needs it). ``parts``: persist
     each window's detections there; ``done``: the windows whose detections are read
-    back from there instead.
+    back from there instead; ``by_ref`` (with ``parts``): windows and merges hand on
+    references to their detections on disk, not the detections (see
+    :func:`_merge_and_release`), so that no worker holds the partial catalogues.
 
     Built as one low-level graph (a dict of tasks), not by chaining ``delayed`` calls,
     whose merged graphs grow with every dependency: building and culling those costs
@@ -387,15 +412,18 @@ def _build_graph(arr: da.Array, model: Model, cfg: DetectConfig, *, lag: int = 2
     ny, nx = arr.shape
     windows, limit = plan(arr, model, cfg)
     position = {w.index: p for p, w in enumerate(windows)}
-    token = dask.base.tokenize(arr.name, model.path, cfg, lag, inflight, root,
+    by_ref = by_ref and parts is not None
+    token = dask.base.tokenize(arr.name, model.path, cfg, lag, inflight, root, by_ref,
                                None if parts is None else str(parts.directory), sorted(done))
     # Reads happen inside the tasks that use the data, so none waits in memory for a
     # consumer that the scheduler has not reached. A storage chunk inside a window's
     # core is read by that window alone, which hands the parts that windows further on
     # in the walk (the next row) need as halo on to them. The parts that the others
     # need are read and cut by one task per chunk, gated on the window `lag` places
-    # before the first of them in the walk, so it runs just in time. Each strip is its
-    # own key, freed by its consumer: those waiting lie along the walk's frontier.
+    # before the first of them in the walk, so it runs just in time. A window picks its
+    # strips out of the results of those tasks itself (no task per strip: on a cluster
+    # each task costs the scheduler about a millisecond); the results wait until their
+    # last consumer has run, along the walk's frontier.
     y_edges = np.cumsum((0, *arr.chunks[0]))
     x_edges = np.cumsum((0, *arr.chunks[1]))
     readers = _block_readers(arr, y_edges, x_edges)
@@ -440,35 +468,36 @@ def _build_graph(arr: da.Array, model: Model, cfg: DetectConfig, *, lag: int = 2
                   iou_threshold=cfg.iou_threshold, nms_kind=cfg.nms_kind, refine=cfg.refine,
                   measure=cfg.measure, parts=parts)
     reuse = partial(run, reuse=True)
+    if by_ref:
+        run, reuse = partial(run, by_ref=True), partial(reuse, by_ref=True)
     dsk: dict[str, Any] = {model_key: model if model_task is None else model_task}
-    strips: dict[int, list[str]] = defaultdict(list)
+    # The halo strips of each window: the key of the task that holds each (an earlier
+    # window, or a chunk's read-and-cut task) and which of its strips it is.
+    sources: dict[int, list[str]] = defaultdict(list)
+    picks: dict[int, list[Any]] = defaultdict(list)
     results: list[str] = []
-    finished: list[str] = []
     for p, w in enumerate(windows):
-        gate = finished[p - lag] if p >= lag else None
+        gate = results[p - lag] if p >= lag else None
         for (i, j), need in cuts_for[p]:
             cut = f"halo-{token}-{i}-{j}"
             dsk[cut] = (_read_cut, readers[(i, j)], need, gate)
-            for w_index in need:  # one key per consumer: each strip is freed on its own
-                strip = f"strip-{token}-{i}-{j}-{w_index}"
-                dsk[strip] = (operator.getitem, cut, w_index)
-                strips[w_index].append(strip)
+            for w_index in need:
+                sources[w_index].append(cut)
+                picks[w_index].append(w_index)
         key = f"window-{token}-{w.index}"
-        held = finished[p - inflight] if inflight is not None and p >= inflight else None
-        dsk[key] = (reuse if w.index in done else run, own[w.index], strips[w.index],
-                    bounds_of[w.index], w, model_key, emit[w.index], held)
+        held = results[p - inflight] if inflight is not None and p >= inflight else None
+        dsk[key] = (reuse if w.index in done else run, own[w.index], sources.pop(w.index, []),
+                    tuple(picks.pop(w.index, [])), bounds_of[w.index], w, model_key,
+                    emit[w.index], held)
         for i, j, consumer in emit[w.index]:
-            strip = f"strip-{token}-{i}-{j}-{consumer}"
-            dsk[strip] = (_handed, key, i, j, consumer)
-            strips[consumer].append(strip)
-        dsk[f"dets-{token}-{w.index}"] = (operator.getitem, key, 0)
-        dsk[f"done-{token}-{w.index}"] = (_done, f"dets-{token}-{w.index}")
-        results.append(f"dets-{token}-{w.index}")
-        finished.append(f"done-{token}-{w.index}")
+            sources[consumer].append(key)
+            picks[consumer].append((i, j, consumer))
+        results.append(key)
     if not results:
         return [delayed(Detections.empty)(model.contract.param_names)], windows, limit
     # Tree reduction, in walk order: every merge joins neighbouring windows. The root
-    # merge is left to the caller (see `_root_merge`).
+    # merge is left to the caller (see `_root_merge`). With `by_ref`, each merge writes
+    # its partial catalogue into the parts directory and hands on a reference to it.
     combine = partial(_merge_and_release, iou_threshold=cfg.iou_threshold, kind=cfg.nms_kind)
     level = 0
     while len(results) > cfg.split_every:
@@ -476,7 +505,9 @@ def _build_graph(arr: da.Array, model: Model, cfg: DetectConfig, *, lag: int = 2
         results = []
         for i in range(0, len(below), cfg.split_every):
             key = f"merge-{token}-{level}-{i // cfg.split_every}"
-            dsk[key] = (combine, *below[i:i + cfg.split_every])
+            step = (partial(combine, store=parts, name=f"{level}-{i // cfg.split_every}")
+                    if by_ref else combine)
+            dsk[key] = (step, *below[i:i + cfg.split_every])
             results.append(key)
         level += 1
     if root:
@@ -485,15 +516,26 @@ def _build_graph(arr: da.Array, model: Model, cfg: DetectConfig, *, lag: int = 2
     return [Delayed(key, dsk) for key in results], windows, limit
 
 
-def _merge_and_release(*parts: Detections, iou_threshold: float, kind: NMSKind
-                       ) -> Detections:
+def _merge_and_release(*parts: Any, iou_threshold: float, kind: NMSKind,
+                       store: PartWriter | None = None, name: str = ""
+                       ) -> Detections | PartRef:
     """One tree-reduction step; then the memory freed so far goes back to the system.
+
+    ``parts``: detections, window results or references to either on disk
+    (:func:`_dets_of`). With ``store`` the merged detections are written there (as
+    ``merge-NAME.npz``) and a reference to them is returned.
 
     The windows before it have freed their pixels, tiles and buffers by now, in the
     arenas of whichever threads ran them; without the trim, a long run's resident set
     grows with freed fragments that later allocations of other sizes cannot reuse.
     """
-    merged = merge(*parts, iou_threshold=iou_threshold, kind=kind)
+    merged = merge(*[_dets_of(p) for p in parts], iou_threshold=iou_threshold, kind=kind)
+    del parts
+    if store is not None:
+        ref = store.save_merged(name, merged)
+        del merged
+        release_free_memory()
+        return ref
     release_free_memory()
     return merged
 
@@ -597,7 +639,7 @@ def detect_pixels(image: ImageLike, *, model: str | os.PathLike[str] | Model | N
         task = shared(mdl, device=device)
         (root,), windows, limit = _build_graph(arr, mdl, cfg, lag=lag, model_task=task,
                                                inflight=2 * lag, parts=writer, done=done,
-                                               root=True)
+                                               root=True, by_ref=writer is not None)
         prefix = root.key.replace("catalogue-", "window-", 1) + "-"
         return compute(client, root, worker_timeout=worker_timeout,
                        progress=(prefix, len(windows)), quiet=quiet)
@@ -610,6 +652,7 @@ def detect_pixels(image: ImageLike, *, model: str | os.PathLike[str] | Model | N
         parts_ = list(dask.compute(*tops, scheduler=dask.threaded.get, num_workers=lag,
                                    optimize_graph=False))
     progress.bar.close()
+    parts_ = [_dets_of(p) for p in parts_]  # no other reference: the root merge consumes them
     return _root_merge(parts_, cfg)
 
 
@@ -748,7 +791,9 @@ def detect(image: ImageLike, *, model: str | os.PathLike[str] | Model | None = N
         :mod:`streamdet._cluster`): each worker process opens its own ONNX Runtime
         session once; the windows in flight are bounded (two per worker thread); the
         tree reduction, its root included, runs on the workers and only the catalogue
-        comes back. A lost worker's windows are recomputed by the others; with no
+        comes back; with ``parts`` the windows and merges hand on references to their
+        detections written there, so no worker holds the growing partial catalogues
+        (its memory stays flat with the image's size). A lost worker's windows are recomputed by the others; with no
         worker left for ``worker_timeout`` s, :class:`~streamdet._cluster.NoWorkersError`.
     device : str, optional
         Where the model runs: ``"auto"`` (default), ``"cpu"``, ``"cuda[:K]"``,
