@@ -793,8 +793,9 @@ def detect(image: ImageLike, *, model: str | os.PathLike[str] | Model | None = N
         tree reduction, its root included, runs on the workers and only the catalogue
         comes back; with ``parts`` the windows and merges hand on references to their
         detections written there, so no worker holds the growing partial catalogues
-        (its memory stays flat with the image's size). A lost worker's windows are recomputed by the others; with no
-        worker left for ``worker_timeout`` s, :class:`~streamdet._cluster.NoWorkersError`.
+        (its memory stays flat with the image's size). A lost worker's windows are
+        recomputed by the others; with no worker left for ``worker_timeout`` s,
+        :class:`~streamdet._cluster.NoWorkersError`.
     device : str, optional
         Where the model runs: ``"auto"`` (default), ``"cpu"``, ``"cuda[:K]"``,
         ``"tensorrt[:K]"`` (see :func:`streamdet.load_model`). With a ``client``, on the
