@@ -67,7 +67,7 @@ def reference(image: np.ndarray, model: Model, threshold: float = THRESHOLD,
                                pixel_scale_arcsec=how.pixel_scale_arcsec,
                                bmin_resolved=how.bmin_resolved,
                                bmaj_resolved=how.bmaj_resolved, fit_snr=how.fit_snr,
-                               background=how.background)
+                               background=how.background, flux_scale=how.flux_scale)
     return dets
 
 
