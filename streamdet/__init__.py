@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from .contract import Model, ModelContract, load_model
     from .convert import ConvertReport, convert, verify
     from .detect import detect
+    from .detect_cube import detect_cube
     from .detections import Detections
     from .io import Image, StoreInfo, info, open_image
     from .score import ScoreResult, score
@@ -57,6 +58,7 @@ __all__ = [
     "__version__",
     "convert",
     "detect",
+    "detect_cube",
     "info",
     "load_model",
     "open_image",
@@ -70,7 +72,7 @@ __all__ = [
 _LAZY = {
     "Model": "contract", "ModelContract": "contract", "load_model": "contract",
     "ConvertReport": "convert", "convert": "convert", "verify": "convert",
-    "detect": "detect", "Detections": "detections",
+    "detect": "detect", "detect_cube": "detect_cube", "Detections": "detections",
     "Image": "io", "StoreInfo": "io", "info": "io", "open_image": "io",
     "ScoreResult": "score", "score": "score", "simulate": "simulate",
     "simulate_cube": "simulate_cube",

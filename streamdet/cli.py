@@ -189,6 +189,14 @@ def _detect_locked(args: argparse.Namespace, fmt: str) -> int:
     from .outputs import write_catalogue, write_regions
 
     image = open_image(args.input)
+    if len(image.shape) == 3:
+        return _detect_cube_locked(args, fmt, image)
+    if fmt == "sdc2":
+        raise StreamdetValueError(f"{args.input} is an image (shape {image.shape}): the SDC2 "
+                                  "format is for cube catalogues; choose sdc1, ecsv, fits or "
+                                  "parquet")
+    if args.window is not None:
+        raise StreamdetValueError("--window is for cubes; for an image give --chunk")
     if fmt == "sdc1" and image.celestial_wcs is None:
         raise WCSMissingError(f"{args.input} has no celestial WCS: an SDC1 catalogue needs "
                               "RA/Dec; choose --format ecsv, fits or parquet for pixel "
@@ -261,6 +269,60 @@ def _detect_locked(args: argparse.Namespace, fmt: str) -> int:
         print(f"{len(table)} sources -> {args.output} ({fmt})"
               + (f", regions -> {args.regions}" if args.regions else "")
               + (f", per-window parts kept in {parts}" if args.keep_parts else ""))
+    return 0
+
+
+# options of detect that the cube path does not take (yet), with their defaults
+_NOT_FOR_CUBES = (("chunk", None, "--chunk (give --window Z,Y,X)"), ("batch", None, "--batch"),
+                  ("pb", None, "--pb"), ("regions", None, "--regions"),
+                  ("no_refine", False, "--no-refine"), ("no_measure", False, "--no-measure"),
+                  ("workers", None, "--workers"), ("scheduler", None, "--scheduler"),
+                  ("gpus", None, "--gpus"), ("resume", False, "--resume"),
+                  ("keep_parts", False, "--keep-parts"))
+
+
+def _parse_axes(text: str | None, what: str) -> tuple[int, int, int] | None:
+    """``Z,Y,X`` (or one N for all three) as three integers."""
+    if text is None:
+        return None
+    try:
+        vals = [int(v) for v in text.split(",")]
+    except ValueError:
+        vals = []
+    if len(vals) == 1:
+        vals *= 3
+    if len(vals) != 3 or min(vals) < 1:
+        raise StreamdetValueError(f"{what} must be Z,Y,X (three positive integers) or one "
+                                  f"integer, got {text!r}")
+    return (vals[0], vals[1], vals[2])
+
+
+def _detect_cube_locked(args: argparse.Namespace, fmt: str, image: Any) -> int:
+    """``streamdet detect`` on a cube: the 3D path (:func:`streamdet.detect_cube`)."""
+    from .detect_cube import detect_cube
+    from .outputs import write_catalogue
+
+    refused = [flag for name, default, flag in _NOT_FOR_CUBES
+               if getattr(args, name, default) not in (default, [])]
+    if refused:
+        raise StreamdetValueError(f"{args.input} is a cube: {', '.join(refused)} "
+                                  f"{'is' if len(refused) == 1 else 'are'} not available for "
+                                  "cube detection")
+    if fmt == "sdc1":
+        if args.format:
+            raise StreamdetValueError(f"{args.input} is a cube: the SDC1 format is for images; "
+                                      "choose --format sdc2, ecsv, fits or parquet")
+        fmt = "sdc2"        # .txt / .dat name a cube's SDC2 submission
+    if not args.quiet:
+        print(f"streamdet detect: cube {tuple(image.shape)} (channels, y, x)",
+              file=sys.stderr)
+    table = detect_cube(image, model=args.model, window=_parse_axes(args.window, "--window"),
+                        halo=args.halo, threshold=_parse_threshold(args.threshold),
+                        threads=args.threads, device=args.device or "auto")
+    write_catalogue(table, args.output, format=fmt,  # type: ignore[arg-type]
+                    overwrite=args.overwrite)
+    if not args.quiet:
+        print(f"{len(table)} sources -> {args.output} ({fmt})")
     return 0
 
 
@@ -424,20 +486,28 @@ def _build_parser(command: str | None = "plot") -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=_cmd_convert)
 
-    p = sub.add_parser("detect", help="detect sources in a Zarr store or FITS image",
-                       description="Run an ONNX detector over an image of any size, chunk by "
-                       "chunk, and write a catalogue in sky coordinates.")
-    p.add_argument("input", metavar="INPUT", help="Zarr store from convert, or a FITS image")
+    p = sub.add_parser("detect", help="detect sources in a Zarr store or FITS image or cube",
+                       description="Run an ONNX detector over an image or an HI cube of any "
+                       "size, chunk by chunk, and write a catalogue in sky coordinates (a "
+                       "cube, with a 3D model: RA/Dec, central frequency, line flux, HI size, "
+                       "w20, PA, inclination; --format sdc2).")
+    p.add_argument("input", metavar="INPUT",
+                   help="Zarr store from convert, or a FITS image or cube")
     p.add_argument("-o", "--output", required=True, metavar="CATALOGUE",
                    help="catalogue to write")
     p.add_argument("--model", metavar="M.onnx",
                    help="ONNX detector with the streamdet contract (default: bundled model)")
-    p.add_argument("--format", choices=("sdc1", "ecsv", "fits", "parquet"), default=None,
+    p.add_argument("--format", choices=("sdc1", "sdc2", "ecsv", "fits", "parquet"),
+                   default=None,
                    help="catalogue format (default from the extension: .txt or .dat sdc1, "
-                   ".ecsv, .fits or .fit, .parquet; another extension needs --format)")
+                   "for a cube sdc2; .ecsv, .fits or .fit, .parquet; another extension needs "
+                   "--format)")
     p.add_argument("--regions", metavar="OUT.reg", help="also write a DS9/CARTA region file")
     p.add_argument("--chunk", type=int, default=None, metavar="N",
                    help="window side in px (default: a multiple of the storage chunk)")
+    p.add_argument("--window", default=None, metavar="Z,Y,X",
+                   help="cubes: window core in channels, px, px (default 256,128,128; the "
+                   "catalogue does not depend on it)")
     p.add_argument("--halo", type=int, default=None, metavar="N",
                    help="context around windows in px (default: the model's receptive field)")
     p.add_argument("--batch", type=int, default=None, metavar="N",

@@ -279,7 +279,12 @@ class ModelContract:
     beam_arcsec : tuple of float or None
         Restoring beam ``(bmaj, bmin)`` FWHM the model was trained for.
     freq_mhz : float or None
-        Observing frequency the model was trained for.
+        Observing frequency the model was trained for (3D: the band centre).
+    channel_hz : float or None
+        3D only: the channel width the model was trained for, Hz (SDC2: 30 kHz); a
+        cube of another channel width is still run, with a warning, since the
+        line widths the model sees in channels then differ. Written to the contract
+        document only when set (2D contracts are unchanged).
     nms : dict
         ``{"kind": "diou" | "iou", "iou_threshold": float}``.
     measure : dict
@@ -321,6 +326,7 @@ class ModelContract:
     pixel_scale_arcsec: float | None = None
     beam_arcsec: tuple[float, float] | None = None
     freq_mhz: float | None = None
+    channel_hz: float | None = None
     nms: dict[str, Any] = field(default_factory=lambda: {"kind": "diou", "iou_threshold": 0.5},
                                 hash=False)
     measure: dict[str, Any] = field(default_factory=lambda: dict(_MEASURE), hash=False)
@@ -462,6 +468,7 @@ class ModelContract:
             for i, b in enumerate(_list(beam, "beam_arcsec", length=2)))
         pix = d.get("pixel_scale_arcsec")
         freq = d.get("freq_mhz")
+        channel = d.get("channel_hz")
         nms = {"kind": "diou", "iou_threshold": 0.5, **_dict(d.get("nms", {}), "nms")}
         measure = {**_MEASURE, **_dict(d.get("measure", {}), "measure")}
         thresholds_doc = _dict(d.get("thresholds", {"default": 0.5}), "thresholds")
@@ -482,13 +489,15 @@ class ModelContract:
                                                                 positive=True),
             beam_arcsec=beam_t,  # type: ignore[arg-type]
             freq_mhz=None if freq is None else _number(freq, "freq_mhz", positive=True),
+            channel_hz=None if channel is None else _number(channel, "channel_hz",
+                                                            positive=True),
             nms=dict(nms), measure=measure, thresholds=thresholds,
             training=_dict(d.get("training", {}), "training"))
 
     def to_dict(self) -> dict[str, Any]:
         """The contract as its JSON document (a dict)."""
         in_layout, out_layout = _LAYOUTS[self.ndim]
-        return {
+        doc = {
             "format_version": self.format_version,
             "name": self.name,
             "description": self.description,
@@ -513,6 +522,9 @@ class ModelContract:
                            for k, v in self.thresholds.items()},
             "training": dict(self.training),
         }
+        if self.channel_hz is not None:
+            doc["channel_hz"] = self.channel_hz
+        return doc
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, str], *, source: str = "model") -> ModelContract:
@@ -611,6 +623,11 @@ def _validate(c: ModelContract) -> None:
     flux_scale = c.measure.get("flux_scale", 1.0)
     if not (finite_nonnegative(flux_scale) and float(flux_scale) > 0):
         raise _fail(f"measure.flux_scale {flux_scale!r} must be a finite number > 0")
+    if c.channel_hz is not None and c.ndim != 3:
+        raise _fail(f"channel_hz is a cube (ndim 3) field; this contract has ndim {c.ndim}")
+    if c.channel_hz is not None and not (_is_number(c.channel_hz) and
+                                         0 < float(c.channel_hz) < math.inf):
+        raise _fail(f"channel_hz {c.channel_hz!r} must be a finite number > 0, Hz")
     if "default" not in c.thresholds:
         raise _fail(f"thresholds {sorted(c.thresholds)} must contain a 'default' preset")
     for key, value in c.thresholds.items():

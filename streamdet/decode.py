@@ -19,6 +19,8 @@ channels, ``stride_z`` and the prior's third size::
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
@@ -228,7 +230,8 @@ def decode(grid: ArrayLike, contract: ModelContract, *,
     if tile.size == 0:
         return Detections.empty(names, ndim=nd).with_chunk(chunk)
 
-    vals = g5[(tile, box, slice(None), *found[2:])].astype(np.float64)  # (M, C)
+    at: tuple[Any, ...] = (tile, box, slice(None), *found[2:])
+    vals = g5[at].astype(np.float64)  # (M, C)
     stride = contract.stride[::-1]                       # (sx, sy[, sz])
     priors = contract.priors_array
     centre = []

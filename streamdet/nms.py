@@ -476,6 +476,10 @@ def merge_rows(parts: Sequence[Detections], *, iou_threshold: float, kind: NMSKi
     _check_threshold(iou_threshold, kind)
     if not parts:
         return np.zeros(0, np.intp)
+    ndim = parts[0].ndim
+    for p in parts[1:]:
+        if p.ndim != ndim:
+            raise StreamdetValueError(f"cannot merge {p.ndim}D detections with {ndim}D ones")
     # The sort and the NMS need only boxes, scores and chunks: the union of the other
     # columns is gathered once, for the rows kept, and nothing of size N is permuted
     # but the order itself (the root merge of a 16384^2 image joins ~6e5 rows, and the

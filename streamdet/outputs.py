@@ -1,8 +1,10 @@
-"""From detections to catalogues: tables, SDC1 submissions, files and region files.
+"""From detections to catalogues: tables, SDC1 and SDC2 submissions, files and region files.
 
 :func:`to_table` turns :class:`~streamdet.detections.Detections` (pixels) into an
 astropy table with sky coordinates and primary-beam corrected fluxes;
-:func:`to_sdc1` reduces it to the SDC1 submission columns; :func:`write_catalogue`
+:func:`to_sdc1` reduces it to the SDC1 submission columns; :func:`cube_table` turns 3D
+detections of an HI cube (voxels) into the physical SDC2 columns (RA/Dec, central
+frequency, redshift, line flux, HI size, w20, PA, inclination); :func:`write_catalogue`
 and :func:`write_regions` write files atomically, a block of rows at a time (the memory
 of writing is a block's, whatever the size of the catalogue).
 """
@@ -37,10 +39,13 @@ from .detections import Detections
 from .errors import StreamdetError, StreamdetValueError, StreamdetWarning, WCSMissingError
 
 __all__ = [
+    "C_KMS",
     "DEFAULT_PARAM_UNITS",
+    "HI_REST_HZ",
     "SDC1_COLUMNS",
     "CatalogueWarning",
     "NoWCSWarning",
+    "cube_table",
     "to_sdc1",
     "to_table",
     "write_catalogue",
@@ -58,7 +63,15 @@ SDC1_COLUMNS: tuple[str, ...] = (
     "b_maj", "b_min", "pa", "size", "class",
 )
 
-CatalogueFormat = Literal["sdc1", "ecsv", "fits", "parquet"]
+#: Rest frequency of the HI 21 cm line, Hz.
+HI_REST_HZ = 1420.405752e6
+#: Speed of light, km/s.
+C_KMS = 299792.458
+#: Inclination written for a model without an inclination output, deg (the median of
+#: isotropic orientations, cos i uniform).
+_DEFAULT_INCLINATION = 60.0
+
+CatalogueFormat = Literal["sdc1", "sdc2", "ecsv", "fits", "parquet"]
 _ASTROPY_FORMATS = {"ecsv": "ascii.ecsv", "fits": "fits", "parquet": "parquet"}
 
 
@@ -273,6 +286,120 @@ def to_table(dets: Detections, *, wcs: WCS | None = None,
     prov.update(meta or {})
     t.meta.update(prov)
     return t
+
+
+def _spectral_wcs(wcs: WCS) -> WCS:
+    """The 1-D frequency axis of a cube's WCS (pixel axis z), or raise WCSMissingError."""
+    if wcs.naxis < 3 or wcs.wcs.spec < 0:
+        raise WCSMissingError(f"the WCS has no spectral axis (CTYPE {list(wcs.wcs.ctype)}): "
+                              "a cube catalogue needs one to give central frequencies")
+    spec = wcs.sub([wcs.wcs.spec + 1])
+    ctype = str(spec.wcs.ctype[0]).upper()
+    if not ctype.startswith("FREQ"):
+        raise WCSMissingError(f"the spectral axis is {ctype!r}; cube catalogues need a FREQ "
+                              "axis (Hz)")
+    return spec
+
+
+def cube_table(dets: Detections, *, wcs: WCS | None,
+               pixel_scale_arcsec: float | None = None) -> Table:
+    """Physical catalogue of 3D detections in an HI cube, SDC2 columns first.
+
+    Positions: the box centre ``(x, y, z)`` (0-based voxels; z the channel) goes through
+    the cube's WCS to ICRS RA/Dec (deg) and the frequency of the channel (Hz); the
+    redshift is ``HI_REST_HZ / central_freq - 1``. The model's decoded parameters give
+    ``line_flux_integral`` (Jy Hz), ``hi_size`` (arcsec), ``w20`` (km/s), ``pa`` (deg,
+    [0, 360)) and ``i`` (deg). A model without one of them gets it from the box: ``w20``
+    from its depth ``d`` (channels) as ``d * c * dnu / nu`` (``dnu`` the channel width at
+    the centre), ``hi_size`` from ``sqrt(w h)`` times the pixel scale, ``pa`` 0 and ``i``
+    60 deg; ``line_flux_integral`` has no box equivalent and is required.
+
+    Parameters
+    ----------
+    dets : Detections
+        3D detections, boxes ``(N, 6)`` ``[x0, y0, z0, x1, y1, z1]`` in cube voxels.
+    wcs : astropy.wcs.WCS
+        The cube's WCS: celestial axes on pixel axes x, y and a FREQ axis on z.
+    pixel_scale_arcsec : float, optional
+        Pixel side, arcsec (default: from the WCS); used only for a box-derived size.
+
+    Returns
+    -------
+    astropy.table.Table
+        ``id`` (1-based, by objectness descending as the detections come), ``ra``,
+        ``dec``, ``hi_size``, ``line_flux_integral``, ``central_freq``, ``pa``, ``i``,
+        ``w20`` (the columns of :data:`streamdet.sdc2.SDC2_COLUMNS`), then
+        ``redshift``, ``x``, ``y``, ``z`` (voxels), ``box_w``, ``box_h`` (px),
+        ``box_d`` (channels), ``objectness``, ``probability``, ``prior``, ``chunk``.
+        ``meta["ndim"]`` is 3.
+
+    Raises
+    ------
+    StreamdetValueError
+        Not 3D detections, or no ``line_flux_integral`` parameter.
+    WCSMissingError
+        No WCS, no celestial axes or no FREQ axis.
+    """
+    if dets.ndim != 3:
+        raise StreamdetValueError(f"cube_table needs 3D detections, got {dets.ndim}D ones")
+    if wcs is None or not wcs.has_celestial:
+        raise WCSMissingError("a cube catalogue needs the cube's celestial WCS for RA/Dec")
+    if "line_flux_integral" not in dets.param_names:
+        raise StreamdetValueError(f"the model gives no line_flux_integral (its parameters: "
+                                  f"{dets.param_names}); an SDC2 catalogue needs one")
+    b = dets.boxes
+    x, y, z = centre_columns(b)
+    size = b[:, 3:] - b[:, :3]
+    ra, dec = _pixel_to_icrs(wcs.celestial, x, y)
+    spec = _spectral_wcs(wcs)
+    n = len(dets)
+    if n:
+        freq = np.asarray(spec.all_pix2world(z, 0)[0], np.float64)
+        dnu = np.abs(np.asarray(spec.all_pix2world(z + 0.5, 0)[0], np.float64)
+                     - np.asarray(spec.all_pix2world(z - 0.5, 0)[0], np.float64))
+    else:
+        freq = dnu = np.zeros(0)
+    names = dets.param_names
+
+    def param(name: str) -> NDArray[np.float64] | None:
+        return dets.param(name).astype(np.float64) if name in names else None
+
+    w20 = param("w20")
+    if w20 is None:
+        w20 = size[:, 2] * C_KMS * dnu / np.where(freq > 0, freq, np.inf)
+    hi_size = param("hi_size")
+    if hi_size is None:
+        scale = _pixel_scale(wcs.celestial, pixel_scale_arcsec) or 1.0
+        hi_size = np.sqrt(size[:, 0] * size[:, 1]) * scale
+    pa = param("pa")
+    if pa is None:
+        pa = np.zeros(n)
+    incl = param("i")
+    if incl is None:
+        incl = np.full(n, _DEFAULT_INCLINATION)
+    flux = dets.param("line_flux_integral").astype(np.float64)
+    with np.errstate(divide="ignore"):
+        redshift = HI_REST_HZ / freq - 1.0
+    table = Table()
+    table["id"] = np.arange(1, n + 1, dtype=np.int64)
+    table["ra"] = Column(ra, unit=u.deg)
+    table["dec"] = Column(dec, unit=u.deg)
+    table["hi_size"] = Column(hi_size, unit=u.arcsec)
+    table["line_flux_integral"] = Column(flux, unit=u.Jy * u.Hz)
+    table["central_freq"] = Column(freq, unit=u.Hz)
+    table["pa"] = Column(np.mod(pa, 360.0), unit=u.deg)
+    table["i"] = Column(incl, unit=u.deg)
+    table["w20"] = Column(w20, unit=u.km / u.s)
+    table["redshift"] = redshift
+    table["x"], table["y"], table["z"] = x, y, z
+    table["box_w"], table["box_h"], table["box_d"] = size[:, 0], size[:, 1], size[:, 2]
+    table["objectness"] = dets.objectness
+    table["probability"] = dets.probability
+    table["prior"] = dets.prior
+    table["chunk"] = dets.chunk
+    table.meta["ndim"] = 3
+    table.meta["streamdet_version"] = __version__
+    return table
 
 
 def _column(table: Table, names: tuple[str, ...], unit: u.UnitBase) -> NDArray[np.float64]:
@@ -578,8 +705,10 @@ def write_catalogue(table: Table, path: str | os.PathLike[str], *,
         From :func:`to_table` (or :func:`to_sdc1` for ``"sdc1"``).
     path : str or os.PathLike
         Output file.
-    format : {"sdc1", "ecsv", "fits", "parquet"}
-        ``"sdc1"``: the SDC1 submission text (through :func:`to_sdc1` unless the
+    format : {"sdc1", "sdc2", "ecsv", "fits", "parquet"}
+        ``"sdc2"``: the SDC2 submission text of a cube catalogue (:func:`cube_table`),
+        through :func:`streamdet.sdc2.write_sdc2` (its columns only; refused with
+        none of them). ``"sdc1"``: the SDC1 submission text (through :func:`to_sdc1` unless the
         table already has exactly the SDC1 columns; the file
         :func:`streamdet.catalog.write_sdc1` writes); an empty catalogue gives a
         header-only file and a :class:`CatalogueWarning` (the official scorer
@@ -607,9 +736,16 @@ def write_catalogue(table: Table, path: str | os.PathLike[str], *,
     StreamdetError
         ``"parquet"`` without ``pyarrow`` installed.
     """
-    if format not in ("sdc1", *_ASTROPY_FORMATS):
+    if format not in ("sdc1", "sdc2", *_ASTROPY_FORMATS):
         raise StreamdetValueError(f"unknown catalogue format {format!r}; expected one of "
-                                  f"{['sdc1', *_ASTROPY_FORMATS]}")
+                                  f"{['sdc1', 'sdc2', *_ASTROPY_FORMATS]}")
+    if format == "sdc2":
+        from .sdc2 import write_sdc2
+
+        if len(table) == 0:
+            warnings.warn(f"writing an empty SDC2 catalogue to {str(path)!r} (header only)",
+                          CatalogueWarning, stacklevel=2)
+        return write_sdc2(table, path, overwrite=overwrite)
     if format == "parquet" and importlib.util.find_spec("pyarrow") is None:
         raise StreamdetError("writing parquet needs the 'pyarrow' package: "
                              "pip install pyarrow (or choose format 'ecsv' or 'fits')")
