@@ -1,0 +1,193 @@
+"""Cube detection end to end: convert round trip, chunk invariance, bounded windows in
+flight, physical outputs, the SDC2 scorer and ``streamdet detect`` on a cube."""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _models3d import make_test_model3d
+from astropy.io import fits
+from astropy.wcs import WCS
+
+import streamdet
+from streamdet.cli import main
+from streamdet.contract import Model, load_model, normalise
+from streamdet.decode import decode
+from streamdet.detections import Detections
+from streamdet.errors import InvalidModelError, StreamdetValueError
+from streamdet.nms import nms_detections
+from streamdet.outputs import HI_REST_HZ
+from streamdet.sdc2 import SDC2_COLUMNS, read_sdc2, score_sdc2
+from streamdet.simulate_cube import simulate_cube
+
+pytest.importorskip("torch")
+
+# the module (streamdet.detect_cube, the attribute, is the function)
+dc = importlib.import_module("streamdet.detect_cube")
+
+SHAPE = (96, 48, 40)        # x not a multiple of the windows: ragged edge windows
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Model:
+    return load_model(make_test_model3d(tmp_path_factory.mktemp("m3") / "tiny3d.onnx"),
+                      threads=1)
+
+
+@pytest.fixture(scope="module")
+def cube(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    d = tmp_path_factory.mktemp("cube")
+    simulate_cube(d / "c.fits", truth=d / "truth.txt", shape=SHAPE, seed=4,
+                  channel_offset=3000)
+    streamdet.convert(d / "c.fits", d / "c.zarr", chunks=(32, 16, 16), quiet=True)
+    return d / "c.fits", d / "c.zarr", d / "truth.txt"
+
+
+def reference(data: np.ndarray, model: Model, threshold: float = 0.5) -> Detections:
+    """One forward pass over the whole stride-padded cube, decode, one global 3D NMS."""
+    c = model.contract
+    padded = [-(-n // s) * s for n, s in zip(data.shape, c.stride, strict=True)]
+    buf = np.zeros(padded, np.float32)
+    buf[:data.shape[0], :data.shape[1], :data.shape[2]] = normalise(data, c)
+    dets = decode(model.run(buf[None, None]), c, threshold=threshold)
+    return nms_detections(dets, iou_threshold=c.nms["iou_threshold"], kind=c.nms["kind"])
+
+
+def _sorted(d: Detections) -> tuple[np.ndarray, np.ndarray]:
+    o = np.lexsort(d.boxes.T[::-1])
+    return d.boxes[o], d.params[o]
+
+
+def assert_same(a: Detections, b: Detections) -> None:
+    assert len(a) == len(b), (len(a), len(b))
+    (ba, pa), (bb, pb) = _sorted(a), _sorted(b)
+    np.testing.assert_allclose(ba, bb, atol=1e-3)
+    np.testing.assert_allclose(pa, pb, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.sort(a.objectness), np.sort(b.objectness), atol=1e-5)
+
+
+def test_cube_round_trip_through_convert(cube: tuple[Path, Path, Path], model: Model) -> None:
+    fits_path, store, _ = cube
+    img = streamdet.open_image(store)
+    assert img.shape == SHAPE and img.dims == ("freq", "y", "x")
+    data = fits.getdata(fits_path)
+    np.testing.assert_array_equal(np.asarray(img.data), data)
+    a = streamdet.detect_cube(store, model=model, workers=2)
+    b = streamdet.detect_cube(fits_path, model=model, workers=2)
+    assert len(a) > 20
+    for name in SDC2_COLUMNS:
+        np.testing.assert_array_equal(a[name], b[name])
+
+
+@pytest.mark.parametrize("window, split_every", [((32, 16, 16), 2), ((48, 24, 32), 8),
+                                                 ((16, 48, 8), 3)])
+def test_chunk_invariance(cube: tuple[Path, Path, Path], model: Model,
+                          window: tuple[int, int, int], split_every: int) -> None:
+    fits_path, store, _ = cube
+    data = fits.getdata(fits_path).astype(np.float32)
+    ref = reference(data, model)
+    whole = dc.detect_cube_voxels(store, model=model, window=SHAPE, workers=1)
+    assert np.unique(whole.chunk).size == 1
+    assert_same(whole, ref)
+    got = dc.detect_cube_voxels(store, model=model, window=window, split_every=split_every,
+                                workers=2)
+    assert_same(got, ref)
+    assert np.unique(got.chunk).size > 4          # many windows contributed
+    assert len(ref) > 20
+
+
+def test_windows_in_flight_are_bounded(cube: tuple[Path, Path, Path], model: Model,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    _, store, _ = cube
+    lock = threading.Lock()
+    state = {"now": 0, "peak": 0, "calls": 0}
+    inner = dc.detect_window3d
+
+    def counted(*args: object, **kwargs: object) -> Detections:
+        with lock:
+            state["now"] += 1
+            state["calls"] += 1
+            state["peak"] = max(state["peak"], state["now"])
+        try:
+            return inner(*args, **kwargs)  # type: ignore[arg-type]
+        finally:
+            with lock:
+                state["now"] -= 1
+
+    monkeypatch.setattr(dc, "detect_window3d", counted)
+    dc.detect_cube_voxels(store, model=model, window=(32, 16, 16), workers=2)
+    assert state["calls"] == 3 * 3 * 3
+    assert 1 <= state["peak"] <= 2
+
+
+def test_physical_columns_follow_the_wcs(cube: tuple[Path, Path, Path], model: Model) -> None:
+    fits_path, store, _ = cube
+    tab = streamdet.detect_cube(store, model=model, workers=2)
+    assert tuple(tab.colnames[:len(SDC2_COLUMNS)]) == SDC2_COLUMNS
+    w = WCS(fits.getheader(fits_path))
+    ra, dec, freq = w.all_pix2world(tab["x"], tab["y"], tab["z"], 0)
+    np.testing.assert_allclose(tab["ra"], np.mod(ra, 360), atol=1e-9)
+    np.testing.assert_allclose(tab["dec"], dec, atol=1e-9)
+    np.testing.assert_allclose(tab["central_freq"], freq, rtol=1e-12)
+    np.testing.assert_allclose(tab["redshift"], HI_REST_HZ / freq - 1, rtol=1e-12)
+    assert np.all((tab["central_freq"] > 950e6) & (tab["central_freq"] < 1150e6))
+    assert tab["line_flux_integral"].unit.is_equivalent("Jy Hz")
+    assert np.all((tab["pa"] >= 0) & (tab["pa"] < 360))
+    assert np.all((tab["i"] >= 0) & (tab["i"] <= 90))
+    assert np.all(tab["w20"] >= 20) and np.all(tab["hi_size"] >= 1)
+    assert tab.meta["ndim"] == 3
+    assert tab.meta["window"] == [96, 48, 40]      # the default, clipped to the cube
+
+
+def test_sdc2_output_is_scored_by_the_official_scorer(cube: tuple[Path, Path, Path],
+                                                       model: Model, tmp_path: Path) -> None:
+    pytest.importorskip("ska_sdc")
+    _, store, truth = cube
+    tab = streamdet.detect_cube(store, model=model, workers=2)
+    out = tmp_path / "cat.txt"
+    streamdet.outputs.write_catalogue(tab, out, format="sdc2")
+    back = read_sdc2(out)
+    assert len(back) == len(tab) and tuple(back.colnames) == SDC2_COLUMNS
+    res = score_sdc2(out, truth)
+    assert res.n_det == len(tab)
+    # random weights: (almost) every detection is false, and the scorer says so
+    assert np.isfinite(res.score) and res.n_match + res.n_false == res.n_det
+    assert res.score <= res.n_match - res.n_false + 1e-9
+
+
+def test_cli_detect_on_a_cube(cube: tuple[Path, Path, Path], model: Model, tmp_path: Path,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    _, store, _ = cube
+    out = tmp_path / "cat.txt"
+    assert main(["detect", str(store), "-o", str(out), "--model", str(model.path),
+                 "--window", "32,16,16", "-q"]) == 0
+    got = read_sdc2(out)                 # .txt on a cube: the SDC2 format
+    api = streamdet.detect_cube(store, model=model, workers=2)
+    assert len(got) == len(api)
+    np.testing.assert_allclose(np.sort(got["central_freq"]), np.sort(api["central_freq"]),
+                               rtol=1e-9)
+    ecsv = tmp_path / "cat.ecsv"
+    assert main(["detect", str(store), "-o", str(ecsv), "--model", str(model.path), "-q"]) == 0
+    assert "redshift" in streamdet.outputs.Table.read(ecsv).colnames
+    capsys.readouterr()
+    assert main(["detect", str(store), "-o", str(tmp_path / "x.txt"), "--model",
+                 str(model.path), "--format", "sdc1"]) == 1
+    assert "SDC1 format is for images" in capsys.readouterr().err
+    assert main(["detect", str(store), "-o", str(tmp_path / "y.txt"), "--model",
+                 str(model.path), "--pb", str(out)]) == 1
+    assert "--pb is not available for cube detection" in capsys.readouterr().err
+    assert not (tmp_path / "x.txt").exists() and not (tmp_path / "y.txt").exists()
+
+
+def test_a_cube_needs_a_3d_model(cube: tuple[Path, Path, Path], model: Model) -> None:
+    _, store, _ = cube
+    with pytest.raises(InvalidModelError, match="no 3D model"):
+        streamdet.detect_cube(store)
+    with pytest.raises(StreamdetValueError, match="window"):
+        dc.detect_cube_voxels(np.zeros((8, 8, 8), np.float32), model=model, window=(0, 4, 4))
+    with pytest.raises(StreamdetValueError, match="3 axes"):
+        dc.detect_cube_voxels(np.zeros((8, 8), np.float32), model=model)
