@@ -154,20 +154,28 @@ def run_sofia_rows(seed: int, cube: Path, truth: Table, work: Path, *,
     return rows
 
 
-def run_streamdet_rows(seed: int, cube: Path, truth: Table, work: Path) -> list[Row]:
-    """streamdet's cube detection on one cube (a 'skipped' row while there is none)."""
+def run_streamdet_rows(seed: int, cube: Path, truth: Table, work: Path, *,
+                       options: dict[str, Any] | None = None) -> list[Row]:
+    """streamdet's cube detection on one cube (a 'skipped' row while there is none).
+
+    ``options`` go to ``streamdet.detect_cube`` (``model``, ``threshold``, ``window``);
+    without a model (none is bundled yet) the row says so.
+    """
     detect = streamdet_cube_detector()
     if detect is None:
         return [Row(seed=seed, finder="streamdet", setting="-",
                     note="skipped: this streamdet has no cube detection yet")]
     t0 = time.perf_counter()
     try:
-        cat = detect(cube)
+        cat = detect(cube, **(options or {}))
     except (StreamdetError, NotImplementedError) as exc:
         return [Row(seed=seed, finder="streamdet", setting="-", note=f"skipped: {exc}")]
     seconds = time.perf_counter() - t0
     r = score_sdc2(to_sdc2(cat), truth)
-    return [Row.scored(seed, "streamdet", "default model", r, seconds=seconds,
+    opts = options or {}
+    setting = (Path(str(opts["model"])).name if opts.get("model") else "default model") + (
+        f", obj >= {opts['threshold']}" if opts.get("threshold") is not None else "")
+    return [Row.scored(seed, "streamdet", setting, r, seconds=seconds,
                        rss_mb=_self_peak_rss_mb(), note="in process; RSS of the process")]
 
 
@@ -217,7 +225,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=None, help="seconds per SoFiA-2 run")
     ap.add_argument("--skip-sofia", action="store_true", help="leave SoFiA-2 out")
     ap.add_argument("--skip-streamdet", action="store_true",
-                    help="leave streamdet out (its cube detection does not exist yet)")
+                    help="leave streamdet out")
+    ap.add_argument("--model", default=None,
+                    help="streamdet: 3D ONNX detector (none is bundled yet)")
+    ap.add_argument("--threshold", type=float, default=None,
+                    help="streamdet: objectness threshold (default: the model's)")
+    ap.add_argument("--window", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
+                    help="streamdet: window core (default 256 128 128)")
     ap.add_argument("--workdir", default=None, help="directory for cubes and outputs "
                     "(default: a temporary one, removed at the end)")
     ap.add_argument("--keep", action="store_true", help="keep the cubes and outputs")
@@ -263,7 +277,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"seed {seed}: SoFiA-2 {new[0].seconds:.0f} s, "
                       f"{new[0].rss_mb:.0f} MB", file=sys.stderr, flush=True)
             if not args.skip_streamdet:
-                rows += run_streamdet_rows(seed, cube, truth, work)
+                rows += run_streamdet_rows(seed, cube, truth, work, options={
+                    "model": args.model, "threshold": args.threshold,
+                    "window": args.window})
             if not args.keep:
                 cube.unlink(missing_ok=True)
     finally:
