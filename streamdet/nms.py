@@ -398,7 +398,11 @@ def _order_by_score_and_centre(boxes: BoxRows, objectness: NDArray[np.floating]
     del ranked
     if tied.size == 0:
         return order
-    pos = np.union1d(tied, tied + 1)                # every place in a run of equal scores
+    run = np.zeros(order.size, np.bool_)            # every place in a run of equal scores
+    run[tied] = True
+    run[tied + 1] = True
+    pos = np.flatnonzero(run)
+    del run
     rows = order[pos]
     cols = centre_columns(_rows_of(boxes)(rows))
     score = neg[rows]
