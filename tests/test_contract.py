@@ -242,7 +242,7 @@ def test_measurement_settings_default_and_round_trip() -> None:
         ModelContract.from_dict(doc)
     for bad in (0.0, -1.0, float("inf"), "x"):
         doc["measure"] = {"flux_scale": bad}
-        with pytest.raises(InvalidModelError, match="measure.flux_scale"):
+        with pytest.raises(InvalidModelError, match=r"measure\.flux_scale"):
             ModelContract.from_dict(doc)
 
 
