@@ -529,7 +529,8 @@ def _merge_and_release(*parts: Any, iou_threshold: float, kind: NMSKind,
     arenas of whichever threads ran them; without the trim, a long run's resident set
     grows with freed fragments that later allocations of other sizes cannot reuse.
     """
-    merged = merge(*[_dets_of(p) for p in parts], iou_threshold=iou_threshold, kind=kind)
+    merged = merge(*[_dets_of(p) for p in parts], iou_threshold=iou_threshold, kind=kind,
+                   resolved=True)
     del parts
     if store is not None:
         ref = store.save_merged(name, merged)
@@ -549,7 +550,7 @@ def _root_merge(parts: list[Detections], cfg: DetectConfig) -> Detections:
     """
     if len(parts) == 1:
         return parts.pop()
-    rows = merge_rows(parts, iou_threshold=cfg.iou_threshold, kind=cfg.nms_kind)
+    rows = merge_rows(parts, iou_threshold=cfg.iou_threshold, kind=cfg.nms_kind, resolved=True)
     release_free_memory()
     return Detections.gather(parts, rows, consume=True, after_column=release_free_memory)
 

@@ -435,7 +435,8 @@ def _canonical_order(d: Detections) -> NDArray[np.intp]:
     return np.lexsort(keys)
 
 
-def merge(*parts: Detections, iou_threshold: float, kind: NMSKind = "diou") -> Detections:
+def merge(*parts: Detections, iou_threshold: float, kind: NMSKind = "diou",
+          resolved: bool = False) -> Detections:
     """Merge the owned detections of neighbouring chunks (one tree-reduction step).
 
     Sorts the union of the parts canonically (objectness descending, then centre x,
@@ -452,6 +453,11 @@ def merge(*parts: Detections, iou_threshold: float, kind: NMSKind = "diou") -> D
         In [0, 1]; suppression when overlap > threshold.
     kind : {"iou", "diou"}
         Overlap measure.
+    resolved : bool
+        Each part is already free of overlaps between its chunks (a chunk's own result,
+        or an earlier merge's, whose kept boxes of different chunks overlap at most the
+        threshold): boxes of one part are then never compared again, which gives the
+        same rows with fewer candidates (:func:`merge_rows`).
 
     Returns
     -------
@@ -462,11 +468,12 @@ def merge(*parts: Detections, iou_threshold: float, kind: NMSKind = "diou") -> D
     _check_threshold(iou_threshold, kind)
     if not parts:
         return Detections.empty()
-    return Detections.gather(parts, merge_rows(parts, iou_threshold=iou_threshold, kind=kind))
+    return Detections.gather(parts, merge_rows(parts, iou_threshold=iou_threshold, kind=kind,
+                                               resolved=resolved))
 
 
-def merge_rows(parts: Sequence[Detections], *, iou_threshold: float, kind: NMSKind = "diou"
-               ) -> NDArray[np.intp]:
+def merge_rows(parts: Sequence[Detections], *, iou_threshold: float, kind: NMSKind = "diou",
+               resolved: bool = False) -> NDArray[np.intp]:
     """Rows of the concatenation of ``parts`` that :func:`merge` keeps, in its order.
 
     ``merge(*parts)`` is ``Detections.gather(parts, merge_rows(parts))``; the gather can
@@ -493,7 +500,10 @@ def merge_rows(parts: Sequence[Detections], *, iou_threshold: float, kind: NMSKi
     order = _order_by_score_and_centre(boxes, objectness)
     if order is None:           # ties on the first keys: sort on every column
         order = _canonical_order(Detections.concat(list(parts)))
-    chunk = np.concatenate([p.chunk for p in parts])
+    # With resolved parts, pairs inside a part cannot suppress (greedy NMS kept them both
+    # at most the threshold apart), so the part is the group: fewer, larger groups.
+    chunk = (np.concatenate([np.full(len(p), i, np.int64) for i, p in enumerate(parts)])
+             if resolved else np.concatenate([p.chunk for p in parts]))
     # Only boxes that reach into another chunk's extent can suppress or be suppressed
     # (same-chunk pairs never interact, and an overlap above a threshold >= 0 needs
     # intersecting boxes): NMS runs on those, in the canonical order; the others are kept.

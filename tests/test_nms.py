@@ -293,13 +293,16 @@ def test_merge_tree_equals_global_nms(kind: str, seed: int) -> None:
         assert sum(len(p) for p in parts) == len(expect)
         flat = merge(*parts, iou_threshold=t, kind=kind)
         assert _rows(_strip_chunk(flat)) == _rows(_strip_chunk(expect))
-        # trees of different fan-in and grouping give the same result
+        # trees of different fan-in and grouping give the same result, and so do merges
+        # that take each part as resolved (its pairs not compared again), as the engine's
         for split in (2, 3, 4):
-            level = parts
-            while len(level) > 1:
-                level = [merge(*level[i:i + split], iou_threshold=t, kind=kind)
-                         for i in range(0, len(level), split)]
-            assert _same(level[0], flat)
+            for resolved in (False, True):
+                level = parts
+                while len(level) > 1:
+                    level = [merge(*level[i:i + split], iou_threshold=t, kind=kind,
+                                   resolved=resolved)
+                             for i in range(0, len(level), split)]
+                assert _same(level[0], flat)
         rev = reduce(lambda a, b: merge(b, a, iou_threshold=t, kind=kind), parts[::-1])
         assert _same(rev, flat)
 
