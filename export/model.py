@@ -39,6 +39,7 @@ __all__ = [
     "DetectorConfig",
     "FusedConv",
     "YoloCianna",
+    "fold_batchnorm",
     "receptive_field",
 ]
 
@@ -210,20 +211,39 @@ class ConvBlock(nn.Module):
 
     def fused(self) -> FusedConv:
         """Weights with the (inference-mode) batch norm folded in."""
-        with torch.no_grad():
-            w = self.conv.weight.detach().double()
-            b = (self.conv.bias.detach().double() if self.conv.bias is not None
-                 else torch.zeros(w.shape[0], dtype=torch.float64))
-            if isinstance(self.norm, nn.BatchNorm2d):
-                bn = self.norm
-                assert bn.running_var is not None and bn.running_mean is not None
-                scale = bn.weight.detach().double() / torch.sqrt(
-                    bn.running_var.double() + bn.eps)
-                w = w * scale[:, None, None, None]
-                b = (b - bn.running_mean.double()) * scale + bn.bias.detach().double()
-        return FusedConv(weight=w.float().numpy().copy(), bias=b.float().numpy().copy(),
-                         stride=self.stride, padding=self.padding,
+        w, b = fold_batchnorm(self.conv, self.norm)
+        return FusedConv(weight=w, bias=b, stride=self.stride, padding=self.padding,
                          negative_slope=self.negative_slope)
+
+
+def fold_batchnorm(conv: nn.Conv2d | nn.Conv3d, norm: nn.Module
+                   ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """A convolution's weights and bias with its inference-mode batch norm folded in.
+
+    Parameters
+    ----------
+    conv : torch.nn.Conv2d or torch.nn.Conv3d
+        Weights (C_out, C_in, *kernel) and optional bias (C_out,).
+    norm : torch.nn.BatchNorm2d, torch.nn.BatchNorm3d or torch.nn.Identity
+        The batch norm after it (running statistics), or none.
+
+    Returns
+    -------
+    weight : (C_out, C_in, *kernel) float32
+    bias : (C_out,) float32
+        Computed in float64, then rounded.
+    """
+    with torch.no_grad():
+        w = conv.weight.detach().double()
+        b = (conv.bias.detach().double() if conv.bias is not None
+             else torch.zeros(w.shape[0], dtype=torch.float64))
+        if isinstance(norm, nn.BatchNorm2d | nn.BatchNorm3d):
+            assert norm.running_var is not None and norm.running_mean is not None
+            scale = norm.weight.detach().double() / torch.sqrt(
+                norm.running_var.double() + norm.eps)
+            w = w * scale.reshape(-1, *([1] * (w.dim() - 1)))
+            b = (b - norm.running_mean.double()) * scale + norm.bias.detach().double()
+    return w.float().numpy().copy(), b.float().numpy().copy()
 
 
 class YoloCianna(nn.Module):

@@ -55,7 +55,7 @@ from streamdet._version import __version__
 from streamdet.contract import ModelContract, load_model
 from streamdet.errors import StreamdetError, StreamdetValueError
 
-from .model import receptive_field
+from .model import fold_batchnorm, receptive_field
 from .onnx_export import _contract_with_overrides, _plain
 
 __all__ = [
@@ -284,18 +284,9 @@ class _Conv(nn.Module):
         return out
 
     def fused(self) -> FusedConv3D:
-        with torch.no_grad():
-            w = self.conv.weight.detach().double()
-            b = (self.conv.bias.detach().double() if self.conv.bias is not None
-                 else torch.zeros(w.shape[0], dtype=torch.float64))
-            if isinstance(self.norm, nn.BatchNorm3d):
-                bn = self.norm
-                assert bn.running_var is not None and bn.running_mean is not None
-                scale = bn.weight.detach().double() / torch.sqrt(bn.running_var.double() + bn.eps)
-                w = w * scale[:, None, None, None, None]
-                b = (b - bn.running_mean.double()) * scale + bn.bias.detach().double()
-        return FusedConv3D(weight=w.float().numpy().copy(), bias=b.float().numpy().copy(),
-                           stride=self.stride, padding=self.padding,
+        """Weights with the (inference-mode) batch norm folded in."""
+        w, b = fold_batchnorm(self.conv, self.norm)
+        return FusedConv3D(weight=w, bias=b, stride=self.stride, padding=self.padding,
                            negative_slope=self.negative_slope)
 
 
