@@ -19,7 +19,7 @@ from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 from numpy.typing import NDArray
 from scipy.ndimage import map_coordinates
-from scipy.optimize import nnls
+from scipy.optimize import least_squares, nnls
 
 __all__ = [
     "ANNULI",
@@ -503,8 +503,6 @@ def shape_fit(f: Field, i: int, prof: str,
     constant, profile 'g' or 'e', at the truth position, on a stamp of radius 2 b_maj.
 
     Returns (k, phi in deg from +x (0-180), flux / (S x PB), reduced cost)."""
-    from scipy.optimize import least_squares
-
     r = max(6, math.ceil(2.0 * f.b_maj[i] / f.pixel_arcsec))
     st = _stamp(f, i, r)
     if st is None:
@@ -555,8 +553,6 @@ def free_fit_scale(f: Field, lo: float, hi: float, *, isolation_px: float = 4.0,
     amplitude x sigma_x sigma_y / sigma_beam^2. Independent of the truth's shape and of
     the beam the header states, so it measures the map's flux scale.
     """
-    from scipy.optimize import least_squares
-
     img = f.image
     ny, nx = img.shape
     app = f.apparent

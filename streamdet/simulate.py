@@ -79,7 +79,7 @@ from astropy.table import Column, Table
 from astropy.wcs import WCS
 
 from ._atomic import atomic_path, check_output
-from ._checks import check_int
+from ._checks import check_int, check_positive
 from ._population import (
     BANDS,
     POINTING,
@@ -231,9 +231,9 @@ def _simulate(path: str | os.PathLike[str], *, truth: str | os.PathLike[str] | N
               agn_fraction: float | None = None, strip_rows: int | None = None) -> Table:
     """:func:`simulate` with the strip height as a parameter (tests vary it)."""
     b = band(freq)
-    scale = _positive("noise_scale", noise_scale)
+    scale = check_positive("noise_scale", noise_scale)
     fscale = (FLUX_SCALE.get(b.freq, 1.0) if flux_scale is None
-              else _positive("flux_scale", flux_scale))
+              else check_positive("flux_scale", flux_scale))
     if scale != 1.0:
         b = dataclasses.replace(b, noise=b.noise * scale)
     if agn_fraction is not None and not 0.0 <= float(agn_fraction) <= 1.0:
@@ -305,16 +305,6 @@ def _simulate(path: str | os.PathLike[str], *, truth: str | os.PathLike[str] | N
         if truth is not None:
             write_sdc1(table, truth, overwrite=overwrite)
     return table
-
-
-def _positive(name: str, value: object) -> float:
-    try:
-        v = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        v = math.nan
-    if not (math.isfinite(v) and v > 0):
-        raise StreamdetValueError(f"{name} must be a positive number, got {value!r}")
-    return v
 
 
 def _thermal_acf(b: Band) -> tuple[tuple[float, ...], tuple[float, ...]] | None:

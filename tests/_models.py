@@ -42,6 +42,25 @@ def calibration_image(size: int = 256, *, seed: int = 1234) -> np.ndarray:
     return img.astype(np.float32)
 
 
+def randomise_batchnorm(net: Any, seed: int, *, affine: bool) -> None:
+    """Give every batch norm of ``net`` (2D or 3D) seeded non-trivial running statistics
+    (and, with ``affine``, weight and bias), so that folding them into the convolutions
+    is exercised."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d | torch.nn.BatchNorm3d):
+                c = m.num_features
+                assert m.running_mean is not None and m.running_var is not None
+                m.running_mean.copy_(0.1 * torch.randn(c, generator=gen))
+                m.running_var.copy_(0.5 + torch.rand(c, generator=gen))
+                if affine:
+                    m.weight.copy_(0.75 + 0.5 * torch.rand(c, generator=gen))
+                    m.bias.copy_(0.1 * torch.randn(c, generator=gen))
+
+
 def build_test_network(*, width: int = 8, depth: int = 1, seed: int = 0,
                        obj_fraction: float = 0.1, norm: str = "batch",
                        **config: Any) -> Any:
@@ -57,16 +76,7 @@ def build_test_network(*, width: int = 8, depth: int = 1, seed: int = 0,
 
     torch.manual_seed(seed)
     net = YoloCianna(DetectorConfig(width=width, depth=depth, norm=norm, **config))
-    gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                c = m.num_features
-                assert m.running_mean is not None and m.running_var is not None
-                m.running_mean.copy_(0.1 * torch.randn(c, generator=gen))
-                m.running_var.copy_(0.5 + torch.rand(c, generator=gen))
-                m.weight.copy_(0.75 + 0.5 * torch.rand(c, generator=gen))
-                m.bias.copy_(0.1 * torch.randn(c, generator=gen))
+    randomise_batchnorm(net, seed + 1, affine=True)
     net.eval()
     if not 0.0 < obj_fraction < 1.0:
         return net

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _models import randomise_batchnorm
 
 __all__ = ["calibration_cube", "make_test_model3d"]
 
@@ -45,14 +46,7 @@ def make_test_model3d(path: str | os.PathLike[str], *, seed: int = 0,
     cfg = Detector3DConfig(width=4, max_channels=8, depth=0,
                            stage_strides=((2, 2, 2), (2, 2, 2)), priors=((4.0, 4.0, 8.0),))
     net = YoloCianna3D(cfg)
-    gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm3d):
-                c = m.num_features
-                assert m.running_mean is not None and m.running_var is not None
-                m.running_mean.copy_(0.1 * torch.randn(c, generator=gen))
-                m.running_var.copy_(0.5 + torch.rand(c, generator=gen))
+    randomise_batchnorm(net, seed + 1, affine=False)
     net.eval()
     from export.model3d import build_contract3d
 
