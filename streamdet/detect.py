@@ -290,12 +290,18 @@ def _read_cut(reader: _BlockReader, wanted: dict[int, tuple[int, int, int, int]]
             for w, (y0, y1, x0, x1) in wanted.items()}
 
 
-def _pick(source: WindowResult | dict[int, Piece], which: Strip | int) -> Piece:
+def _take(source: WindowResult | dict[int, Piece], which: Strip | int) -> Piece:
     """One halo strip out of what a window (``(dets, handed)``) or a read-and-cut task
-    (window index -> piece) produced."""
-    if isinstance(source, tuple):
-        return source[1][which]  # type: ignore[index]
-    return source[which]  # type: ignore[index]
+    (window index -> piece) produced, removed from it.
+
+    Every strip has exactly one consumer, so once taken nothing else needs it: its
+    memory goes back as soon as its consumer is done with it, not when the producer's
+    result is released (which also waits for the tree reduction's merge of the
+    producer's detections, and for the window that the bound on windows in flight
+    gates on it). On a cluster a consumer on another worker takes from its own copy.
+    """
+    pieces = source[1] if isinstance(source, tuple) else source
+    return pieces.pop(which)  # type: ignore[arg-type]
 
 
 def _detect_from_blocks(own: list[_BlockReader], sources: list[Any],
@@ -320,6 +326,8 @@ def _detect_from_blocks(own: list[_BlockReader], sources: list[Any],
     only a scheduling dependency (the bound on windows in flight, see
     :func:`_build_graph`).
     """
+    pieces = [_take(src, k) for src, k in zip(sources, picks, strict=True)]
+    del sources
     dets = None
     if reuse and parts is not None:
         try:
@@ -328,9 +336,7 @@ def _detect_from_blocks(own: list[_BlockReader], sources: list[Any],
             dets = None
         if dets is not None and not emit:
             return (parts.ref(window.index) if by_ref else dets), {}
-    pieces = [(*r.origin, r()) for r in own] + [_pick(src, k)
-                                                for src, k in zip(sources, picks, strict=True)]
-    del sources
+    pieces = [(*r.origin, r()) for r in own] + pieces
     data = _assemble(pieces, bounds)
     del pieces
     handed = {strip: (y0, x0, np.array(data[y0 - bounds[0]:y1 - bounds[0],

@@ -213,11 +213,10 @@ def test_tree_fan_in_and_tile_do_not_matter(image: np.ndarray, model: Model) -> 
 def test_halo_strips_wait_only_along_the_walk(model: Model, shape: tuple[int, int],
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """Each halo strip is handed on by the window that owns the chunk (or cut just
-    before its first consumer runs, by one task per chunk), and picked out of that
-    task's result by its consumer: the strips held at once are a few rows of windows'
-    worth along the image's shorter side (with 2 workers), however long the image (a
-    task's result, strips and all, is held until its last consumer, up to a row and a
-    window further on, has run)."""
+    before its first consumer runs, by one task per chunk), and taken out of that
+    task's result by its one consumer: the strips held at once are about one row of
+    windows' worth along the image's shorter side (with 2 workers), however long the
+    image, and however long the producer's result itself waits for its merge."""
     import dask
     import dask.array as da
 
@@ -250,7 +249,7 @@ def test_halo_strips_wait_only_along_the_walk(model: Model, shape: tuple[int, in
                             threshold=THRESHOLD)
     assert len(seen) > 800                  # 128 windows, up to 8 strips each
     rows = max(shape) // 128                 # rows of windows along the walk
-    assert 0 < max(held) <= 3 * sum(seen.values()) / rows, (max(held), sum(seen.values()))
+    assert 0 < max(held) <= 1.5 * sum(seen.values()) / rows, (max(held), sum(seen.values()))
     assert_same(got, detect_pixels(img, model=model, chunk=1024, threshold=THRESHOLD))
 
 
