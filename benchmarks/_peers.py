@@ -9,7 +9,7 @@ catalogue with the same columns for all finders:
 
 The parent then applies the *same* primary-beam correction to all of them
 (:func:`pb_gain`, the simulator's own beam) and the *same* SDC1 conversion
-(:func:`sdc1_catalogue`, i.e. :func:`streamdet.outputs.to_sdc1` with its defaults:
+(:func:`sdc1_catalogue`, i.e. :func:`streamdet.catalogue.outputs.to_sdc1` with its defaults:
 size 2, class 3, core_frac 0.0375), so the finders differ only in what they find
 and measure.
 
@@ -101,8 +101,8 @@ def pb_gain(ra: ArrayLike, dec: ArrayLike, *, freq: int) -> NDArray[np.float64]:
     """Primary-beam gain at sky positions: the simulator's own beam model.
 
     The gain by which :func:`streamdet.simulate` attenuated a source at (ra, dec):
-    :func:`streamdet._population.primary_beam` of the great-circle distance from the
-    SDC1 pointing :data:`streamdet._population.POINTING`.
+    :func:`streamdet.sim._population.primary_beam` of the great-circle distance from the
+    SDC1 pointing :data:`streamdet.sim._population.POINTING`.
 
     Parameters
     ----------
@@ -118,7 +118,7 @@ def pb_gain(ra: ArrayLike, dec: ArrayLike, *, freq: int) -> NDArray[np.float64]:
     """
     from astropy.coordinates import angular_separation
 
-    from streamdet._population import POINTING, primary_beam
+    from streamdet.sim._population import POINTING, primary_beam
 
     ra_r = np.radians(np.asarray(ra, np.float64))
     dec_r = np.radians(np.asarray(dec, np.float64))
@@ -472,7 +472,7 @@ def streamdet_catalogue(path: str | os.PathLike[str], *, model: str | None = Non
         the model predicts them).
     """
     import streamdet
-    from streamdet.outputs import _ellipse
+    from streamdet.catalogue.outputs import _ellipse
 
     table = streamdet.detect(path, model=model, threshold=threshold, threads=threads,
                              quiet=True)
@@ -492,7 +492,7 @@ def sdc1_catalogue(raw: Table, *, freq: int) -> Table:
     """Primary-beam correct a raw catalogue and reduce it to the SDC1 columns.
 
     Fluxes are divided by :func:`pb_gain` at each source; the SDC1 table is made by
-    :func:`streamdet.outputs.to_sdc1` with its defaults (the same for every finder).
+    :func:`streamdet.catalogue.outputs.to_sdc1` with its defaults (the same for every finder).
 
     Parameters
     ----------
@@ -507,7 +507,7 @@ def sdc1_catalogue(raw: Table, *, freq: int) -> Table:
         SDC1 columns; rows with non-finite values dropped.
     """
 
-    from streamdet.outputs import CatalogueWarning, to_sdc1
+    from streamdet.catalogue.outputs import CatalogueWarning, to_sdc1
 
     t = Table()
     for name in _RAW_COLUMNS:

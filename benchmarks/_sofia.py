@@ -25,7 +25,7 @@ Conversion to the SDC2 format (:func:`to_sdc2`):
   axis (``CRVAL3 + (z + 1 - CRPIX3) CDELT3``).
 * ``line_flux_integral`` = ``f_sum`` (Jy Hz with ``parameter.physical``).
 * ``w20`` (km/s) = ``c w20_Hz / central_freq``: the line-of-sight velocity of
-  :mod:`streamdet.simulate_cube` (a galaxy's emission at ``f_sys (1 - v / c)``).
+  :mod:`streamdet.sim.simulate_cube` (a galaxy's emission at ``f_sys (1 - v / c)``).
 * ``hi_size`` (arcsec): ``ell_maj`` is twice the sigma of the moment-0 map's major axis
   (pixels); FWHM = ``sqrt(2 ln 2) ell_maj`` x pixel, the beam FWHM removed in quadrature
   (0 when unresolved).
@@ -59,8 +59,8 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 
+from streamdet.catalogue.sdc2 import SDC2_COLUMNS
 from streamdet.errors import StreamdetError, StreamdetValueError
-from streamdet.sdc2 import SDC2_COLUMNS
 
 __all__ = [
     "SDC2_SETTINGS",
@@ -350,7 +350,7 @@ def to_sdc2(raw: Table, header: fits.Header, *, min_rel: float | None = None,
     Returns
     -------
     astropy.table.Table
-        Columns :data:`streamdet.sdc2.SDC2_COLUMNS` (``id`` from 0), as the module
+        Columns :data:`streamdet.catalogue.sdc2.SDC2_COLUMNS` (``id`` from 0), as the module
         docstring describes.
     """
     keep = np.ones(len(raw), bool)

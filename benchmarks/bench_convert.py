@@ -46,7 +46,7 @@ from astropy.io import fits
 
 _CHILD = """
 import json, sys, time
-from streamdet.convert import convert
+from streamdet.io.convert import convert
 t0 = time.perf_counter()
 r = convert(sys.argv[1], sys.argv[2], chunks={chunks}, shard={shard}, codec={codec!r},
             verify={verify}, overwrite=True, quiet=True)

@@ -2,10 +2,10 @@
 
 For each seed (two fresh ones by default) a cube of at least 512 x 512 x 1024 voxels
 (numpy ``(nz, ny, nx)`` = ``(1024, 512, 512)`` by default, in the middle of the SDC2
-band) and its truth are simulated with :func:`streamdet.simulate_cube.simulate_cube`;
+band) and its truth are simulated with :func:`streamdet.sim.simulate_cube.simulate_cube`;
 SoFiA-2 runs on it with Team SoFiA's SDC2 settings (``benchmarks/_sofia.py``) and its
 catalogue, converted to the SDC2 format, is scored against the cube's truth with
-:func:`streamdet.sdc2.score_sdc2` (the official ``ska_sdc.Sdc2Scorer``) at each
+:func:`streamdet.catalogue.sdc2.score_sdc2` (the official ``ska_sdc.Sdc2Scorer``) at each
 reliability threshold. A Markdown table is printed: finder, setting, score, N_det,
 N_match, purity, time (s) and peak RSS (MB) of the finder; then the mean score of each
 of the scorer's seven terms over the matches.
@@ -51,9 +51,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _sofia
 
 import streamdet
+from streamdet.catalogue.sdc2 import Sdc2Result, score_sdc2, to_sdc2
 from streamdet.errors import StreamdetError
-from streamdet.sdc2 import Sdc2Result, score_sdc2, to_sdc2
-from streamdet.simulate_cube import CUBE_SKY_VERSION, SDC2_NOISE, cube_truth, simulate_cube
+from streamdet.sim.simulate_cube import CUBE_SKY_VERSION, SDC2_NOISE, cube_truth, simulate_cube
 
 #: Fresh seeds: the 3D detector trains on seeds 0, 1, 2, ... (export/train3d.py).
 DEFAULT_SEEDS = (5_151_001, 5_151_002)

@@ -62,7 +62,7 @@ CANDIDATES: list[tuple[str, Shape3]] = [
 _CHILD = r"""
 import json, sys, time
 t_import = time.perf_counter()
-from streamdet.convert import convert
+from streamdet.io.convert import convert
 def hwm():
     for line in open('/proc/self/status'):
         if line.startswith('VmHWM:'):
@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     args.workdir.mkdir(parents=True, exist_ok=True)
     fits_path = args.workdir / f"cube_{'x'.join(map(str, shape))}_s{args.seed}.fits"
     if not fits_path.exists():
-        from streamdet.simulate_cube import simulate_cube
+        from streamdet.sim.simulate_cube import simulate_cube
 
         t0 = time.perf_counter()
         simulate_cube(fits_path, shape=shape, seed=args.seed, channel_offset=2000)

@@ -42,10 +42,10 @@ from pathlib import Path
 import numpy as np
 
 import streamdet
-from streamdet._infer import window_tiles
-from streamdet._plan import padded_size, plan_windows
-from streamdet.contract import load_model
-from streamdet.detect import _configure
+from streamdet.engine._infer import window_tiles
+from streamdet.engine._plan import padded_size, plan_windows
+from streamdet.engine.contract import load_model
+from streamdet.engine.detect import _configure
 
 
 def _model_for(store: Path, model: Path | None) -> Path:
@@ -85,7 +85,7 @@ dt = time.perf_counter() - t0
 write_s, size = 0.0, 0
 if fmt:
     from pathlib import Path
-    from streamdet.outputs import write_catalogue
+    from streamdet.catalogue.outputs import write_catalogue
     t1 = time.perf_counter()
     write_catalogue(table, out, format=fmt, overwrite=True)
     write_s = time.perf_counter() - t1

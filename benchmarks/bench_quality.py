@@ -26,7 +26,7 @@ Each field is searched by:
 Every finder runs in a fresh subprocess (time from reading the image to the catalogue,
 imports excluded; peak RSS of the process). All catalogues get the same primary-beam
 correction (``_peers.pb_gain``: truth fluxes are true, unattenuated fluxes) and the
-same SDC1 conversion (``streamdet.outputs.to_sdc1`` defaults: size 2, class 3,
+same SDC1 conversion (``streamdet.catalogue.outputs.to_sdc1`` defaults: size 2, class 3,
 core_frac 0.0375); see ``benchmarks/_peers.py``. Peers are given several thresholds
 and the ratio uses the best of them (chosen on each field itself, which favours them).
 
@@ -70,9 +70,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _peers import run_finder, sdc1_catalogue
 
 import streamdet
-from streamdet.catalog import read_sdc1, write_sdc1
+from streamdet.catalogue.catalog import read_sdc1, write_sdc1
 from streamdet.errors import StreamdetError
-from streamdet.simulate import SKY_VERSION
+from streamdet.sim.simulate import SKY_VERSION
 
 #: Default seed of the field: training uses seeds 0.. (fields) and seed + 1_000_003
 #: (validation) of ``export.train.TrainConfig`` (seed 0 by default); this is neither.
@@ -88,7 +88,7 @@ def default_offset(size: int, freq: int) -> tuple[float, float]:
     more when the field is so tall that its north edge (plus 0.07 deg) would reach
     the training box, whose south edge lies 0.06 deg north of the pointing.
     """
-    from streamdet._population import band
+    from streamdet.sim._population import band
 
     half = 0.5 * size * band(freq).pixel_arcsec / 3600.0
     return (0.0, -round(max(0.5 * 560.0 / freq, half + 0.07), 3))
@@ -264,7 +264,7 @@ def fields(sections: list[str], workdir: Path, *, size: int, seeds: list[int],
                                       offset=off, faint=faint,
                                       note=f"{size}^2 px, offset {off} deg"))
     if "shifted" in sections:
-        from streamdet._population import band
+        from streamdet.sim._population import band
 
         rms = SHIFTED["noise_factor"] * band(560).noise
         f = _sim_field("c", workdir, size=size, freq=560, seed=int(SHIFTED["seed"]),

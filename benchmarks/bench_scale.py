@@ -17,7 +17,7 @@ memory; ``--no-parts`` runs without one):
   which the Mpix/s do not include;
 * **scheduler overhead per task**: (a) the CPU time of the process that holds the client
   and the scheduler (``LocalCluster`` runs its scheduler there) while the graph runs
-  (``streamdet._cluster.compute``), per task of the graph; (b) the round trip of a
+  (``streamdet.engine._cluster.compute``), per task of the graph; (b) the round trip of a
   trivial task through the same cluster (``client.map`` of as many no-op tasks as the
   detection graph has, wall time / tasks); (c) the workers' idle share during the run,
   from the task stream: (wall x threads - busy time) / tasks;
@@ -102,9 +102,9 @@ logging.getLogger("distributed").setLevel(logging.ERROR)
 import psutil
 import distributed
 import streamdet
-import streamdet._cluster as _cluster
-from streamdet._cluster import model_spec, worker_model
-from streamdet.contract import load_model
+import streamdet.engine._cluster as _cluster
+from streamdet.engine._cluster import model_spec, worker_model
+from streamdet.engine.contract import load_model
 
 store, model_path, nworkers = sys.argv[1], sys.argv[2], int(sys.argv[3])
 parts = sys.argv[4] or None   # "" : no parts directory (the Python API's default)
@@ -133,11 +133,11 @@ _cluster.compute = _timed_compute
 def warm(spec):
     # imports, the session and one small detection, in this worker (untimed)
     import numpy as np
-    from streamdet.detect import detect_pixels
+    from streamdet.engine.detect import detect_pixels
     model = worker_model(spec)
     rng = np.random.default_rng(0)
     detect_pixels(rng.normal(0, 4e-7, (512, 512)).astype("f4"), model=model, threads=1)
-    from streamdet.io import open_image
+    from streamdet.io.image import open_image
     open_image(store).data[:64, :64].values   # the store's first read (zarr's set-up)
     return os.getpid()
 
@@ -178,7 +178,7 @@ if __name__ == "__main__":
                                      parts=parts)
             wall = time.perf_counter() - t0
         if parts:
-            from streamdet._resume import remove_parts
+            from streamdet.engine._resume import remove_parts
             remove_parts(parts)
         cpu = sum(_cpu)
         worker_cpu = sum(cpu_of(pr) - c for pr, c in zip(procs, cpu_before))

@@ -6,7 +6,7 @@ the SKA SDC2 large development cube (1286 x 1286 x 6668 voxels of 2.8" and 30 kH
 sky model, most of them undetectable). The footprint and band are also derived from the
 catalogue's own ra/dec/central_freq extents (reported beside the documented ones).
 
-``streamdet.simulate_cube.cube_truth`` draws the truth ``simulate_cube`` would write for a
+``streamdet.sim.simulate_cube.cube_truth`` draws the truth ``simulate_cube`` would write for a
 cube of the same shape, centre and band (the same code path, without the voxels), for
 several seeds. Compared, figure by figure, real against simulated (the mean over the
 seeds, with the seed-to-seed spread) and their ratio:
@@ -44,9 +44,9 @@ from pathlib import Path
 import numpy as np
 
 from streamdet import __version__
-from streamdet import _cube_population as pop
-from streamdet import _cube_render as render
-from streamdet.simulate_cube import (
+from streamdet.sim import _cube_population as pop
+from streamdet.sim import _cube_render as render
+from streamdet.sim.simulate_cube import (
     SDC2_BEAM_ARCSEC,
     SDC2_CHANNEL_HZ,
     SDC2_NOISE,
@@ -338,7 +338,7 @@ def _peak_rss(shape: tuple[int, int, int], seed: int) -> tuple[float, float, int
     """
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "big.fits"
-        code = ("import resource; from streamdet.simulate_cube import simulate_cube; "
+        code = ("import resource; from streamdet.sim.simulate_cube import simulate_cube; "
                 f"simulate_cube({str(out)!r}, shape={shape!r}, seed={seed}, continuum=True); "
                 "hwm = [ln for ln in open('/proc/self/status') if ln.startswith('VmHWM')]; "
                 "print(hwm[0].split()[1] if hwm else "
@@ -354,7 +354,7 @@ def _peak_rss(shape: tuple[int, int, int], seed: int) -> tuple[float, float, int
 def _flux_check(cube: np.ndarray, shape: tuple[int, int, int],
                 seed: int) -> tuple[np.ndarray, float, float]:
     """Per isolated galaxy fully inside the cube: voxel flux / truth flux; and totals."""
-    from streamdet.simulate_cube import _sky
+    from streamdet.sim.simulate_cube import _sky
 
     grid, _, gal, table = _sky(*shape, seed, 950e6 + 2000 * SDC2_CHANNEL_HZ, CENTRE[0],
                                CENTRE[1], 0.0, False)
@@ -417,12 +417,12 @@ def build(seed: int, nseeds: int) -> str:
         f"{rev}; {time.perf_counter() - t0:.0f} s).", "",
         f"Real: `sky_ldev_truthcat_v2.txt`, the truth of the SKA SDC2 large development cube "
         f"({len(real['id'])} galaxies, every galaxy of its sky model). Simulated: "
-        f"`streamdet.simulate_cube.cube_truth` (the truth `simulate_cube` writes) for the "
+        f"`streamdet.sim.simulate_cube.cube_truth` (the truth `simulate_cube` writes) for the "
         f"same cube shape, centre and band, seeds {seeds[0]}-{seeds[-1]}; 'simulated' is "
         "the mean over the seeds (+- their standard deviation). 'sim/real' > 1: the "
         "simulator has more. Verdicts: 'matches' when every judged ratio is within 20 % "
         f"(quantiles 5-95 %, bins with >= {MIN_REAL} real galaxies).", "",
-        "Model (see `streamdet/_cube_population.py`, `streamdet/_cube_render.py`): ALFALFA "
+        "Model (see `streamdet/sim/_cube_population.py`, `streamdet/sim/_cube_render.py`): ALFALFA "
         "HI mass function (Jones et al. 2018: phi* = 4.5e-3 h70^3 Mpc^-3 dex^-1, log M* = "
         "9.94, alpha = -1.25), Planck 2015 cosmology, M_HI = 49.7 D_L^2 S (Jy Hz; = 2.356e5 "
         f"D_L^2 S_V / (1 + z)), soft flux floor {pop.FLUX_FLOOR} Jy Hz (width "
@@ -446,7 +446,7 @@ def build(seed: int, nseeds: int) -> str:
         "while its 25-95 % quantiles and the median w20 per mass bin agree within 20 % "
         "(its 5 % quantile is 1.2x the real: fewer very narrow lines); (4) the "
         "noise (30 uJy/beam per channel) is not measured on a real SDC2 cube (none is "
-        "here): see the docstring of `streamdet.simulate_cube.SDC2_NOISE`.",
+        "here): see the docstring of `streamdet.sim.simulate_cube.SDC2_NOISE`.",
         "", "### Summary of the verdicts", "",
         *(f"- {v}" for v in rep.verdicts), "",
     ]

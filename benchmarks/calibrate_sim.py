@@ -89,8 +89,8 @@ from _calib import (
 )
 
 import streamdet
-from streamdet._population import POINTING, primary_beam
-from streamdet.simulate import FLUX_SCALE
+from streamdet.sim._population import POINTING, primary_beam
+from streamdet.sim.simulate import FLUX_SCALE
 
 LAGS = (1, 2, 3, 5, 8)
 FWHM_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
@@ -254,7 +254,7 @@ def report(seed: int, n_seeds: int) -> str:
          _ratio(float(np.mean(np.concatenate([f.pb for f in fields]))), float(real.pb.mean()))],
     ]))
     add("\nReal PB from `PrimaryBeam_B1.fits` (bilinear); simulated: "
-        "`streamdet._population.primary_beam` (the same beam azimuthally averaged). The "
+        "`streamdet.sim._population.primary_beam` (the same beam azimuthally averaged). The "
         "published real truth (8,978 rows) also lists sources whose centroid lies up to "
         "11 px beyond the cutout's edges; only those inside are used, as for the simulated "
         "truth.\n")

@@ -24,15 +24,15 @@ from typing import Any
 import numpy as np
 
 import streamdet
-from streamdet._infer import owned_region, refine_detections, window_tiles
-from streamdet._plan import padded_size, plan_windows
-from streamdet.contract import normalise
-from streamdet.decode import decode
-from streamdet.detections import Detections
-from streamdet.nms import nms_detections, owned
+from streamdet.engine._infer import owned_region, refine_detections, window_tiles
+from streamdet.engine._plan import padded_size, plan_windows
+from streamdet.engine.contract import normalise
+from streamdet.engine.decode import decode
+from streamdet.engine.detections import Detections
+from streamdet.engine.nms import nms_detections, owned
 
 # the module, not the function that streamdet re-exports under the same name
-_detect = importlib.import_module("streamdet.detect")
+_detect = importlib.import_module("streamdet.engine.detect")
 
 
 def main() -> None:

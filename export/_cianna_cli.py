@@ -130,7 +130,7 @@ def run_cianna_export(args: argparse.Namespace) -> int:
     if importlib.util.find_spec("onnx") is None:
         raise StreamdetError("`streamdet export --from-cianna` needs the onnx package; "
                              "install the train extra: pip install streamdet[train]")
-    from streamdet.contract import load_model
+    from streamdet.engine.contract import load_model
 
     from .cianna import import_cianna
 

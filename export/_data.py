@@ -25,14 +25,14 @@ from astropy.table import Table
 from astropy.wcs import WCS
 from numpy.typing import NDArray
 
-from streamdet._pb import PrimaryBeam
-from streamdet._population import BANDS, primary_beam
-from streamdet.catalog import SDC1_COLUMNS, read_sdc1, sdc1_pa
-from streamdet.contract import ModelContract, normalise
-from streamdet.decode import encode_params
+from streamdet.catalogue._pb import PrimaryBeam
+from streamdet.catalogue.catalog import SDC1_COLUMNS, read_sdc1, sdc1_pa
+from streamdet.engine.contract import ModelContract, normalise
+from streamdet.engine.decode import encode_params
 from streamdet.errors import StreamdetFileNotFoundError, StreamdetValueError, WCSMissingError
-from streamdet.io import open_image
-from streamdet.simulate import SKY_VERSION, simulate
+from streamdet.io.image import open_image
+from streamdet.sim._population import BANDS, primary_beam
+from streamdet.sim.simulate import SKY_VERSION, simulate
 
 from ._targets import (
     CutoutTruth,
@@ -178,7 +178,7 @@ def read_truth(path: str | os.PathLike[str]) -> Table:
     Returns
     -------
     astropy.table.Table
-        The 12 SDC1 columns (:func:`streamdet.catalog.read_sdc1` types).
+        The 12 SDC1 columns (:func:`streamdet.catalogue.catalog.read_sdc1` types).
     """
     p = Path(path)
     if not p.is_file():

@@ -25,7 +25,7 @@ The recipe (adapted from YOLO-CIANNA, Cornu et al. 2024):
   (selected or not) with IoU above ``ignore_iou`` is not penalised.
 * **Loss** (:func:`yolo_loss`): squared error of the cell offsets, of the size
   channels ``t = ln(size / prior)`` and of the parameter channels (targets from
-  :func:`streamdet.decode.encode_params`) on assigned priors only, weighted per
+  :func:`streamdet.engine.decode.encode_params`) on assigned priors only, weighted per
   term and per source (brightness); binary cross-entropy of objectness (and of the
   ``prob`` channel on assigned priors).
 """
@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
 
-from streamdet.boxes import box_diou_paired, box_iou, box_iou_paired
+from streamdet.engine.boxes import box_diou_paired, box_iou, box_iou_paired
 from streamdet.errors import StreamdetValueError
 
 __all__ = [
@@ -228,7 +228,7 @@ class TargetSpec:
     box_channels : tuple of str
         Channels of one box (must hold x, y, w, h, obj).
     param_channels : tuple of str
-        Channels of the parameters, in :func:`streamdet.decode.encode_params` order.
+        Channels of the parameters, in :func:`streamdet.engine.decode.encode_params` order.
     wh_bound : float
         Bound of the size channels (0: unbounded); targets are clipped inside it.
     ignore_iou : float

@@ -42,8 +42,8 @@ from astropy.table import Table
 from astropy.wcs import WCS
 from numpy.typing import NDArray
 
-from streamdet.contract import ModelContract
-from streamdet.decode import decode_params, encode_params
+from streamdet.engine.contract import ModelContract
+from streamdet.engine.decode import decode_params, encode_params
 from streamdet.errors import StreamdetValueError
 
 from ._targets import ellipse_boxes, pa_weight, snr_weight
@@ -643,7 +643,7 @@ def yolo_loss3d(raw: torch.Tensor, targets: Targets3D, spec: Target3DSpec
 def decode3d(grid: NDArray[np.floating], contract: ModelContract, *, threshold: float = 0.5,
              origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
              ) -> dict[str, NDArray[np.float64]]:
-    """Decode an activated 3D grid (the reference that ``streamdet.decode`` needs for 3D).
+    """Decode an activated 3D grid (the reference that ``streamdet.engine.decode`` needs for 3D).
 
     Parameters
     ----------

@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 import onnx
 
-from streamdet._atomic import atomic_path, check_output
 from streamdet._version import __version__
-from streamdet.contract import ModelContract, load_model
+from streamdet.engine.contract import ModelContract, load_model
 from streamdet.errors import StreamdetFileNotFoundError, StreamdetValueError
+from streamdet.io._atomic import atomic_path, check_output
 
 from ._cianna_format import CiannaNetwork, ConvLayer, read_cianna
 from ._cianna_onnx import GN_EPS, build_graph, grid_stride, receptive_field

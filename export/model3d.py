@@ -50,10 +50,10 @@ from numpy.typing import NDArray
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from streamdet._atomic import atomic_path, check_output
 from streamdet._version import __version__
-from streamdet.contract import ModelContract, load_model
+from streamdet.engine.contract import ModelContract, load_model
 from streamdet.errors import StreamdetError, StreamdetValueError
+from streamdet.io._atomic import atomic_path, check_output
 
 from .model import fold_batchnorm, receptive_field
 from .onnx_export import _contract_with_overrides, _plain
@@ -103,7 +103,7 @@ position angle (of the receding half of the major axis, north through east), per
 
 SDC2_NOISE = 30e-6
 """Noise rms per channel (Jy/beam) the normalisation below is set for
-(:data:`streamdet.simulate_cube.SDC2_NOISE`)."""
+(:data:`streamdet.sim.simulate_cube.SDC2_NOISE`)."""
 
 SDC2_NORMALISATION: dict[str, Any] = {
     "kind": "clip_tanh", "clip_min": -4.0 * SDC2_NOISE, "clip_max": 16.0 * SDC2_NOISE,
@@ -588,7 +588,7 @@ def export_onnx3d(model: YoloCianna3D | str | os.PathLike[str],
     Returns
     -------
     ModelContract
-        The contract in the file (read back with :func:`streamdet.contract.load_model`,
+        The contract in the file (read back with :func:`streamdet.engine.contract.load_model`,
         ``ndim=3``).
 
     Raises

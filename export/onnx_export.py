@@ -34,10 +34,10 @@ import torch
 from numpy.typing import NDArray
 from onnx import TensorProto, helper, numpy_helper
 
-from streamdet._atomic import atomic_path, check_output
 from streamdet._version import __version__
-from streamdet.contract import ModelContract, load_model
+from streamdet.engine.contract import ModelContract, load_model
 from streamdet.errors import StreamdetError, StreamdetFileNotFoundError, StreamdetValueError
+from streamdet.io._atomic import atomic_path, check_output
 
 from .model import DetectorConfig, YoloCianna
 

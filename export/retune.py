@@ -32,10 +32,10 @@ import numpy as np
 import onnx
 from astropy.table import Table
 
-from streamdet._atomic import atomic_path, check_output
-from streamdet.catalog import read_sdc1
-from streamdet.contract import Model, ModelContract, load_model
+from streamdet.catalogue.catalog import read_sdc1
+from streamdet.engine.contract import Model, ModelContract, load_model
 from streamdet.errors import StreamdetValueError
+from streamdet.io._atomic import atomic_path, check_output
 
 from ._data import simulated_field
 from .train import _grid, _score_subset, candidate_submission

@@ -8,7 +8,7 @@
 2. draw random, augmented cutouts on the fly (:class:`export._data.CutoutSampler`)
    and train with the YOLO-CIANNA targets and loss (:mod:`export._targets`);
 3. every ``val_every`` steps, export the network to ONNX, run the streamdet engine
-   (:func:`streamdet.detect.detect`) over the validation field, convert to an SDC1
+   (:func:`streamdet.engine.detect.detect`) over the validation field, convert to an SDC1
    catalogue (primary-beam corrected fluxes) and score it with the official
    ``ska_sdc`` scorer (a match-based proxy of the same metric when ``ska_sdc`` is
    not installed); choose the objectness threshold presets ``best`` (maximum
@@ -41,15 +41,15 @@ import torch
 from astropy.table import Table
 from numpy.typing import NDArray
 
-from streamdet._population import POINTING, band, primary_beam
 from streamdet._progress import progress_bar
-from streamdet._scorer import quiet_scorer
-from streamdet.catalog import SDC1_COLUMNS, read_sdc1, write_sdc1
-from streamdet.contract import Model
-from streamdet.detect import detect
+from streamdet.catalogue._scorer import quiet_scorer
+from streamdet.catalogue.catalog import SDC1_COLUMNS, read_sdc1, write_sdc1
+from streamdet.catalogue.outputs import to_sdc1
+from streamdet.engine.contract import Model
+from streamdet.engine.detect import detect
 from streamdet.errors import OutputExistsError, StreamdetFileNotFoundError, StreamdetValueError
-from streamdet.io import open_image
-from streamdet.outputs import to_sdc1
+from streamdet.io.image import open_image
+from streamdet.sim._population import POINTING, band, primary_beam
 
 from ._data import (
     CutoutSampler,
@@ -374,7 +374,7 @@ def score_catalogue(sub: Table, truth: Table, freq: int, *, use_official: bool =
     Parameters
     ----------
     sub : astropy.table.Table
-        SDC1 submission columns (:func:`streamdet.outputs.to_sdc1`); ``id`` must be
+        SDC1 submission columns (:func:`streamdet.catalogue.outputs.to_sdc1`); ``id`` must be
         ``0..N-1``.
     truth : astropy.table.Table
         SDC1 truth catalogue.
@@ -740,7 +740,7 @@ def _field_shares(config: TrainConfig, fields: Sequence[Field]) -> list[float] |
 
 def _save_state(path: Path, net: YoloCianna, opt: torch.optim.Optimizer, step: int,
                 rng: np.random.Generator, best: Mapping[str, Any], config: TrainConfig) -> None:
-    from streamdet._atomic import atomic_path
+    from streamdet.io._atomic import atomic_path
 
     doc = {"format": _STATE_FORMAT, "step": step, "model": net.state_dict(),
            "optimizer": opt.state_dict(), "rng": json.dumps(rng.bit_generator.state),

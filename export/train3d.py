@@ -1,6 +1,6 @@
 """Train the 3D (HI cube) detector on simulated SDC2-like cubes, and measure it.
 
-Data: ``n_cubes`` noiseless cubes simulated with :func:`streamdet.simulate_cube.simulate_cube`
+Data: ``n_cubes`` noiseless cubes simulated with :func:`streamdet.sim.simulate_cube.simulate_cube`
 (different seeds, spread over the SDC2 band), cached in the work directory as float16
 ``.npy`` files in units of the noise rms (2 bytes a voxel) with their truth. Each training
 crop (``crop`` = D x H x W voxels, 256 x 64 x 64 by default) is cut from a cube (centred
@@ -9,7 +9,7 @@ fluxes boosted by a random factor (log-uniform in [1, 8]) for 3/4 of the crops (
 distinct targets: a cube holds few galaxies above the detection limit), flipped at random
 along x, y and frequency (the PA follows: ``-pa``, ``180 - pa``, ``pa + 180``), and given
 fresh Gaussian noise correlated on the beam scale, as the simulator's
-(:class:`streamdet.simulate_cube.ChannelNoise`), so no two crops share their noise.
+(:class:`streamdet.sim.simulate_cube.ChannelNoise`), so no two crops share their noise.
 
 Measure (:func:`evaluate_cube`): the network runs over a whole held-out cube simulated
 *with* its noise by the simulator, in windows with a halo (only the core cells of each
@@ -36,11 +36,16 @@ import torch
 from astropy.io import fits
 from astropy.table import Table
 from numpy.typing import NDArray
-from scipy.ndimage import correlate1d
 
-from streamdet.contract import ModelContract, normalise
+from streamdet.engine.contract import ModelContract, normalise
 from streamdet.errors import StreamdetValueError
-from streamdet.simulate_cube import SDC2_BEAM_ARCSEC, SDC2_NOISE, SDC2_PIXEL_ARCSEC, simulate_cube
+from streamdet.sim._beam import noise_kernel, separable_correlate
+from streamdet.sim.simulate_cube import (
+    SDC2_BEAM_ARCSEC,
+    SDC2_NOISE,
+    SDC2_PIXEL_ARCSEC,
+    simulate_cube,
+)
 
 from ._targets3d import (
     CubeTruth,
@@ -151,19 +156,16 @@ def beam_noise(rng: np.random.Generator, shape: tuple[int, int, int], *,
                beam_sigma_px: float) -> NDArray[np.float32]:
     """Unit-rms Gaussian noise ``(D, H, W)``, correlated on the beam in each plane.
 
-    The same filter as :class:`streamdet.simulate_cube.ChannelNoise` (a Gaussian of
+    The same filter as :class:`streamdet.sim.simulate_cube.ChannelNoise` (a Gaussian of
     sigma ``beam_sigma_px / sqrt(2)``, so the autocorrelation is the beam), channels
     independent.
     """
-    sigma = beam_sigma_px / math.sqrt(2.0)
-    m = max(1, math.ceil(4.0 * sigma))
-    t = np.arange(-m, m + 1, dtype=np.float64)
-    k = np.exp(-0.5 * (t / sigma) ** 2)
+    k, m = noise_kernel(beam_sigma_px)
+    k32 = k.astype(np.float32)
     d, h, w = shape
     white = rng.standard_normal((d, h + 2 * m, w + 2 * m), dtype=np.float32)
-    a = correlate1d(white, k.astype(np.float32), axis=2, mode="constant")[:, :, m:m + w]
-    b = correlate1d(a, k.astype(np.float32), axis=1, mode="constant")[:, m:m + h]
-    out: NDArray[np.float32] = np.ascontiguousarray(b) * np.float32(1.0 / float(np.sum(k * k)))
+    out: NDArray[np.float32] = np.ascontiguousarray(separable_correlate(white, k32, k32, m))
+    out *= np.float32(1.0 / float(np.sum(k * k)))
     return out
 
 
@@ -360,7 +362,7 @@ def evaluate_cube(net: YoloCianna3D, cube_path: str | os.PathLike[str], truth: T
     ----------
     net : YoloCianna3D
     cube_path : path-like
-        FITS cube written by :func:`streamdet.simulate_cube.simulate_cube`.
+        FITS cube written by :func:`streamdet.sim.simulate_cube.simulate_cube`.
     truth : Table
         Its truth (SDC2 columns).
     contract : ModelContract

@@ -7,11 +7,9 @@ astropy, ``streamdet.detect`` dask and ONNX Runtime, ``streamdet.simulate`` scip
 
 from __future__ import annotations
 
-import importlib
-import sys
-import types
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ._lazy import lazy_names
 from ._version import __version__
 from .errors import (
     IncompleteStoreError,
@@ -27,15 +25,15 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from .contract import Model, ModelContract, load_model
-    from .convert import ConvertReport, convert, verify
-    from .detect import detect
-    from .detect_cube import detect_cube
-    from .detections import Detections
-    from .io import Image, StoreInfo, info, open_image
-    from .score import ScoreResult, score
-    from .simulate import simulate
-    from .simulate_cube import simulate_cube
+    from .catalogue.score import ScoreResult, score
+    from .engine.contract import Model, ModelContract, load_model
+    from .engine.detect import detect
+    from .engine.detect_cube import detect_cube
+    from .engine.detections import Detections
+    from .io.convert import ConvertReport, convert, verify
+    from .io.image import Image, StoreInfo, info, open_image
+    from .sim.simulate import simulate
+    from .sim.simulate_cube import simulate_cube
 
 __all__ = [
     "ConvertReport",
@@ -70,39 +68,13 @@ __all__ = [
 
 # public name -> the submodule defining it
 _LAZY = {
-    "Model": "contract", "ModelContract": "contract", "load_model": "contract",
-    "ConvertReport": "convert", "convert": "convert", "verify": "convert",
-    "detect": "detect", "detect_cube": "detect_cube", "Detections": "detections",
-    "Image": "io", "StoreInfo": "io", "info": "io", "open_image": "io",
-    "ScoreResult": "score", "score": "score", "simulate": "simulate",
-    "simulate_cube": "simulate_cube",
+    "Model": "engine.contract", "ModelContract": "engine.contract",
+    "load_model": "engine.contract",
+    "ConvertReport": "io.convert", "convert": "io.convert", "verify": "io.convert",
+    "detect": "engine.detect", "detect_cube": "engine.detect_cube",
+    "Detections": "engine.detections",
+    "Image": "io.image", "StoreInfo": "io.image", "info": "io.image", "open_image": "io.image",
+    "ScoreResult": "catalogue.score", "score": "catalogue.score",
+    "simulate": "sim.simulate", "simulate_cube": "sim.simulate_cube",
 }
-# functions named like their submodule: ``streamdet.convert`` is the function, as it always
-# was, even once the submodule ``streamdet.convert`` has been imported
-_SHADOWED = frozenset(name for name, module in _LAZY.items() if name == module)
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(__all__) | {k for k in globals() if k.startswith("__")})
-
-
-class _Package(types.ModuleType):
-    """The package module: importing a submodule named like one of its functions (which
-    binds the submodule as an attribute of the package) keeps the function there."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _SHADOWED and isinstance(value, types.ModuleType):
-            value = getattr(value, name)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
+lazy_names(__name__, _LAZY)

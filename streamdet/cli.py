@@ -44,7 +44,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _simulate_cube(args: argparse.Namespace) -> int:
-    from .simulate_cube import SDC2_NOISE, simulate_cube
+    from .sim.simulate_cube import SDC2_NOISE, simulate_cube
 
     wrong = _given(args, _IMAGE_ONLY)
     if wrong:
@@ -68,11 +68,11 @@ def _simulate_cube(args: argparse.Namespace) -> int:
 
 
 def _simulate_image(args: argparse.Namespace) -> int:
-    from ._atomic import check_output
-    from .simulate import simulate
+    from .io._atomic import check_output
+    from .sim.simulate import simulate
 
     if args.pb:
-        from .simulate import write_primary_beam
+        from .sim.simulate import write_primary_beam
 
         check_output(args.pb, overwrite=args.overwrite)
     truth = simulate(
@@ -100,7 +100,7 @@ def _simulate_image(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from .convert import convert
+    from .io.convert import convert
 
     report = convert(
         args.input,
@@ -119,7 +119,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from .io import info
+    from .io.image import info
 
     print(info(args.store).summary())
     return 0
@@ -159,7 +159,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     import contextlib
     from pathlib import Path
 
-    from ._atomic import check_output, writing
+    from .io._atomic import check_output, writing
 
     fmt = _catalogue_format(args.output, args.format)
     outputs = [args.output] + ([args.regions] if args.regions else [])
@@ -182,11 +182,11 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 def _detect_locked(args: argparse.Namespace, fmt: str) -> int:
     import contextlib
 
-    from ._resume import parts_dir, remove_parts
-    from .detect import detect
+    from .catalogue.outputs import write_catalogue, write_regions
+    from .engine._resume import parts_dir, remove_parts
+    from .engine.detect import detect
     from .errors import WCSMissingError
-    from .io import open_image
-    from .outputs import write_catalogue, write_regions
+    from .io.image import open_image
 
     image = open_image(args.input)
     if len(image.shape) == 3:
@@ -205,7 +205,7 @@ def _detect_locked(args: argparse.Namespace, fmt: str) -> int:
     cluster: Any = contextlib.nullcontext()
     gpus = None
     if scale_out:  # distributed is imported only then
-        from ._cluster import describe, open_client, parse_gpus
+        from .engine._cluster import describe, open_client, parse_gpus
 
         if args.gpus and args.scheduler:
             raise StreamdetValueError(
@@ -217,7 +217,7 @@ def _detect_locked(args: argparse.Namespace, fmt: str) -> int:
                               timeout=args.worker_timeout)
     device = _detect_device(args.device, gpus)
     if device is not None and args.scheduler is None:
-        from ._providers import resolve_device
+        from .engine._providers import resolve_device
 
         resolve_device(device)  # this machine runs it: a missing provider is said at once
     parts = parts_dir(args.output)
@@ -299,8 +299,8 @@ def _parse_axes(text: str | None, what: str) -> tuple[int, int, int] | None:
 
 def _detect_cube_locked(args: argparse.Namespace, fmt: str, image: Any) -> int:
     """``streamdet detect`` on a cube: the 3D path (:func:`streamdet.detect_cube`)."""
-    from .detect_cube import detect_cube
-    from .outputs import write_catalogue
+    from .catalogue.outputs import write_catalogue
+    from .engine.detect_cube import detect_cube
 
     refused = [flag for name, default, flag in _NOT_FOR_CUBES
                if getattr(args, name, default) not in (default, [])]
@@ -343,7 +343,7 @@ def _detect_device(device: str | None, gpus: list[int] | None) -> str | None:
 
 def _device_line(device: str | None, client: Any, gpus: list[int] | None) -> str:
     """What runs the model, in words (the workers' choice where a cluster runs it)."""
-    from ._providers import resolve_device
+    from .engine._providers import resolve_device
 
     if client is not None:
         where = f" on GPUs {','.join(map(str, gpus))}, one per worker" if gpus else ""
@@ -357,11 +357,11 @@ def _cmd_score(args: argparse.Namespace) -> int:
         if wrong:
             raise StreamdetValueError(f"{', '.join(wrong)} {'does' if len(wrong) == 1 else 'do'}"
                                       " not apply to SDC2 scoring (--sdc2)")
-        from .sdc2 import score_sdc2
+        from .catalogue.sdc2 import score_sdc2
 
         print(score_sdc2(args.catalogue, args.truth).summary())
         return 0
-    from .score import score
+    from .catalogue.score import score
 
     result = score(args.catalogue, args.truth, freq=args.freq, train=args.train)
     print(result.summary())
@@ -584,7 +584,7 @@ def _build_parser(command: str | None = "plot") -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_info)
 
     if command == "plot":  # its module imports the scorer's tables: only when it runs
-        from ._plot_cli import add_plot_parser
+        from .catalogue._plot_cli import add_plot_parser
 
         add_plot_parser(sub)
     else:  # listed in the help; its arguments are never parsed in this run

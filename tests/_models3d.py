@@ -40,7 +40,7 @@ def make_test_model3d(path: str | os.PathLike[str], *, seed: int = 0,
     import torch
 
     from export.model3d import Detector3DConfig, YoloCianna3D, export_onnx3d
-    from streamdet.contract import normalise
+    from streamdet.engine.contract import normalise
 
     torch.manual_seed(seed)
     cfg = Detector3DConfig(width=4, max_channels=8, depth=0,

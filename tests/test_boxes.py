@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from streamdet.boxes import (
+from streamdet.engine.boxes import (
     box_area,
     box_diou,
     box_diou_paired,

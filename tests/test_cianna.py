@@ -20,8 +20,8 @@ from numpy.typing import NDArray
 from export._cianna_cli import _PRESET_NAMES, add_cianna_arguments, run_cianna_export
 from export._cianna_format import read_cianna
 from export.cianna import PRESETS, import_cianna
-from streamdet.contract import load_model
-from streamdet.decode import decode
+from streamdet.engine.contract import load_model
+from streamdet.engine.decode import decode
 from streamdet.errors import (
     InvalidModelError,
     OutputExistsError,

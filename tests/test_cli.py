@@ -9,7 +9,7 @@ import pytest
 
 import streamdet
 from streamdet.cli import main
-from streamdet.contract import load_model
+from streamdet.engine.contract import load_model
 
 SUBCOMMANDS = ["simulate", "convert", "info", "detect", "score", "plot", "export", "train"]
 CIANNA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cianna"
@@ -66,7 +66,7 @@ def test_export_from_cianna_then_detect(tmp_path: Path,
 def test_simulate_no_faint_equals_the_api(tmp_path: Path) -> None:
     from astropy.io import fits
 
-    from streamdet.catalog import read_sdc1
+    from streamdet.catalogue.catalog import read_sdc1
 
     for flag, faint in (([], True), (["--no-faint"], False)):
         stem = "f" if faint else "n"

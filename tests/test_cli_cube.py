@@ -9,7 +9,7 @@ import pytest
 from astropy.io import fits
 
 from streamdet.cli import main
-from streamdet.simulate_cube import simulate_cube
+from streamdet.sim.simulate_cube import simulate_cube
 
 
 def test_cli_cube_equals_the_api(tmp_path: Path) -> None:
@@ -45,7 +45,7 @@ def test_cli_cube_refuses_options_of_the_other_kind(tmp_path: Path, argv: list[s
 def test_cli_score_sdc2_matches_the_api(tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("ska_sdc")
-    from streamdet.sdc2 import score_sdc2
+    from streamdet.catalogue.sdc2 import score_sdc2
 
     truth = tmp_path / "truth.txt"
     simulate_cube(tmp_path / "c.fits", truth=truth, shape=(256, 96, 96), seed=3,

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from streamdet.contract import (
+from streamdet.engine.contract import (
     CONTRACT_KEY,
     FORMAT_KEY,
     Model,
@@ -387,7 +387,7 @@ def test_engine_refuses_model_without_contract(model_path: Path, tmp_path: Path)
 
 
 def test_detect_refuses_model_without_contract(model_path: Path, tmp_path: Path) -> None:
-    detect = pytest.importorskip("streamdet.detect")
+    detect = pytest.importorskip("streamdet.engine.detect")
     bare = _with_metadata(model_path, tmp_path / "bare.onnx", drop=(CONTRACT_KEY, FORMAT_KEY))
     with pytest.raises(InvalidModelError, match="carries no streamdet contract"):
         detect.detect_pixels(np.zeros((64, 64), np.float32), model=bare)

@@ -1,4 +1,4 @@
-"""streamdet.convert / verify: FITS -> Zarr v3 round trips, sharding, codecs, restart,
+"""streamdet.io.convert / verify: FITS -> Zarr v3 round trips, sharding, codecs, restart,
 verification and bad input (API and CLI)."""
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from astropy.wcs import WCS
 from conftest import FitsCase, sky_cards, write_fits
 
 from streamdet.cli import main
-from streamdet.convert import DEFAULT_CHUNKS_CUBE, convert, verify
 from streamdet.errors import (
     IncompleteStoreError,
     InvalidFITSError,
@@ -29,10 +28,11 @@ from streamdet.errors import (
     StreamdetFileNotFoundError,
     StreamdetValueError,
 )
-from streamdet.io import NoCelestialWCSWarning, info, open_image
+from streamdet.io.convert import DEFAULT_CHUNKS_CUBE, convert, verify
+from streamdet.io.image import NoCelestialWCSWarning, info, open_image
 
-# the module itself (``streamdet.convert`` is also the name of the function the package exports)
-conv_mod = importlib.import_module("streamdet.convert")
+# the module itself (``streamdet.io.convert`` is also the name of the function the package exports)
+conv_mod = importlib.import_module("streamdet.io.convert")
 
 
 def _original_wcs(header: fits.Header, axes: list[int]) -> WCS:
@@ -198,7 +198,7 @@ def test_cube_round_trip_default_chunks(tmp_path: Path) -> None:
     """A seeded simulated cube, converted with the default cube chunks (several chunks
     along every axis, partial edge chunks), holds exactly the FITS voxels as astropy reads
     them, bit for bit."""
-    from streamdet.simulate_cube import simulate_cube
+    from streamdet.sim.simulate_cube import simulate_cube
 
     fz, fy, fx = DEFAULT_CHUNKS_CUBE
     shape = (2 * fz + 37, 2 * fy + 11, fx + 23)

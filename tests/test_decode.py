@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from streamdet.contract import ModelContract
-from streamdet.decode import decode, decode_params, encode_params
-from streamdet.detections import Detections
+from streamdet.engine.contract import ModelContract
+from streamdet.engine.decode import decode, decode_params, encode_params
+from streamdet.engine.detections import Detections
 from streamdet.errors import StreamdetValueError
 
 CHANNELS = ["x", "y", "w", "h", "prob", "obj", "z", "flux", "size", "tilt", "pa_cos", "pa_sin"]

@@ -17,10 +17,10 @@ from _models import make_test_model
 from astropy.io import fits
 from test_detect import THRESHOLD, assert_same, forward, reference
 
-from streamdet._refine import refine_centres
-from streamdet.contract import Model, load_model
-from streamdet.detect import detect_pixels, resolve_threshold
-from streamdet.detections import Detections
+from streamdet.engine._refine import refine_centres
+from streamdet.engine.contract import Model, load_model
+from streamdet.engine.detect import detect_pixels, resolve_threshold
+from streamdet.engine.detections import Detections
 
 pytest.importorskip("torch")
 

@@ -13,22 +13,22 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 import streamdet
-from streamdet._infer import refine_detections
-from streamdet._measure import measure_sources
-from streamdet._refine import refine_centres
+from streamdet.catalogue.outputs import NoWCSWarning
 from streamdet.cli import main
-from streamdet.contract import Model, load_model, normalise
-from streamdet.decode import decode
-from streamdet.detect import _measurement, detect, detect_pixels
-from streamdet.detections import Detections
+from streamdet.engine._infer import refine_detections
+from streamdet.engine._measure import measure_sources
+from streamdet.engine._refine import refine_centres
+from streamdet.engine.contract import Model, load_model, normalise
+from streamdet.engine.decode import decode
+from streamdet.engine.detect import _measurement, detect, detect_pixels
+from streamdet.engine.detections import Detections
+from streamdet.engine.nms import nms_detections
 from streamdet.errors import (
     InvalidModelError,
     OutputExistsError,
     StreamdetFileNotFoundError,
     StreamdetValueError,
 )
-from streamdet.nms import nms_detections
-from streamdet.outputs import NoWCSWarning
 
 pytest.importorskip("torch")
 
@@ -391,7 +391,7 @@ def test_cli_table_formats(fmt: str, sky_zarr: Path, model: Model, tmp_path: Pat
 
 def test_cli_sdc1_and_scorer(sky_zarr: Path, model: Model, tmp_path: Path,
                              capsys: pytest.CaptureFixture[str]) -> None:
-    from streamdet.catalog import read_sdc1
+    from streamdet.catalogue.catalog import read_sdc1
 
     out = tmp_path / "cat.txt"
     code, _, err = _run(["detect", str(sky_zarr), "-o", str(out), "--model", str(model.path),
@@ -442,7 +442,7 @@ def test_cli_output_errors(sky_zarr: Path, model: Model, tmp_path: Path,
                          "--model", str(model.path), "-q"], capsys)
     assert code == 1 and "missing.zarr" in err
     with pytest.raises(OutputExistsError):
-        from streamdet.outputs import write_catalogue
+        from streamdet.catalogue.outputs import write_catalogue
 
         write_catalogue(detect(sky_zarr, model=model), out, format="ecsv")
 

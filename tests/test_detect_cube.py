@@ -14,20 +14,20 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 import streamdet
+from streamdet.catalogue.outputs import HI_REST_HZ
+from streamdet.catalogue.sdc2 import SDC2_COLUMNS, read_sdc2, score_sdc2
 from streamdet.cli import main
-from streamdet.contract import Model, load_model, normalise
-from streamdet.decode import decode
-from streamdet.detections import Detections
+from streamdet.engine.contract import Model, load_model, normalise
+from streamdet.engine.decode import decode
+from streamdet.engine.detections import Detections
+from streamdet.engine.nms import nms_detections
 from streamdet.errors import InvalidModelError, StreamdetValueError
-from streamdet.nms import nms_detections
-from streamdet.outputs import HI_REST_HZ
-from streamdet.sdc2 import SDC2_COLUMNS, read_sdc2, score_sdc2
-from streamdet.simulate_cube import simulate_cube
+from streamdet.sim.simulate_cube import simulate_cube
 
 pytest.importorskip("torch")
 
-# the module (streamdet.detect_cube, the attribute, is the function)
-dc = importlib.import_module("streamdet.detect_cube")
+# the module (streamdet.engine.detect_cube, the attribute, is the function)
+dc = importlib.import_module("streamdet.engine.detect_cube")
 
 SHAPE = (96, 48, 40)        # x not a multiple of the windows: ragged edge windows
 
@@ -149,7 +149,7 @@ def test_sdc2_output_is_scored_by_the_official_scorer(cube: tuple[Path, Path, Pa
     _, store, truth = cube
     tab = streamdet.detect_cube(store, model=model, workers=2)
     out = tmp_path / "cat.txt"
-    streamdet.outputs.write_catalogue(tab, out, format="sdc2")
+    streamdet.catalogue.outputs.write_catalogue(tab, out, format="sdc2")
     back = read_sdc2(out)
     assert len(back) == len(tab) and tuple(back.colnames) == SDC2_COLUMNS
     res = score_sdc2(out, truth)
@@ -172,7 +172,7 @@ def test_cli_detect_on_a_cube(cube: tuple[Path, Path, Path], model: Model, tmp_p
                                rtol=1e-9)
     ecsv = tmp_path / "cat.ecsv"
     assert main(["detect", str(store), "-o", str(ecsv), "--model", str(model.path), "-q"]) == 0
-    assert "redshift" in streamdet.outputs.Table.read(ecsv).colnames
+    assert "redshift" in streamdet.catalogue.outputs.Table.read(ecsv).colnames
     capsys.readouterr()
     assert main(["detect", str(store), "-o", str(tmp_path / "x.txt"), "--model",
                  str(model.path), "--format", "sdc1"]) == 1
@@ -185,7 +185,7 @@ def test_cli_detect_on_a_cube(cube: tuple[Path, Path, Path], model: Model, tmp_p
 
 def test_a_cube_needs_a_3d_model(cube: tuple[Path, Path, Path], model: Model) -> None:
     _, store, _ = cube
-    with pytest.raises(InvalidModelError, match="no 3D model"):
+    with pytest.raises(InvalidModelError, match="no bundled 3D model"):
         streamdet.detect_cube(store)
     with pytest.raises(StreamdetValueError, match="window"):
         dc.detect_cube_voxels(np.zeros((8, 8, 8), np.float32), model=model, window=(0, 4, 4))

@@ -15,8 +15,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from streamdet._onnx import bound_device, open_session, run_session
-from streamdet._providers import (
+from streamdet.engine._onnx import bound_device, open_session, run_session
+from streamdet.engine._providers import (
     CPU,
     CUDA,
     TENSORRT,
@@ -25,7 +25,7 @@ from streamdet._providers import (
     provider_options,
     resolve_device,
 )
-from streamdet.contract import Model, load_model
+from streamdet.engine.contract import Model, load_model
 from streamdet.errors import StreamdetError, StreamdetValueError
 
 CPU_ONLY = CUDA not in ort.get_available_providers()
@@ -273,7 +273,7 @@ def test_fp16_detections_match_fp32(tmp_path: Path) -> None:
     onnx = pytest.importorskip("onnx")
     pytest.importorskip("torch")
     from export.onnx_export import to_fp16
-    from streamdet.detect import detect_pixels
+    from streamdet.engine.detect import detect_pixels
     from streamdet.models import default_model
 
     path = default_model(freq_hz=560e6, pixel_scale_arcsec=0.6)

@@ -23,7 +23,7 @@ from export.onnx_export import (  # noqa: E402
     load_checkpoint,
     save_checkpoint,
 )
-from streamdet.contract import CONTRACT_KEY, FORMAT_KEY, ModelContract, load_model  # noqa: E402
+from streamdet.engine.contract import CONTRACT_KEY, FORMAT_KEY, ModelContract, load_model  # noqa: E402
 from streamdet.errors import (  # noqa: E402
     OutputExistsError,
     StreamdetError,

@@ -12,9 +12,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from streamdet._onnx import bound_device, run_session
-from streamdet.contract import load_model
-from streamdet.detect import detect_pixels
+from streamdet.engine._onnx import bound_device, run_session
+from streamdet.engine.contract import load_model
+from streamdet.engine.detect import detect_pixels
 from streamdet.models import default_model
 
 pytestmark = [

@@ -43,34 +43,38 @@ def test_cli_help_and_version_load_no_heavy_dependency(argv: list[str]) -> None:
 
 
 def test_public_names_resolve_to_their_objects() -> None:
-    import streamdet.contract
-    import streamdet.detections
-    import streamdet.io
+    import streamdet.engine.contract
+    import streamdet.engine.detections
+    import streamdet.io.image
 
     mods = sys.modules
     for name in streamdet.__all__:
         value = getattr(streamdet, name)
         assert value is not None
-    assert streamdet.convert is mods["streamdet.convert"].convert
-    assert streamdet.verify is mods["streamdet.convert"].verify
-    assert streamdet.detect is mods["streamdet.detect"].detect
-    assert streamdet.score is mods["streamdet.score"].score
-    assert streamdet.simulate is mods["streamdet.simulate"].simulate
-    assert streamdet.info is streamdet.io.info and streamdet.Image is streamdet.io.Image
-    assert streamdet.Detections is streamdet.detections.Detections
-    assert streamdet.load_model is streamdet.contract.load_model
+    assert streamdet.convert is mods["streamdet.io.convert"].convert
+    assert streamdet.verify is mods["streamdet.io.convert"].verify
+    assert streamdet.detect is mods["streamdet.engine.detect"].detect
+    assert streamdet.score is mods["streamdet.catalogue.score"].score
+    assert streamdet.simulate is mods["streamdet.sim.simulate"].simulate
+    assert streamdet.info is streamdet.io.image.info and streamdet.Image is streamdet.io.image.Image
+    assert streamdet.Detections is streamdet.engine.detections.Detections
+    assert streamdet.load_model is streamdet.engine.contract.load_model
     assert set(streamdet.__all__) <= set(dir(streamdet))
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         _ = streamdet.nothing
 
 
 def test_function_named_like_its_submodule_survives_the_submodule_import() -> None:
-    """``streamdet.convert`` is the function, as before, even when the submodule
-    ``streamdet.convert`` is imported first (in a fresh process)."""
-    code = ("import streamdet.convert, streamdet.detect, streamdet.score, streamdet.simulate\n"
-            "import streamdet, types\n"
-            "print(all(callable(getattr(streamdet, n)) and not isinstance(getattr(streamdet, n),"
-            " types.ModuleType) for n in ('convert', 'detect', 'score', 'simulate')))")
+    """``streamdet.convert`` and ``streamdet.io.convert`` are the function, as before, even
+    when the submodule ``streamdet.io.convert`` is imported first (in a fresh process)."""
+    code = ("import streamdet.io.convert, streamdet.engine.detect, streamdet.catalogue.score\n"
+            "import streamdet.sim.simulate, types\n"
+            "import streamdet\n"
+            "pairs = [(streamdet, n) for n in ('convert', 'detect', 'score', 'simulate')]\n"
+            "pairs += [(streamdet.io, 'convert'), (streamdet.engine, 'detect'),\n"
+            "          (streamdet.catalogue, 'score'), (streamdet.sim, 'simulate')]\n"
+            "print(all(callable(getattr(p, n)) and not isinstance(getattr(p, n),"
+            " types.ModuleType) for p, n in pairs))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, check=True)
     assert out.stdout.strip() == "True"

@@ -24,9 +24,9 @@ import pytest
 import zarr
 from conftest import FitsCase, beam_cards, sky_cards, write_fits
 
-from streamdet.convert import convert, verify
 from streamdet.errors import IncompleteStoreError, OutputExistsError
-from streamdet.io import info, open_image
+from streamdet.io.convert import convert, verify
+from streamdet.io.image import info, open_image
 
 CHUNKS = 32  # fits_2d (300 x 260) in 10 write-blocks of 32 rows, 90 chunks
 
@@ -178,7 +178,7 @@ def test_overwrite_removes_by_renaming(fits_2d: FitsCase, tmp_path: Path,
                                        reference: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """--overwrite moves the old store aside in one step before deleting it: a kill while
     deleting leaves a stale directory the next run deletes, never a half-deleted store."""
-    import streamdet._zarrstore as zs
+    import streamdet.io._zarrstore as zs
 
     store = tmp_path / "s.zarr"
     shutil.copytree(reference, store)
@@ -232,16 +232,16 @@ _CHILD = textwrap.dedent(f"""
             os.kill(os.getpid(), signal.SIGKILL)
         return result
     setattr(owner, name, wrapper)
-    from streamdet.convert import convert
+    from streamdet.io.convert import convert
     convert(fits, store, chunks={CHUNKS}, quiet=True)
     sys.exit(3)  # not killed
 """)
 
 KILL_POINTS = {
     "group json written, no image array": ("zarr:Group.create_array", 1, "before"),
-    "array created, no progress file": ("streamdet._zarrstore:save_progress", 1, "before"),
-    "store whole, not yet renamed": ("streamdet._zarrstore:save_progress", 1, "after"),
-    "three blocks written": ("streamdet.convert:_write_block", 3, "after"),
+    "array created, no progress file": ("streamdet.io._zarrstore:save_progress", 1, "before"),
+    "store whole, not yet renamed": ("streamdet.io._zarrstore:save_progress", 1, "after"),
+    "three blocks written": ("streamdet.io.convert:_write_block", 3, "after"),
     "all blocks, not consolidated": ("zarr:consolidate_metadata", 1, "before"),
     "consolidated, no marker": ("zarr:consolidate_metadata", 1, "after"),
 }

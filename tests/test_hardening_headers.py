@@ -22,9 +22,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streamdet.cli import main
-from streamdet.convert import convert
 from streamdet.errors import StreamdetError, StreamdetWarning
-from streamdet.io import info, open_image
+from streamdet.io.convert import convert
+from streamdet.io.image import info, open_image
 
 N = 64
 BLOCK = 2880

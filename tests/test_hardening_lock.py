@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 from conftest import FitsCase, beam_cards, sky_cards, write_fits
 
-import streamdet._lock as lock_mod
-from streamdet._lock import lock_path, output_lock, read_owner
+import streamdet.io._lock as lock_mod
 from streamdet.cli import main
-from streamdet.convert import convert, verify
 from streamdet.errors import OutputLockedError, StreamdetError, StreamdetValueError
-from streamdet.io import info
+from streamdet.io._lock import lock_path, output_lock, read_owner
+from streamdet.io.convert import convert, verify
+from streamdet.io.image import info
 
 
 def _dead_pid() -> int:
@@ -109,7 +109,7 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path: Path) -> None:
 
 _HOLDER = textwrap.dedent("""
     import sys, time
-    from streamdet._lock import output_lock
+    from streamdet.io._lock import output_lock
     with output_lock(sys.argv[1]):
         print("held", flush=True)
         time.sleep(60)

@@ -25,18 +25,19 @@ import pytest
 from astropy.table import Table
 from conftest import FitsCase
 
-from streamdet import _atomic
-from streamdet._atomic import atomic_path, check_output, remove_stale_temps, temp_path, writing
-from streamdet._lock import lock_path, read_owner
-from streamdet.catalog import read_sdc1
+from streamdet.catalogue.catalog import read_sdc1
+from streamdet.catalogue.outputs import write_catalogue, write_regions
 from streamdet.cli import main
-from streamdet.convert import convert
 from streamdet.errors import OutputExistsError, OutputLockedError, StreamdetValueError
-from streamdet.io import info
-from streamdet.outputs import write_catalogue, write_regions
+from streamdet.io import _atomic
+from streamdet.io._atomic import atomic_path, check_output, remove_stale_temps, temp_path, writing
+from streamdet.io._lock import lock_path, read_owner
+from streamdet.io.convert import convert
+from streamdet.io.image import info
 
 ROOT = Path(__file__).resolve().parents[1]
-DETECT = importlib.import_module("streamdet.detect")  # the module (streamdet.detect: the function)
+# the module (streamdet.detect, streamdet.engine.detect: the function)
+DETECT = importlib.import_module("streamdet.engine.detect")
 
 
 def sky_table(n: int = 6, seed: int = 0) -> Table:
@@ -251,7 +252,7 @@ _SLOW_DETECT = textwrap.dedent("""
             time.sleep(0.01)
         return sky_table(9, seed=1)
 
-    importlib.import_module("streamdet.detect").detect = slow
+    importlib.import_module("streamdet.engine.detect").detect = slow
     from streamdet.cli import main
     sys.exit(main(sys.argv[3:]))
 """)
@@ -339,7 +340,7 @@ def test_writing_is_reentrant_in_its_thread_only(tmp_path: Path) -> None:
 _SLOW_WRITE = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, sys.argv[1])
-    import streamdet.outputs as outputs
+    import streamdet.catalogue.outputs as outputs
     from test_hardening_outputs import sky_table
 
     slices = outputs._row_slices

@@ -20,13 +20,14 @@ from astropy.table import Table
 from conftest import FitsCase
 
 from streamdet.cli import cli_message, main
-from streamdet.contract import Model, load_model
-from streamdet.convert import convert
-from streamdet.io import open_image
+from streamdet.engine.contract import Model, load_model
+from streamdet.io.convert import convert
+from streamdet.io.image import open_image
 from streamdet.models import ModelFitWarning, bundled_models, check_model_fits
 
 ROOT = Path(__file__).resolve().parents[1]
-DETECT = importlib.import_module("streamdet.detect")  # the module (streamdet.detect: the function)
+# the module (streamdet.detect, streamdet.engine.detect: the function)
+DETECT = importlib.import_module("streamdet.engine.detect")
 MODELS = {p.name: p for p in bundled_models()}
 
 
@@ -196,7 +197,7 @@ def test_model_of_another_band_warns(fits_sdc1: FitsCase, fits_quirks: FitsCase,
 _WARN_CLI = """
 import sys, importlib
 from astropy.table import Table
-m = importlib.import_module("streamdet.detect")
+m = importlib.import_module("streamdet.engine.detect")
 m.detect = lambda image, **k: (m._load(k["model"], image, threads=None), Table({"x": [1.0]}))[1]
 from streamdet.cli import main
 sys.exit(main(sys.argv[1:]))

@@ -13,16 +13,16 @@ import pytest
 import zarr
 from conftest import FitsCase
 
-from streamdet.convert import convert
 from streamdet.errors import (
     IncompleteStoreError,
     StreamdetFileNotFoundError,
     StreamdetValueError,
 )
-from streamdet.io import Image, info, open_image
+from streamdet.io.convert import convert
+from streamdet.io.image import Image, info, open_image
 
-io_mod = importlib.import_module("streamdet.io")
-conv_mod = importlib.import_module("streamdet.convert")
+io_mod = importlib.import_module("streamdet.io.image")
+conv_mod = importlib.import_module("streamdet.io.convert")
 
 
 @pytest.mark.parametrize("name", ["fits_2d", "fits_sdc1", "fits_cube", "fits_int16",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.optimize import least_squares
 
-from streamdet._measure import (
+from streamdet.engine._measure import (
     fit_amplitudes,
     fit_gaussians,
     local_noise,
@@ -14,7 +14,7 @@ from streamdet._measure import (
     shape_covariance,
     shape_of,
 )
-from streamdet.detections import Detections
+from streamdet.engine.detections import Detections
 from streamdet.errors import StreamdetValueError
 
 NAMES = ("flux", "bmaj", "bmin", "pa")

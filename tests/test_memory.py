@@ -7,11 +7,11 @@ import sys
 
 import pytest
 
-from streamdet._memory import _malloc_trim, release_free_memory
+from streamdet.engine._memory import _malloc_trim, release_free_memory
 
 _CHILD = """
 import numpy as np
-from streamdet._memory import release_free_memory
+from streamdet.engine._memory import release_free_memory
 
 def rss_mb():
     return next(float(l.split()[1]) / 1024 for l in open("/proc/self/status")

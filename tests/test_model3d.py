@@ -35,8 +35,8 @@ from export.model3d import (  # noqa: E402
     save_checkpoint3d,
 )
 from export.train3d import CropSampler3D, SimCube, beam_noise, predict_cube  # noqa: E402
-from streamdet.contract import ModelContract, load_model  # noqa: E402
-from streamdet.simulate_cube import simulate_cube  # noqa: E402
+from streamdet.engine.contract import ModelContract, load_model  # noqa: E402
+from streamdet.sim.simulate_cube import simulate_cube  # noqa: E402
 
 TINY = Detector3DConfig(width=4, max_channels=8, depth=0)
 

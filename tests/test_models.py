@@ -10,7 +10,7 @@ import pytest
 from astropy.coordinates import SkyCoord
 
 import streamdet
-from streamdet.contract import load_model
+from streamdet.engine.contract import load_model
 from streamdet.errors import InvalidModelError
 from streamdet.models import bundled_models, default_model
 
@@ -38,7 +38,7 @@ def test_default_model_follows_the_band(freq: int) -> None:
 
 
 def test_no_default_model_for_an_unknown_band() -> None:
-    with pytest.raises(InvalidModelError, match="no bundled model"):
+    with pytest.raises(InvalidModelError, match="no bundled 2D model"):
         default_model(freq_hz=9.2e9, pixel_scale_arcsec=0.037)
 
 

@@ -9,10 +9,9 @@ from functools import reduce
 import numpy as np
 import pytest
 
-from streamdet.boxes import box_diou, box_iou
-from streamdet.detections import Detections
-from streamdet.errors import StreamdetValueError
-from streamdet.nms import (
+from streamdet.engine.boxes import box_diou, box_iou
+from streamdet.engine.detections import Detections
+from streamdet.engine.nms import (
     _canonical_order,
     _near_other_groups,
     _order_by_score_and_centre,
@@ -25,6 +24,7 @@ from streamdet.nms import (
     pixel_core_region,
     suppression_pairs,
 )
+from streamdet.errors import StreamdetValueError
 
 KINDS = ("iou", "diou")
 

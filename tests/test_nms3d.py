@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from streamdet.boxes import (
+from streamdet.engine.boxes import (
     box_area,
     box_diou,
     box_iou,
@@ -20,11 +20,18 @@ from streamdet.boxes import (
     cxcywh_to_xyxy,
     xyxy_to_cxcywh,
 )
-from streamdet.contract import ModelContract
-from streamdet.decode import decode
-from streamdet.detections import Detections
+from streamdet.engine.contract import ModelContract
+from streamdet.engine.decode import decode
+from streamdet.engine.detections import Detections
+from streamdet.engine.nms import (
+    merge,
+    nms,
+    nms_detections,
+    owned,
+    pixel_core_region,
+    suppression_pairs,
+)
 from streamdet.errors import StreamdetValueError
-from streamdet.nms import merge, nms, nms_detections, owned, pixel_core_region, suppression_pairs
 
 
 # --------------------------------------------------------------------------- references

@@ -16,19 +16,10 @@ from astropy.table import Table
 from astropy.wcs import WCS, FITSFixedWarning
 from scipy.ndimage import map_coordinates
 
-from streamdet import outputs
-from streamdet._pb import PrimaryBeam
-from streamdet.catalog import sdc1_pa
-from streamdet.detections import Detections
-from streamdet.errors import (
-    InvalidFITSError,
-    OutputExistsError,
-    StreamdetError,
-    StreamdetFileNotFoundError,
-    StreamdetValueError,
-    WCSMissingError,
-)
-from streamdet.outputs import (
+from streamdet.catalogue import outputs
+from streamdet.catalogue._pb import PrimaryBeam
+from streamdet.catalogue.catalog import sdc1_pa
+from streamdet.catalogue.outputs import (
     SDC1_COLUMNS,
     CatalogueWarning,
     NoWCSWarning,
@@ -36,6 +27,15 @@ from streamdet.outputs import (
     to_table,
     write_catalogue,
     write_regions,
+)
+from streamdet.engine.detections import Detections
+from streamdet.errors import (
+    InvalidFITSError,
+    OutputExistsError,
+    StreamdetError,
+    StreamdetFileNotFoundError,
+    StreamdetValueError,
+    WCSMissingError,
 )
 
 PB_FILE = Path("/work/shared/data/sdc1/PrimaryBeam_B1.fits")
@@ -346,7 +346,7 @@ def test_to_sdc1_converts_units_and_refuses_missing_columns() -> None:
 
 
 def test_sdc1_columns_agree_with_catalog_module() -> None:
-    catalog = pytest.importorskip("streamdet.catalog")
+    catalog = pytest.importorskip("streamdet.catalogue.catalog")
     assert tuple(catalog.SDC1_COLUMNS) == SDC1_COLUMNS
 
 
@@ -374,7 +374,7 @@ def test_round_trip(tmp_path: Path, fmt: str, n: int) -> None:
 
 
 def test_sdc1_round_trip(tmp_path: Path) -> None:
-    catalog = pytest.importorskip("streamdet.catalog")
+    catalog = pytest.importorskip("streamdet.catalogue.catalog")
     t = _sdc1_table(40)
     path = tmp_path / "sub.txt"
     write_catalogue(t, path)
@@ -393,7 +393,7 @@ def test_sdc1_round_trip(tmp_path: Path) -> None:
 
 
 def test_empty_sdc1_is_header_only_with_warning(tmp_path: Path) -> None:
-    catalog = pytest.importorskip("streamdet.catalog")
+    catalog = pytest.importorskip("streamdet.catalogue.catalog")
     t = to_table(Detections.empty(NAMES), wcs=_sdc1_wcs())
     path = tmp_path / "empty.txt"
     with pytest.warns(CatalogueWarning, match="empty SDC1"):
@@ -659,7 +659,7 @@ def _nan_rows(t: Table, rows: list[int]) -> Table:
 @pytest.mark.parametrize("n", [1, 23])
 def test_blocked_sdc1_is_write_sdc1s_file(tmp_path: Path, blocks: list[list[slice]],
                                           n: int) -> None:
-    from streamdet.catalog import write_sdc1
+    from streamdet.catalogue.catalog import write_sdc1
 
     t = _nan_rows(_sdc1_table(n, seed=2), [3, 11, 12, 22])
     bad = int(np.count_nonzero(~np.isfinite(t["flux"])))

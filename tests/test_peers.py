@@ -24,7 +24,7 @@ from astropy.wcs import WCS
 from scipy.signal import fftconvolve
 
 import streamdet
-from streamdet.outputs import to_sdc1
+from streamdet.catalogue.outputs import to_sdc1
 
 ROOT = Path(__file__).resolve().parents[1]
 FWHM = 2.0 * math.sqrt(2.0 * math.log(2.0))
@@ -296,7 +296,7 @@ def test_in_training_box_agrees_with_the_scorer() -> None:
 @pytest.mark.parametrize("size", [512, 4096, 16384])
 def test_default_offset_keeps_the_field_clear(freq: int, size: int) -> None:
     """No pixel of the field (edges sampled) falls in the training box."""
-    from streamdet._population import band
+    from streamdet.sim._population import band
 
     bench = _load_bench()
     dra, ddec = bench.default_offset(size, freq)

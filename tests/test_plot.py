@@ -1,5 +1,5 @@
-"""streamdet.plot: region figures (pixels shown, overlays, geometry, lazy reads), diagnostics
-(residuals, matching, scorer curve, counts), errors and the ``plot`` subcommand."""
+"""streamdet.catalogue.plot: region figures (pixels shown, overlays, geometry, lazy reads),
+diagnostics (residuals, matching, scorer curve, counts), errors and the ``plot`` subcommand."""
 
 from __future__ import annotations
 
@@ -18,17 +18,10 @@ from astropy.table import Table, vstack
 from astropy.wcs import WCS
 
 import streamdet
-import streamdet.io as sio
-from streamdet._plot_cli import add_plot_parser
-from streamdet.catalog import read_sdc1, sdc1_pa
-from streamdet.errors import (
-    OutputExistsError,
-    StreamdetError,
-    StreamdetFileNotFoundError,
-    StreamdetValueError,
-    WCSMissingError,
-)
-from streamdet.plot import (
+import streamdet.io.image as sio
+from streamdet.catalogue._plot_cli import add_plot_parser
+from streamdet.catalogue.catalog import read_sdc1, sdc1_pa
+from streamdet.catalogue.plot import (
     PixelRegion,
     convolve_ellipses,
     diagnostics_figure,
@@ -41,6 +34,13 @@ from streamdet.plot import (
     resolve_region,
     source_counts,
     threshold_curve,
+)
+from streamdet.errors import (
+    OutputExistsError,
+    StreamdetError,
+    StreamdetFileNotFoundError,
+    StreamdetValueError,
+    WCSMissingError,
 )
 
 pytest.importorskip("matplotlib")
@@ -468,7 +468,7 @@ def test_truth_overlay_draws_only_the_detectable(field: tuple[Path, Path, Table]
 
 
 def test_expected_peak_of_gaussians() -> None:
-    from streamdet.plot import expected_peak, robust_noise
+    from streamdet.catalogue.plot import expected_peak, robust_noise
 
     beam = (1.5, 1.5, 0.0)
     t = Table({"flux": [1.0, 2.0, 1.0], "bmaj": [3.0, 0.0, 4.0], "bmin": [1.0, 0.0, 4.0],
@@ -576,8 +576,8 @@ def test_colour_bar_ticks_do_not_overlap(field: tuple[Path, Path, Table], stretc
 
 
 def test_cli_defaults_are_the_api_defaults() -> None:
-    import streamdet._plot_cli as cli
-    import streamdet.plot as plot
+    import streamdet.catalogue._plot_cli as cli
+    import streamdet.catalogue.plot as plot
 
     assert cli.MAX_MARKERS == plot.MAX_MARKERS and cli.TRUTH_SNR == plot.TRUTH_SNR
 
@@ -751,9 +751,9 @@ def test_diagnostics_band_from_a_1400_mhz_image(field_1400: tuple[Path, Path, Ta
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib
 
-    import streamdet.plot as plot
-    from streamdet.plot import diagnostics_band
-    from streamdet.score import BandWarning, ScoreResult
+    import streamdet.catalogue.plot as plot
+    from streamdet.catalogue.plot import diagnostics_band
+    from streamdet.catalogue.score import BandWarning, ScoreResult
 
     image, truth_path, truth = field_1400
     assert streamdet.open_image(image).freq_hz == pytest.approx(1.4e9)
@@ -767,8 +767,8 @@ def test_diagnostics_band_from_a_1400_mhz_image(field_1400: tuple[Path, Path, Ta
         return ScoreResult(score=float(len(sub)), n_det=len(sub), n_match=len(sub), n_false=0,
                            purity=1.0, acc_pc=100.0, freq=freq)
 
-    # (streamdet.score is also the package's name for the function: take the module)
-    monkeypatch.setattr(importlib.import_module("streamdet.score"), "score", fake_score)
+    # (streamdet.catalogue.score is also the package's name for the function: take the module)
+    monkeypatch.setattr(importlib.import_module("streamdet.catalogue.score"), "score", fake_score)
     monkeypatch.setattr(plot, "_scorer_problem", lambda: None)
     cat = _from_truth(truth, flux_factor=0.9)
     assert not cat.meta  # an SDC1 text truth and this table: neither says the band
@@ -821,7 +821,7 @@ def test_diagnostics_band_from_a_1400_mhz_image(field_1400: tuple[Path, Path, Ta
 def test_diagnostics_band_from_an_image_without_frequency(fits_nowcs: Any,
                                                           field: tuple[Path, Path, Table]
                                                           ) -> None:
-    from streamdet.plot import diagnostics_band
+    from streamdet.catalogue.plot import diagnostics_band
 
     cat = _from_truth(field[2], flux_factor=1.0)
     with pytest.raises(StreamdetValueError, match="gives no frequency"):

@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("torch")
 
 from export.retune import main, retune_best, retune_measure, retune_purity
-from streamdet.contract import load_model
+from streamdet.engine.contract import load_model
 from streamdet.errors import OutputExistsError, StreamdetValueError
 from streamdet.models import default_model
 

@@ -28,15 +28,15 @@ import pytest
 from astropy.table import Table
 
 import streamdet
-from streamdet._cluster import NoWorkersError, _cache_size
-from streamdet._resume import FINGERPRINT, PartsMismatchError, parts_dir
 from streamdet.cli import main
-from streamdet.detect import _auto_chunk, detect
+from streamdet.engine._cluster import NoWorkersError, _cache_size
+from streamdet.engine._resume import FINGERPRINT, PartsMismatchError, parts_dir
+from streamdet.engine.detect import _auto_chunk, detect
 from streamdet.models import default_model
 
 distributed = pytest.importorskip("distributed")
-# the module (the package attribute streamdet.detect is the function)
-detect_module = importlib.import_module("streamdet.detect")
+# the module (the package attribute streamdet.engine.detect is the function)
+detect_module = importlib.import_module("streamdet.engine.detect")
 
 CHUNK = 256          # 16 windows
 SMALL_CHUNK = 128    # 64 windows: long enough a run to kill or interrupt mid-way
@@ -434,7 +434,7 @@ def test_cli_cluster_refusals(store: Path, tmp_path: Path,
 def test_gpus_assigned_one_per_worker(client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """--gpus: each worker of a local cluster records its own GPU, and a model asked for
     on 'cuda' (or 'auto') there opens on that index (no GPU needed to check the plan)."""
-    from streamdet import _cluster
+    from streamdet.engine import _cluster
 
     _wait_workers(client, 2)
     client.register_plugin(_cluster.GPUPlugin([3, 5]))

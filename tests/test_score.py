@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from streamdet.catalog import read_sdc1, write_sdc1
+from streamdet.catalogue.catalog import read_sdc1, write_sdc1
+from streamdet.catalogue.score import score
 from streamdet.cli import main
 from streamdet.errors import StreamdetValueError
-from streamdet.score import score
 
 pytest.importorskip("ska_sdc", exc_type=ImportError)
 
@@ -95,7 +95,7 @@ def _full_table(n: int = 200, seed: int = 0) -> Table:
 
 
 def test_sdc1_band() -> None:
-    from streamdet.score import sdc1_band
+    from streamdet.catalogue.score import sdc1_band
 
     assert sdc1_band(5.6e8) == 560 and sdc1_band(1.4e9) == 1400 and sdc1_band(9.2e9) == 9200
     assert sdc1_band(7.0e8) == 560 and sdc1_band(1.2e9) == 1400
@@ -117,7 +117,7 @@ def test_band_is_required_for_sdc1_text(tmp_path: Path,
 
 def test_full_ecsv_table_of_detect_is_scored(tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
-    from streamdet.outputs import to_sdc1, write_catalogue
+    from streamdet.catalogue.outputs import to_sdc1, write_catalogue
 
     table = _full_table()
     table.meta["freq_hz"] = 1.4e9  # as streamdet detect records the image's band
@@ -145,8 +145,8 @@ def test_full_ecsv_table_of_detect_is_scored(tmp_path: Path,
 def test_band_from_the_image_the_catalogue_names(tmp_path: Path) -> None:
     from astropy.io import fits
 
-    from streamdet.outputs import to_sdc1
-    from streamdet.score import catalogue_band
+    from streamdet.catalogue.outputs import to_sdc1
+    from streamdet.catalogue.score import catalogue_band
 
     image = tmp_path / "field.fits"
     header = fits.Header()

@@ -1,4 +1,5 @@
-"""SDC2 catalogues (streamdet.sdc2) and the SoFiA-2 benchmark peer (benchmarks/_sofia.py)."""
+"""SDC2 catalogues (streamdet.catalogue.sdc2) and the SoFiA-2 benchmark peer
+(benchmarks/_sofia.py)."""
 
 from __future__ import annotations
 
@@ -13,14 +14,14 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 
+from streamdet.catalogue.sdc2 import SDC2_COLUMNS, read_sdc2, score_sdc2, to_sdc2, write_sdc2
 from streamdet.errors import (
     OutputExistsError,
     StreamdetError,
     StreamdetFileNotFoundError,
     StreamdetValueError,
 )
-from streamdet.sdc2 import SDC2_COLUMNS, read_sdc2, score_sdc2, to_sdc2, write_sdc2
-from streamdet.simulate_cube import cube_truth, simulate_cube
+from streamdet.sim.simulate_cube import cube_truth, simulate_cube
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""Tests of the SDC1-like field simulator (streamdet.simulate) and the SDC1 catalogue I/O."""
+"""Tests of the SDC1-like field simulator (streamdet.sim.simulate) and the SDC1 catalogue I/O."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ from astropy.table import Table
 from astropy.wcs import WCS
 
 from streamdet import simulate
-from streamdet._population import (
+from streamdet.catalogue.catalog import SDC1_COLUMNS, read_sdc1, write_sdc1
+from streamdet.errors import OutputExistsError, StreamdetFileNotFoundError, StreamdetValueError
+from streamdet.sim._population import (
     FAINT_DEPTH,
     REAL_FAINT_COUNTS,
     SIZE_FLOOR_ARCSEC,
@@ -29,15 +31,13 @@ from streamdet._population import (
     population,
     primary_beam,
 )
-from streamdet._render import (
+from streamdet.sim._render import (
     CorrelatedNoise,
     StripRenderer,
     exponential_mixture,
     source_components,
 )
-from streamdet.catalog import SDC1_COLUMNS, read_sdc1, write_sdc1
-from streamdet.errors import OutputExistsError, StreamdetFileNotFoundError, StreamdetValueError
-from streamdet.simulate import FLUX_SCALE, MISSING_MEAN, NOISE_ACF, _simulate, _thermal_acf
+from streamdet.sim.simulate import FLUX_SCALE, MISSING_MEAN, NOISE_ACF, _simulate, _thermal_acf
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sdc1"
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
@@ -659,8 +659,8 @@ def test_memory_stays_bounded_by_the_strip(tmp_path: Path) -> None:
 
 def test_primary_beam_file_matches_the_truth_gain(tmp_path: Path) -> None:
     """The PB map written for ``detect --pb`` gives the gain the simulator applied."""
-    from streamdet._pb import PrimaryBeam
-    from streamdet.simulate import write_primary_beam
+    from streamdet.catalogue._pb import PrimaryBeam
+    from streamdet.sim.simulate import write_primary_beam
 
     truth = simulate(tmp_path / "f.fits", size=256, freq=1400, seed=5, offset=(0.3, -0.2),
                      quiet=True)

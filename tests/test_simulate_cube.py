@@ -11,10 +11,10 @@ from astropy.cosmology import FlatLambdaCDM
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from streamdet import _cube_population as pop
-from streamdet._cube_render import CubeGrid, SlabRenderer, line_width
 from streamdet.errors import OutputExistsError, StreamdetValueError
-from streamdet.simulate_cube import (
+from streamdet.sim import _cube_population as pop
+from streamdet.sim._cube_render import CubeGrid, SlabRenderer, line_width
+from streamdet.sim.simulate_cube import (
     SDC2_CHANNEL_HZ,
     SDC2_NOISE,
     TRUTH_COLUMNS,
@@ -255,8 +255,8 @@ def test_existing_output_is_kept_without_overwrite(tmp_path: Path) -> None:
 
 
 def test_cube_round_trips_through_convert(tmp_path: Path) -> None:
-    from streamdet.convert import convert
-    from streamdet.io import open_image
+    from streamdet.io.convert import convert
+    from streamdet.io.image import open_image
 
     out = tmp_path / "c.fits"
     simulate_cube(out, shape=(40, 32, 48), seed=6, channel_offset=10)

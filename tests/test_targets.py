@@ -28,7 +28,7 @@ from export._targets import (  # noqa: E402
 )
 from export.model import DetectorConfig, YoloCianna  # noqa: E402
 from export.onnx_export import build_contract  # noqa: E402
-from streamdet.decode import decode_params  # noqa: E402
+from streamdet.engine.decode import decode_params  # noqa: E402
 from streamdet.errors import StreamdetValueError  # noqa: E402
 
 PRIORS = ((6.0, 6.0), (12.0, 9.0), (9.0, 12.0), (24.0, 24.0))

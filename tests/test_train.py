@@ -30,13 +30,13 @@ from export.train import (  # noqa: E402
     score_catalogue,
     train,
 )
-from streamdet.contract import load_model  # noqa: E402
+from streamdet.engine.contract import load_model  # noqa: E402
 from streamdet.errors import (  # noqa: E402
     OutputExistsError,
     StreamdetFileNotFoundError,
     StreamdetValueError,
 )
-from streamdet.simulate import simulate  # noqa: E402
+from streamdet.sim.simulate import simulate  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -304,7 +304,7 @@ def test_config_round_trip_and_errors(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name,freq", [("sdc1_560.json", 560), ("sdc1_1400.json", 1400)])
 def test_shipped_configs_are_valid(name: str, freq: int) -> None:
     """Each shipped config describes the network of the model bundled for its band."""
-    from streamdet.contract import load_model
+    from streamdet.engine.contract import load_model
     from streamdet.models import default_model
 
     config = TrainConfig.from_json(CONFIGS / name)
@@ -325,7 +325,7 @@ def test_shipped_configs_are_valid(name: str, freq: int) -> None:
 def test_band_scaled_limits_follow_the_training_band() -> None:
     """At 1.4 GHz the clip floor and the smallest decodable flux and sizes scale with the
     band's noise and beam; ``band_scaled=False`` keeps YOLO-CIANNA's 560 MHz limits."""
-    from streamdet._population import band
+    from streamdet.sim._population import band
 
     c560 = train_mod._contract_fields(TrainConfig(freq=560), [])
     c1400 = train_mod._contract_fields(TrainConfig(freq=1400), [])

@@ -18,7 +18,7 @@ Reads the SDC1 training truth catalogues and the 560 MHz primary-beam model from
     0.5 %-99.5 % flux-quantile extents along x and y, template pixels) and its flux
     ``centroid`` (x, y) relative to the centre (template pixels).
 
-Choices (all documented in ``streamdet.simulate``):
+Choices (all documented in ``streamdet.sim.simulate``):
 
 * density = number of catalogue rows / footprint, the footprint being the RA x Dec
   box spanned by the positions, each side widened by (n + 1) / (n - 1) (the

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from ..errors import InvalidModelError, StreamdetWarning
 
 if TYPE_CHECKING:
-    from ..contract import Model
+    from ..engine.contract import Model
 
 __all__ = ["FREQ_FACTOR", "SCALE_TOLERANCE", "ModelFitWarning", "bundled_models",
            "check_model_fits", "default_model"]
@@ -44,15 +44,35 @@ def bundled_models() -> list[Path]:
     return sorted(Path(str(p)) for p in root.iterdir() if str(p).endswith(".onnx"))
 
 
-def default_model(*, freq_hz: float | None, pixel_scale_arcsec: float | None) -> Path:
+def default_model(*, freq_hz: float | None, pixel_scale_arcsec: float | None,
+                  ndim: int = 2) -> Path:
     """Pick the bundled model trained nearest the image's frequency and pixel scale.
 
-    A model fits when its pixel scale is within 25% of the image's and its frequency
-    within a factor 1.5. Raises :class:`InvalidModelError` when none fits.
+    Parameters
+    ----------
+    freq_hz : float or None
+        The image's (2D) or the cube's central (3D) frequency, Hz; None: not compared.
+    pixel_scale_arcsec : float or None
+        The image's pixel scale, arcsec; None: not compared.
+    ndim : {2, 3}
+        2 for images, 3 for cubes: a model of the other dimensionality never fits.
+
+    Returns
+    -------
+    Path
+        A model fits when it has ``ndim`` dimensions, its pixel scale is within 25% of the
+        image's and its frequency within a factor 1.5; the nearest in frequency is taken.
+
+    Raises
+    ------
+    InvalidModelError
+        When none fits.
     """
     candidates = []
     for path in bundled_models():
         doc = _read_contract(path)
+        if int(doc.get("ndim", 2)) != ndim:  # type: ignore[call-overload]
+            continue
         m_scale = float(doc.get("pixel_scale_arcsec") or 0.0)  # type: ignore[arg-type]
         m_freq = float(doc.get("freq_mhz") or 0.0) * 1e6  # type: ignore[arg-type]
         if pixel_scale_arcsec is not None and m_scale and not (
@@ -66,10 +86,9 @@ def default_model(*, freq_hz: float | None, pixel_scale_arcsec: float | None) ->
     if not candidates:
         have = ", ".join(p.name for p in bundled_models()) or "none"
         raise InvalidModelError(
-            f"no bundled model fits an image at {freq_hz} Hz with {pixel_scale_arcsec} arcsec "
-            f"pixels (bundled: {have}); pass a model with --model")
+            f"no bundled {ndim}D model fits an image at {freq_hz} Hz with "
+            f"{pixel_scale_arcsec} arcsec pixels (bundled: {have}); pass a model with --model")
     return min(candidates)[1]
-
 
 
 def check_model_fits(model: Model, *, freq_hz: float | None,
