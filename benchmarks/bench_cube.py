@@ -1,4 +1,4 @@
-"""SDC2 benchmark on simulated HI cubes: SoFiA-2 (and, once it exists, streamdet's cube detection).
+"""SDC2 benchmark on simulated HI cubes: streamdet's cube detection beside SoFiA-2.
 
 For each seed (two fresh ones by default) a cube of at least 512 x 512 x 1024 voxels
 (numpy ``(nz, ny, nx)`` = ``(1024, 512, 512)`` by default, in the middle of the SDC2
@@ -7,17 +7,22 @@ SoFiA-2 runs on it with Team SoFiA's SDC2 settings (``benchmarks/_sofia.py``) an
 catalogue, converted to the SDC2 format, is scored against the cube's truth with
 :func:`streamdet.catalogue.sdc2.score_sdc2` (the official ``ska_sdc.Sdc2Scorer``) at each
 reliability threshold. A Markdown table is printed: finder, setting, score, N_det,
-N_match, purity, time (s) and peak RSS (MB) of the finder; then the mean score of each
-of the scorer's seven terms over the matches.
+N_match, purity, time (s), Mvoxel/s end to end, the model's own Mvoxel/s and peak RSS
+(MB) of the finder; then the mean score of each of the scorer's seven terms over the
+matches.
 
 SoFiA-2's reliability threshold only drops sources after linking, so by default it runs
 once, at the lowest threshold asked for, and the higher thresholds are that catalogue
 cut at ``rel >= threshold`` (same sources and parameters as separate runs; the time and
 RSS shown are that one run's). ``--separate-runs`` runs SoFiA once per threshold.
 
-streamdet's half (``--skip-streamdet`` leaves it out): it runs when the package has cube
-detection (:func:`streamdet_cube_detector` finds ``streamdet.detect_cube``); until then
-its row says so and the benchmark goes on.
+streamdet's half (``--skip-streamdet`` leaves it out) runs ``streamdet.detect_cube`` on
+the FITS cube in a fresh process (the bundled 3D model unless ``--model``): its wall time
+(reading the cube included), voxels per second end to end, its peak RSS (VmHWM), and the
+model alone on the run's largest window (all cores; window-core voxels per second, the
+ceiling of the end-to-end rate). Then (``--no-large`` skips it) a cube 4x larger, twice
+the pixels on each sky axis, from the first seed, is detected the same way: its peak RSS
+against the first cube's shows whether memory stays flat.
 
 Build SoFiA-2 first (outside the repository)::
 
@@ -35,11 +40,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +57,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _sofia
 
-import streamdet
 from streamdet.catalogue.sdc2 import Sdc2Result, score_sdc2, to_sdc2
 from streamdet.errors import StreamdetError
 from streamdet.sim.simulate_cube import CUBE_SKY_VERSION, SDC2_NOISE, cube_truth, simulate_cube
@@ -78,15 +84,19 @@ class Row:
     purity: float | None = None
     seconds: float | None = None
     rss_mb: float | None = None
+    mvox_s: float | None = None
+    model_mvox_s: float | None = None
     note: str = ""
     accuracy: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def scored(cls, seed: int, finder: str, setting: str, r: Sdc2Result, *,
-               seconds: float, rss_mb: float, note: str = "") -> Row:
+               seconds: float, rss_mb: float, mvox_s: float | None = None,
+               model_mvox_s: float | None = None, note: str = "") -> Row:
         return cls(seed=seed, finder=finder, setting=setting, score=r.score, n_det=r.n_det,
                    n_match=r.n_match, purity=r.purity, seconds=seconds, rss_mb=rss_mb,
-                   note=note, accuracy=dict(r.accuracy))
+                   mvox_s=mvox_s, model_mvox_s=model_mvox_s, note=note,
+                   accuracy=dict(r.accuracy))
 
 
 def _fmt(value: float | int | None, spec: str) -> str:
@@ -96,12 +106,13 @@ def _fmt(value: float | int | None, spec: str) -> str:
 def markdown(rows: Sequence[Row]) -> str:
     """The results as a Markdown table."""
     head = ("| seed | finder | setting | score | N_det | N_match | purity | time s | "
-            "peak RSS MB | note |")
-    lines = [head, "| " + " | ".join(["---"] * 10) + " |"]
+            "Mvoxel/s | model Mvoxel/s | peak RSS MB | note |")
+    lines = [head, "| " + " | ".join(["---"] * 12) + " |"]
     for r in rows:
         lines.append(f"| {r.seed} | {r.finder} | {r.setting} | {_fmt(r.score, '.2f')} | "
                      f"{_fmt(r.n_det, 'd')} | {_fmt(r.n_match, 'd')} | "
                      f"{_fmt(r.purity, '.3f')} | {_fmt(r.seconds, '.1f')} | "
+                     f"{_fmt(r.mvox_s, '.2f')} | {_fmt(r.model_mvox_s, '.2f')} | "
                      f"{_fmt(r.rss_mb, '.0f')} | {r.note} |")
     return "\n".join(lines)
 
@@ -116,16 +127,6 @@ def markdown_accuracy(rows: Sequence[Row]) -> str:
             vals = " | ".join(_fmt(r.accuracy.get(t), ".2f") for t in terms)
             lines.append(f"| {r.seed} | {r.finder} | {r.setting} | {vals} |")
     return "\n".join(lines)
-
-
-def streamdet_cube_detector() -> Callable[..., Any] | None:
-    """streamdet's cube detection, or None while the package has none.
-
-    The benchmark expects ``streamdet.detect_cube(path, **options)`` returning a table
-    with (at least) the SDC2 columns; wire the real entry point here when it lands.
-    """
-    fn = getattr(streamdet, "detect_cube", None)
-    return fn if callable(fn) else None
 
 
 def run_sofia_rows(seed: int, cube: Path, truth: Table, work: Path, *,
@@ -154,35 +155,103 @@ def run_sofia_rows(seed: int, cube: Path, truth: Table, work: Path, *,
     return rows
 
 
-def run_streamdet_rows(seed: int, cube: Path, truth: Table, work: Path, *,
-                       options: dict[str, Any] | None = None) -> list[Row]:
-    """streamdet's cube detection on one cube (a 'skipped' row while there is none).
+#: streamdet's half runs in a fresh process (its own peak RSS, no simulation in it): detect
+#: the cube, write the catalogue, then time the model alone on the run's largest window.
+_CHILD = r"""
+import json, os, sys, time
+import numpy as np
+import streamdet
+from streamdet.engine.contract import load_model
+from streamdet.engine.detect_cube import configure, plan_cube
+cube, out, opts = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+t0 = time.perf_counter()
+cat = streamdet.detect_cube(cube, **opts)
+seconds = time.perf_counter() - t0
+cat.write(out, format="ascii.ecsv", overwrite=True)
+# VmHWM, not getrusage: Linux carries the parent's pre-exec peak into ru_maxrss.
+rss = next(float(line.split()[1]) / 1024 for line in open("/proc/self/status")
+           if line.startswith("VmHWM"))
+model = load_model(cat.meta["model"], ndim=3, threads=os.cpu_count() or 1)
+cfg = configure(model.contract, cat.meta["shape"], window=cat.meta["window"],
+                halo=cat.meta["halo"], margin=cat.meta["margin"])
+win = max(plan_cube(cat.meta["shape"], cfg, model.contract.stride),
+          key=lambda w: w.core_pixels)
+x = np.random.default_rng(0).normal(size=(1, 1, *win.region_shape)).astype(np.float32)
+model.run(x)
+t1 = time.perf_counter()
+for _ in range(3):
+    model.run(x)
+per_window = (time.perf_counter() - t1) / 3
+print(json.dumps({"seconds": seconds, "rss_mb": rss, "n": len(cat),
+                  "model_core_voxels_s": win.core_pixels / per_window,
+                  "region": list(win.region_shape), "core": win.core_pixels}))
+"""
 
-    ``options`` go to ``streamdet.detect_cube`` (``model``, ``threshold``, ``window``);
-    without a model (none is bundled yet) the row says so.
+
+def run_streamdet(cube: Path, out: Path, *, options: dict[str, Any] | None = None,
+                  timeout: float | None = None) -> dict[str, Any]:
+    """``streamdet.detect_cube`` on ``cube`` in a fresh process; its catalogue in ``out``.
+
+    Returns
+    -------
+    dict
+        ``seconds`` (detection, reading the cube included; not the interpreter start),
+        ``rss_mb`` (the process's peak), ``n``, ``model_core_voxels_s`` (the model alone
+        on the run's largest window, all cores, window cores per second: the ceiling of
+        the end-to-end rate).
     """
-    detect = streamdet_cube_detector()
-    if detect is None:
-        return [Row(seed=seed, finder="streamdet", setting="-",
-                    note="skipped: this streamdet has no cube detection yet")]
-    t0 = time.perf_counter()
-    try:
-        cat = detect(cube, **(options or {}))
-    except (StreamdetError, NotImplementedError) as exc:
-        return [Row(seed=seed, finder="streamdet", setting="-", note=f"skipped: {exc}")]
-    seconds = time.perf_counter() - t0
-    r = score_sdc2(to_sdc2(cat), truth)
+    opts = {k: v for k, v in (options or {}).items() if v is not None}
+    proc = subprocess.run([sys.executable, "-c", _CHILD, str(cube), str(out), json.dumps(opts)],
+                          capture_output=True, text=True, timeout=timeout, check=False)
+    if proc.returncode != 0:
+        raise StreamdetError(f"streamdet's cube detection failed:\n{proc.stderr[-2000:]}")
+    doc: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return doc
+
+
+def run_streamdet_rows(seed: int, cube: Path, truth: Table, work: Path, *,
+                       options: dict[str, Any] | None = None,
+                       timeout: float | None = None) -> list[Row]:
+    """streamdet's cube detection on one cube, scored (a 'skipped' row when it cannot run:
+    no 3D model fits the cube)."""
     opts = options or {}
+    try:
+        run = run_streamdet(cube, work / "streamdet.ecsv", options=opts, timeout=timeout)
+    except StreamdetError as exc:
+        return [Row(seed=seed, finder="streamdet", setting="-", note=f"skipped: {exc}")]
+    cat = Table.read(work / "streamdet.ecsv", format="ascii.ecsv")
+    r = score_sdc2(to_sdc2(cat), truth)
     setting = (Path(str(opts["model"])).name if opts.get("model") else "default model") + (
         f", obj >= {opts['threshold']}" if opts.get("threshold") is not None else "")
-    return [Row.scored(seed, "streamdet", setting, r, seconds=seconds,
-                       rss_mb=_self_peak_rss_mb(), note="in process; RSS of the process")]
+    nvox = math.prod(fits.getdata(cube, memmap=True).shape)
+    return [Row.scored(seed, "streamdet", setting, r, seconds=run["seconds"],
+                       rss_mb=run["rss_mb"], mvox_s=nvox / run["seconds"] / 1e6,
+                       model_mvox_s=run["model_core_voxels_s"] / 1e6,
+                       note="own process")]
 
 
-def _self_peak_rss_mb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+def large_cube_rows(root: Path, *, seed: int, shape: tuple[int, int, int], offset: int,
+                    args: argparse.Namespace) -> list[Row]:
+    """streamdet on a cube 4x larger than ``shape`` (twice as many pixels on each sky
+    axis): its peak RSS against the first cube's shows whether memory stays flat."""
+    nz, ny, nx = shape
+    big = (nz, 2 * ny, 2 * nx)
+    work = root / f"large{seed}"
+    work.mkdir(exist_ok=True)
+    cube = work / "cube.fits"
+    if args.reuse and _same_cube(cube, seed=seed, shape=big, offset=offset):
+        truth = cube_truth(shape=big, seed=seed, channel_offset=offset)
+    else:
+        truth = simulate_cube(cube, truth=work / "truth.txt", shape=big, seed=seed,
+                              channel_offset=offset, overwrite=True)
+    new = run_streamdet_rows(seed, cube, truth, work, options={
+        "model": args.model, "threshold": args.threshold, "window": args.window},
+        timeout=args.timeout)
+    for r in new:
+        r.note = f"{nz} x {2 * ny} x {2 * nx} (4x) cube; " + r.note
+    if not args.keep:
+        cube.unlink(missing_ok=True)
+    return new
 
 
 def _same_cube(path: Path, *, seed: int, shape: tuple[int, int, int], offset: int) -> bool:
@@ -227,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--skip-streamdet", action="store_true",
                     help="leave streamdet out")
     ap.add_argument("--model", default=None,
-                    help="streamdet: 3D ONNX detector (none is bundled yet)")
+                    help="streamdet: 3D ONNX detector (default: the bundled one that fits)")
     ap.add_argument("--threshold", type=float, default=None,
                     help="streamdet: objectness threshold (default: the model's)")
     ap.add_argument("--window", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
@@ -239,6 +308,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="reuse a cube already in --workdir made with the same seed, shape, "
                     "band and simulator version (a cube is a pure function of those)")
     ap.add_argument("--json", default=None, help="also write the rows as JSON here")
+    ap.add_argument("--no-large", dest="large", action="store_false",
+                    help="skip the memory check on a cube 4x larger (twice the pixels on "
+                    "each sky axis) that streamdet alone runs on")
     args = ap.parse_args(argv)
 
     nz, ny, nx = args.shape
@@ -279,9 +351,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not args.skip_streamdet:
                 rows += run_streamdet_rows(seed, cube, truth, work, options={
                     "model": args.model, "threshold": args.threshold,
-                    "window": args.window})
+                    "window": args.window}, timeout=args.timeout)
+                print(f"seed {seed}: streamdet {rows[-1].seconds or 0:.0f} s, "
+                      f"{rows[-1].rss_mb or 0:.0f} MB", file=sys.stderr, flush=True)
             if not args.keep:
                 cube.unlink(missing_ok=True)
+        if args.large and not args.skip_streamdet:
+            rows += large_cube_rows(root, seed=args.seeds[0], shape=(nz, ny, nx),
+                                    offset=offset, args=args)
     finally:
         if made and not args.keep:
             shutil.rmtree(root, ignore_errors=True)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import sys
 from pathlib import Path
@@ -367,21 +368,33 @@ def _load_bench() -> ModuleType:
     return mod
 
 
-def test_bench_cube_without_finders(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """The benchmark's plumbing on a tiny cube: the streamdet half reports itself skipped
-    while the package has no cube detection; a kept cube is reused."""
+def test_bench_cube_plumbing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The benchmark's plumbing on a tiny cube: streamdet (a test 3D model) runs in its own
+    process and is scored with its rates and peak RSS, as is the 4x cube; a kept cube is
+    reused; --skip-streamdet leaves streamdet out."""
+    pytest.importorskip("torch")
+    from _models3d import make_test_model3d
+
     bench = _load_bench()
+    model = make_test_model3d(tmp_path / "tiny3d.onnx")
     work = tmp_path / "w"
-    argv = ["--shape", "16", "16", "16", "--seeds", "9", "--skip-sofia", "--workdir", str(work),
-            "--keep", "--reuse", "--json", str(tmp_path / "rows.json")]
+    argv = ["--shape", "32", "16", "16", "--seeds", "9", "--skip-sofia", "--workdir", str(work),
+            "--keep", "--reuse", "--json", str(tmp_path / "rows.json"), "--model", str(model),
+            "--threshold", "0.2"]
     assert bench.main(argv) == 0
     out = capsys.readouterr()
     assert "| seed | finder | setting | score | N_det | N_match | purity |" in out.out
-    if bench.streamdet_cube_detector() is None:
-        assert "skipped: this streamdet has no cube detection yet" in out.out
+    rows = json.loads((tmp_path / "rows.json").read_text())["rows"]
+    assert [r["finder"] for r in rows] == ["streamdet", "streamdet"]
+    for r in rows:
+        assert r["score"] is not None and r["n_det"] >= r["n_match"] >= 0
+        assert r["mvox_s"] > 0 and r["model_mvox_s"] > 0 and r["rss_mb"] > 50
+    assert "(4x) cube" in rows[1]["note"]
     cube = work / "seed9" / "cube.fits"
-    assert bench._same_cube(cube, seed=9, shape=(16, 16, 16), offset=3326)
-    assert not bench._same_cube(cube, seed=8, shape=(16, 16, 16), offset=3326)
+    assert bench._same_cube(cube, seed=9, shape=(32, 16, 16), offset=3318)
+    assert not bench._same_cube(cube, seed=8, shape=(32, 16, 16), offset=3318)
+    assert bench._same_cube(work / "large9" / "cube.fits", seed=9, shape=(32, 32, 32),
+                            offset=3318)
     assert bench.main(argv) == 0
     assert "reused" in capsys.readouterr().err
     assert bench.main([*argv[:7], "--skip-streamdet"]) == 0
