@@ -179,9 +179,34 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         return _detect_locked(args, fmt)
 
 
-def _detect_locked(args: argparse.Namespace, fmt: str) -> int:
+def _cluster_of(args: argparse.Namespace) -> tuple[Any, str | None, list[int] | None]:
+    """``--workers`` / ``--scheduler`` / ``--gpus`` / ``--device``: the cluster to open (a
+    context giving the client, or None), the device, the GPUs."""
     import contextlib
 
+    scale_out = args.workers is not None or args.scheduler is not None or args.gpus
+    cluster: Any = contextlib.nullcontext()
+    gpus = None
+    if scale_out:  # distributed is imported only then
+        from .engine._cluster import open_client, parse_gpus
+
+        if args.gpus and args.scheduler:
+            raise StreamdetValueError(
+                "--gpus starts a local cluster of one worker per GPU; the workers of an "
+                "existing cluster (--scheduler) own their GPUs (dask-cuda pins one to each): "
+                "pass --device cuda instead")
+        gpus = parse_gpus(args.gpus)
+        cluster = open_client(workers=args.workers, scheduler=args.scheduler, gpus=gpus,
+                              timeout=args.worker_timeout)
+    device = _detect_device(args.device, gpus)
+    if device is not None and args.scheduler is None:
+        from .engine._providers import resolve_device
+
+        resolve_device(device)  # this machine runs it: a missing provider is said at once
+    return cluster, device, gpus
+
+
+def _detect_locked(args: argparse.Namespace, fmt: str) -> int:
     from .catalogue.outputs import write_catalogue, write_regions
     from .engine._resume import parts_dir, remove_parts
     from .engine.detect import detect
@@ -201,25 +226,7 @@ def _detect_locked(args: argparse.Namespace, fmt: str) -> int:
         raise WCSMissingError(f"{args.input} has no celestial WCS: an SDC1 catalogue needs "
                               "RA/Dec; choose --format ecsv, fits or parquet for pixel "
                               "positions")
-    scale_out = args.workers is not None or args.scheduler is not None or args.gpus
-    cluster: Any = contextlib.nullcontext()
-    gpus = None
-    if scale_out:  # distributed is imported only then
-        from .engine._cluster import describe, open_client, parse_gpus
-
-        if args.gpus and args.scheduler:
-            raise StreamdetValueError(
-                "--gpus starts a local cluster of one worker per GPU; the workers of an "
-                "existing cluster (--scheduler) own their GPUs (dask-cuda pins one to each): "
-                "pass --device cuda instead")
-        gpus = parse_gpus(args.gpus)
-        cluster = open_client(workers=args.workers, scheduler=args.scheduler, gpus=gpus,
-                              timeout=args.worker_timeout)
-    device = _detect_device(args.device, gpus)
-    if device is not None and args.scheduler is None:
-        from .engine._providers import resolve_device
-
-        resolve_device(device)  # this machine runs it: a missing provider is said at once
+    cluster, device, gpus = _cluster_of(args)
     parts = parts_dir(args.output)
     if args.resume and not args.quiet:
         kept = len(list(parts.glob("window-*.npz"))) if parts.is_dir() else 0
@@ -229,6 +236,8 @@ def _detect_locked(args: argparse.Namespace, fmt: str) -> int:
     with cluster as client:
         if not args.quiet:
             if client is not None:
+                from .engine._cluster import describe
+
                 print(f"streamdet detect: {describe(client)}", file=sys.stderr)
             print(f"streamdet detect: device {_device_line(device, client, gpus)}",
                   file=sys.stderr)
@@ -276,8 +285,7 @@ def _detect_locked(args: argparse.Namespace, fmt: str) -> int:
 _NOT_FOR_CUBES = (("chunk", None, "--chunk (give --window Z,Y,X)"), ("batch", None, "--batch"),
                   ("pb", None, "--pb"), ("regions", None, "--regions"),
                   ("no_refine", False, "--no-refine"), ("no_measure", False, "--no-measure"),
-                  ("workers", None, "--workers"), ("scheduler", None, "--scheduler"),
-                  ("gpus", None, "--gpus"), ("resume", False, "--resume"),
+                  ("resume", False, "--resume"),
                   ("keep_parts", False, "--keep-parts"))
 
 
@@ -313,12 +321,22 @@ def _detect_cube_locked(args: argparse.Namespace, fmt: str, image: Any) -> int:
             raise StreamdetValueError(f"{args.input} is a cube: the SDC1 format is for images; "
                                       "choose --format sdc2, ecsv, fits or parquet")
         fmt = "sdc2"        # .txt / .dat name a cube's SDC2 submission
-    if not args.quiet:
-        print(f"streamdet detect: cube {tuple(image.shape)} (channels, y, x)",
-              file=sys.stderr)
-    table = detect_cube(image, model=args.model, window=_parse_axes(args.window, "--window"),
-                        halo=args.halo, threshold=_parse_threshold(args.threshold),
-                        threads=args.threads, device=args.device or "auto")
+    window = _parse_axes(args.window, "--window")
+    cluster, device, gpus = _cluster_of(args)
+    with cluster as client:
+        if not args.quiet:
+            print(f"streamdet detect: cube {tuple(image.shape)} (channels, y, x)",
+                  file=sys.stderr)
+            if client is not None:
+                from .engine._cluster import describe
+
+                print(f"streamdet detect: {describe(client)}", file=sys.stderr)
+                print(f"streamdet detect: device {_device_line(device, client, gpus)}",
+                      file=sys.stderr)
+        table = detect_cube(image, model=args.model, window=window, halo=args.halo,
+                            threshold=_parse_threshold(args.threshold), threads=args.threads,
+                            device=device or "auto", client=client,
+                            worker_timeout=args.worker_timeout)
     write_catalogue(table, args.output, format=fmt,  # type: ignore[arg-type]
                     overwrite=args.overwrite)
     if not args.quiet:

@@ -458,3 +458,33 @@ def test_gpus_assigned_one_per_worker(client: Any, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     with pytest.raises(streamdet.StreamdetError, match="no GPU found"):
         _cluster.parse_gpus("all")
+
+
+# --------------------------------------------------------------------------- cubes
+def test_cube_on_a_cluster(tmp_path: Path, client: Any,
+                           capsys: pytest.CaptureFixture[str]) -> None:
+    """A cube's catalogue on the two-process cluster equals the single-process one exactly
+    (windows and the 3D tree reduction on the workers, one session per worker per model),
+    through the API and through ``streamdet detect --scheduler``."""
+    pytest.importorskip("torch")
+    from _models3d import make_test_model3d
+
+    from streamdet.sim.simulate_cube import simulate_cube
+
+    model = make_test_model3d(tmp_path / "tiny3d.onnx")
+    simulate_cube(tmp_path / "c.fits", shape=(96, 48, 40), seed=4, channel_offset=3000)
+    streamdet.convert(tmp_path / "c.fits", tmp_path / "c.zarr", chunks=(32, 16, 16),
+                      quiet=True)
+    opts: dict[str, Any] = {"model": model, "window": (32, 16, 16), "threshold": 0.3}
+    here = streamdet.detect_cube(tmp_path / "c.zarr", **opts)
+    there = streamdet.detect_cube(tmp_path / "c.zarr", client=client, **opts)
+    assert_same_table(here, there)
+    sessions = client.run(_cache_size)
+    assert set(sessions.values()) <= {0, 1, 2} and sum(sessions.values()) >= 1
+    assert not client.who_has()
+    address = client.scheduler.address
+    out = tmp_path / "cube.ecsv"
+    assert main(["detect", str(tmp_path / "c.zarr"), "-o", str(out), "--model", str(model),
+                 "--window", "32,16,16", "--threshold", "0.3", "--scheduler", address]) == 0
+    assert "Dask" in capsys.readouterr().err
+    assert_same_table(here, Table.read(out))

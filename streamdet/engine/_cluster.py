@@ -36,8 +36,8 @@ from .contract import Model, load_model
 
 __all__ = ["ClusterError", "GPUPlugin", "NoWorkersError", "SharedModel", "WindowCounter",
            "compute",
-           "describe", "open_client", "parse_gpus", "total_threads", "worker_memory",
-           "worker_model"]
+           "describe", "open_client", "parse_gpus", "shared_model", "total_threads",
+           "worker_memory", "worker_model"]
 
 
 class ClusterError(StreamdetError, RuntimeError):
@@ -69,7 +69,7 @@ class SharedModel(Model):
 
 def model_spec(model: Model, device: str | None = None) -> tuple[Any, ...]:
     """What identifies a model's session: file (resolved path, size, mtime), providers,
-    threads, device (``device``, else the model's)."""
+    threads, device (``device``, else the model's), dimensionality."""
     path = Path(model.path).resolve()
     try:
         st = path.stat()
@@ -77,7 +77,7 @@ def model_spec(model: Model, device: str | None = None) -> tuple[Any, ...]:
     except OSError:
         stamp = (-1, -1)
     return (str(path), stamp, model.providers, model.threads,
-            model.device if device is None else device)
+            model.device if device is None else device, model.contract.ndim)
 
 
 def _pinned(device: str) -> str:
@@ -99,20 +99,28 @@ def worker_model(spec: tuple[Any, ...]) -> SharedModel:
     Parameters
     ----------
     spec : tuple
-        ``(path, (size, mtime_ns), providers, threads, device)``.
+        ``(path, (size, mtime_ns), providers, threads, device, ndim)``.
     """
-    path, _stamp, providers, threads, device = spec
+    path, _stamp, providers, threads, device, ndim = spec
     device = _pinned(device)
-    key = (*spec[:4], device)
+    key = (*spec[:4], device, ndim)
     with _CACHE_LOCK:
         found = _CACHE.get(key)
         if found is None:
-            m = load_model(path, ndim=2, providers=providers, threads=threads, device=device)
+            m = load_model(path, ndim=ndim, providers=providers, threads=threads, device=device)
             found = SharedModel(m.path, m.contract, providers=providers, threads=threads,
                                 session=m.session, device=device,
                                 device_description=m.device_description)
             _CACHE[key] = found
         return found
+
+
+def shared_model(model: Model, *, device: str | None = None) -> SharedModel:
+    """``model`` as a :class:`SharedModel` (on ``device``, else the model's): passed to
+    tasks, each worker resolves it to its one cached session (the copy here opens none
+    unless it is run)."""
+    return SharedModel(model.path, model.contract, providers=model.providers,
+                       threads=model.threads, device=model.device if device is None else device)
 
 
 def shared(model: Model, *, device: str | None = None) -> tuple[Any, ...]:

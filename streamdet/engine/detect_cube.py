@@ -52,7 +52,7 @@ from ._infer import _RUN_LOCK, skip_window
 from ._plan import Window, plan_windows, round_up
 from .contract import Model, ModelContract, load_model, normalise
 from .decode import decode
-from .detect import resolve_threshold
+from .detect import _here, resolve_threshold
 from .detections import Detections
 from .nms import NMSKind, merge, nms_detections, owned, pixel_core_region
 
@@ -305,7 +305,8 @@ def detect_cube_voxels(cube: CubeLike, *, model: str | os.PathLike[str] | Model 
                        threshold: float | str | Sequence[float] | None = None,
                        iou_threshold: float | None = None, split_every: int = 8,
                        workers: int | None = None, threads: int | None = None,
-                       device: str = "auto") -> Detections:
+                       device: str = "auto", client: Any = None,
+                       worker_timeout: float = 120.0) -> Detections:
     """Detect sources in a cube: 3D detections in voxels (no sky coordinates).
 
     Parameters
@@ -328,11 +329,20 @@ def detect_cube_voxels(cube: CubeLike, *, model: str | os.PathLike[str] | Model 
     split_every : int
         Fan-in of the tree reduction.
     workers : int, optional
-        Windows in flight (threads), default the CPU count.
+        Windows in flight (threads), default the CPU count; with a ``client`` each
+        worker runs as many as it has threads.
     threads : int, optional
         ONNX Runtime intra-op threads per forward pass (default 1).
     device : str
-        Where the model runs (see :func:`streamdet.engine.contract.load_model`).
+        Where the model runs (see :func:`streamdet.engine.contract.load_model`); with a
+        ``client``, on the workers (the caller opens the model on its CPU, for the
+        contract).
+    client : distributed.Client, optional
+        Run the windows and the tree reduction on this Dask cluster (each worker opens
+        the model once); only the final detections come back. The result is the same
+        as without it.
+    worker_timeout : float
+        With a ``client``: seconds without any worker before the run is abandoned.
 
     Returns
     -------
@@ -344,25 +354,36 @@ def detect_cube_voxels(cube: CubeLike, *, model: str | os.PathLike[str] | Model 
     if arr.ndim != 3:
         raise StreamdetValueError(f"a cube must have 3 axes (channel, y, x), got shape "
                                   f"{arr.shape}")
-    m = _model(model, img=img, threads=threads, device=device)
+    m = _model(model, img=img, threads=threads, device=_here(device, client) or "auto")
     cfg = configure(m.contract, arr.shape, window=window, halo=halo, margin=margin,
                     threshold=threshold, iou_threshold=iou_threshold,
                     split_every=split_every, workers=workers)
-    return _compute(arr, m, cfg)
+    return _compute(arr, m, cfg, client=client, device=device, worker_timeout=worker_timeout)
 
 
-def _compute(arr: da.Array | NDArray[np.floating], model: Model, cfg: CubeConfig
+def _compute(arr: da.Array | NDArray[np.floating], model: Model, cfg: CubeConfig, *,
+             client: Any = None, device: str | None = None, worker_timeout: float = 120.0
              ) -> Detections:
     stride = model.contract.stride
     padded: Axes3 = tuple(round_up(max(int(n), 1), s)  # type: ignore[assignment]
                           for n, s in zip(arr.shape, stride, strict=True))
     windows = plan_cube(arr.shape, cfg, stride)
     reader = _Reader(arr)
+    task_model = model
+    if client is not None:      # each worker opens one session, shared by its tasks
+        from ._cluster import shared_model
+
+        task_model = shared_model(model, device=device)
     leaves = [delayed(detect_window3d, pure=True, name=f"cube-window-{w.index}")(
-                  reader, w, model, cfg, padded) for w in windows]
+                  reader, w, task_model, cfg, padded) for w in windows]
     root = _tree(leaves, cfg)
+    if client is not None:      # the tree runs on the workers; only the root comes back
+        from ._cluster import compute
+
+        result: Detections = compute(client, root, worker_timeout=worker_timeout)
+        return result
     (out,) = dask.compute(root, scheduler="threads", num_workers=cfg.workers)
-    result: Detections = out
+    result = out
     return result
 
 
@@ -384,7 +405,8 @@ def detect_cube(store: CubeLike, *, model: str | os.PathLike[str] | Model | None
                 threshold: float | str | Sequence[float] | None = None,
                 iou_threshold: float | None = None, split_every: int = 8,
                 workers: int | None = None, threads: int | None = None,
-                device: str = "auto", pixel_scale_arcsec: float | None = None) -> Table:
+                device: str = "auto", client: Any = None, worker_timeout: float = 120.0,
+                pixel_scale_arcsec: float | None = None) -> Table:
     """Detect HI sources in a cube and return their SDC2 catalogue (with voxel columns).
 
     Parameters
@@ -392,10 +414,13 @@ def detect_cube(store: CubeLike, *, model: str | os.PathLike[str] | Model | None
     store : path, Image, ndarray or dask array
         A Zarr store written by ``convert`` (or a FITS cube): Jy/beam, axes RA, Dec,
         FREQ; an array has no WCS and is refused (use :func:`detect_cube_voxels`).
-    model : path or Model
-        A 3D detector (required: none is bundled yet).
+    model : path or Model, optional
+        A 3D detector; default: the bundled 3D model that fits the cube's band and pixel
+        scale (see :func:`streamdet.models.default_model`).
     window, halo, margin, threshold, iou_threshold, split_every, workers, threads, device
         As :func:`detect_cube_voxels`.
+    client, worker_timeout
+        As :func:`detect_cube_voxels`: a Dask cluster to run on.
     pixel_scale_arcsec : float, optional
         Pixel side for box-derived sizes (default: from the WCS).
 
@@ -410,7 +435,7 @@ def detect_cube(store: CubeLike, *, model: str | os.PathLike[str] | Model | None
     Raises
     ------
     InvalidModelError
-        No model, or a 2D one.
+        No model given and no bundled 3D model fits the cube, or a 2D model.
     WCSMissingError
         The cube has no celestial or FREQ axis.
     """
@@ -421,12 +446,12 @@ def detect_cube(store: CubeLike, *, model: str | os.PathLike[str] | Model | None
     if arr.ndim != 3:
         raise StreamdetValueError(f"{img.path} is not a cube (shape {arr.shape}); use "
                                   "streamdet.detect for images")
-    m = _model(model, img=img, threads=threads, device=device)
+    m = _model(model, img=img, threads=threads, device=_here(device, client) or "auto")
     _check_channel(m.contract, img)
     cfg = configure(m.contract, arr.shape, window=window, halo=halo, margin=margin,
                     threshold=threshold, iou_threshold=iou_threshold,
                     split_every=split_every, workers=workers)
-    dets = _compute(arr, m, cfg)
+    dets = _compute(arr, m, cfg, client=client, device=device, worker_timeout=worker_timeout)
     table = cube_table(dets, wcs=img.wcs, pixel_scale_arcsec=pixel_scale_arcsec)
     meta: dict[str, Any] = {
         "input": str(img.path), "shape": list(arr.shape), "model": str(m.path),
