@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pathlib
 import re
 import sys
 import warnings
@@ -179,6 +180,25 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         return _detect_locked(args, fmt)
 
 
+def _parts_of(args: argparse.Namespace) -> pathlib.Path:
+    """The per-window parts directory beside ``args.output``; says what --resume finds."""
+    from .engine._resume import parts_dir
+
+    parts = parts_dir(args.output)
+    if args.resume and not args.quiet:
+        kept = len(list(parts.glob("window-*.npz"))) if parts.is_dir() else 0
+        print(f"streamdet detect: resuming from {kept} finished windows in {parts}"
+              if kept else f"streamdet detect: --resume: no finished windows in {parts}; "
+              f"computing every window", file=sys.stderr)
+    return parts
+
+
+def _say_parts_kept(parts: pathlib.Path) -> None:
+    if parts.is_dir() and any(parts.glob("window-*.npz")):
+        print(f"streamdet detect: the finished windows are kept in {parts}; run the "
+              f"same command with --resume to compute only the others", file=sys.stderr)
+
+
 def _cluster_of(args: argparse.Namespace) -> tuple[Any, str | None, list[int] | None]:
     """``--workers`` / ``--scheduler`` / ``--gpus`` / ``--device``: the cluster to open (a
     context giving the client, or None), the device, the GPUs."""
@@ -208,7 +228,7 @@ def _cluster_of(args: argparse.Namespace) -> tuple[Any, str | None, list[int] | 
 
 def _detect_locked(args: argparse.Namespace, fmt: str) -> int:
     from .catalogue.outputs import write_catalogue, write_regions
-    from .engine._resume import parts_dir, remove_parts
+    from .engine._resume import remove_parts
     from .engine.detect import detect
     from .errors import WCSMissingError
     from .io.image import open_image
@@ -227,12 +247,7 @@ def _detect_locked(args: argparse.Namespace, fmt: str) -> int:
                               "RA/Dec; choose --format ecsv, fits or parquet for pixel "
                               "positions")
     cluster, device, gpus = _cluster_of(args)
-    parts = parts_dir(args.output)
-    if args.resume and not args.quiet:
-        kept = len(list(parts.glob("window-*.npz"))) if parts.is_dir() else 0
-        print(f"streamdet detect: resuming from {kept} finished windows in {parts}"
-              if kept else f"streamdet detect: --resume: no finished windows in {parts}; "
-              f"computing every window", file=sys.stderr)
+    parts = _parts_of(args)
     with cluster as client:
         if not args.quiet:
             if client is not None:
@@ -261,10 +276,7 @@ def _detect_locked(args: argparse.Namespace, fmt: str) -> int:
                 quiet=args.quiet or None,
             )
         except (KeyboardInterrupt, StreamdetError):
-            if parts.is_dir() and any(parts.glob("window-*.npz")):
-                print(f"streamdet detect: the finished windows are kept in {parts}; run the "
-                      f"same command with --resume to compute only the others",
-                      file=sys.stderr)
+            _say_parts_kept(parts)
             raise
     if image.freq_hz is not None:  # the band, for score
         table.meta.setdefault("freq_hz", float(image.freq_hz))
@@ -284,9 +296,7 @@ def _detect_locked(args: argparse.Namespace, fmt: str) -> int:
 # options of detect that the cube path does not take (yet), with their defaults
 _NOT_FOR_CUBES = (("chunk", None, "--chunk (give --window Z,Y,X)"), ("batch", None, "--batch"),
                   ("pb", None, "--pb"), ("regions", None, "--regions"),
-                  ("no_refine", False, "--no-refine"), ("no_measure", False, "--no-measure"),
-                  ("resume", False, "--resume"),
-                  ("keep_parts", False, "--keep-parts"))
+                  ("no_refine", False, "--no-refine"), ("no_measure", False, "--no-measure"))
 
 
 def _parse_axes(text: str | None, what: str) -> tuple[int, int, int] | None:
@@ -333,12 +343,22 @@ def _detect_cube_locked(args: argparse.Namespace, fmt: str, image: Any) -> int:
                 print(f"streamdet detect: {describe(client)}", file=sys.stderr)
                 print(f"streamdet detect: device {_device_line(device, client, gpus)}",
                       file=sys.stderr)
-        table = detect_cube(image, model=args.model, window=window, halo=args.halo,
-                            threshold=_parse_threshold(args.threshold), threads=args.threads,
-                            device=device or "auto", client=client,
-                            worker_timeout=args.worker_timeout)
+        parts = _parts_of(args)
+        try:
+            table = detect_cube(image, model=args.model, window=window, halo=args.halo,
+                                threshold=_parse_threshold(args.threshold),
+                                threads=args.threads, device=device or "auto", client=client,
+                                worker_timeout=args.worker_timeout, parts=parts,
+                                resume=args.resume)
+        except (KeyboardInterrupt, StreamdetError):
+            _say_parts_kept(parts)
+            raise
     write_catalogue(table, args.output, format=fmt,  # type: ignore[arg-type]
                     overwrite=args.overwrite)
+    if not args.keep_parts:
+        from .engine._resume import remove_parts
+
+        remove_parts(parts)
     if not args.quiet:
         print(f"{len(table)} sources -> {args.output} ({fmt})")
     return 0

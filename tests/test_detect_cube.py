@@ -191,3 +191,53 @@ def test_a_cube_needs_a_3d_model(cube: tuple[Path, Path, Path], model: Model) ->
         dc.detect_cube_voxels(np.zeros((8, 8, 8), np.float32), model=model, window=(0, 4, 4))
     with pytest.raises(StreamdetValueError, match="3 axes"):
         dc.detect_cube_voxels(np.zeros((8, 8), np.float32), model=model)
+
+
+def test_cube_resume(cube: tuple[Path, Path, Path], model: Model, tmp_path: Path,
+                     monkeypatch: pytest.MonkeyPatch,
+                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Per-window parts: a resumed run computes only the windows whose part is missing
+    (counted) and gives the uninterrupted catalogue exactly; another option is refused;
+    the CLI removes the parts once the catalogue is written, unless --keep-parts."""
+    from streamdet.engine._resume import PartsMismatchError, parts_dir
+
+    _, store, _ = cube
+    opts: dict[str, object] = {"model": model, "window": (32, 16, 16), "threshold": 0.3}
+    full = streamdet.detect_cube(store, **opts)
+    parts = tmp_path / "parts"
+    first = streamdet.detect_cube(store, parts=parts, **opts)
+    files = sorted(parts.glob("window-*.npz"))
+    n_windows = len(dc.plan_cube(SHAPE, dc.configure(model.contract, SHAPE, window=(32, 16, 16)),
+                                 model.contract.stride))
+    assert len(files) == n_windows == 27
+    for f in files[::4]:            # an interrupted run: 7 windows never finished
+        f.unlink()
+    calls: list[int] = []
+    real = dc.detect_window3d
+
+    def counting(reader: object, window: object, *args: object) -> object:
+        calls.append(window.index)  # type: ignore[attr-defined]
+        return real(reader, window, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(dc, "detect_window3d", counting)
+    resumed = streamdet.detect_cube(store, parts=parts, resume=True, **opts)
+    assert len(calls) == len(files[::4]) == 7
+    for t in (first, resumed):
+        assert len(t) == len(full) > 0
+        for name in full.colnames:
+            np.testing.assert_array_equal(np.asarray(t[name]), np.asarray(full[name]))
+    with pytest.raises(PartsMismatchError, match="threshold"):
+        streamdet.detect_cube(store, parts=parts, resume=True, **{**opts, "threshold": 0.4})
+    with pytest.raises(StreamdetValueError, match="resume needs parts"):
+        streamdet.detect_cube(store, resume=True, **opts)
+    monkeypatch.undo()
+    out = tmp_path / "c.ecsv"
+    argv = ["detect", str(store), "-o", str(out), "--model", str(model.path),
+            "--window", "32,16,16", "--threshold", "0.3"]
+    assert main([*argv, "--keep-parts"]) == 0
+    assert len(list(parts_dir(out).glob("window-*.npz"))) == 27
+    assert main([*argv, "--overwrite", "--resume"]) == 0
+    assert "resuming from 27 finished windows" in capsys.readouterr().err
+    assert not parts_dir(out).exists()
+    np.testing.assert_array_equal(np.asarray(streamdet.catalogue.outputs.Table.read(out)["ra"]),
+                                  np.asarray(full["ra"]))

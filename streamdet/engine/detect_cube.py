@@ -50,6 +50,7 @@ from ..io.image import Image, open_image
 from ..models import default_model
 from ._infer import _RUN_LOCK, skip_window
 from ._plan import Window, plan_windows, round_up
+from ._resume import Parts, PartWriter, fingerprint, input_identity
 from .contract import Model, ModelContract, load_model, normalise
 from .decode import decode
 from .detect import _here, resolve_threshold
@@ -306,7 +307,9 @@ def detect_cube_voxels(cube: CubeLike, *, model: str | os.PathLike[str] | Model 
                        iou_threshold: float | None = None, split_every: int = 8,
                        workers: int | None = None, threads: int | None = None,
                        device: str = "auto", client: Any = None,
-                       worker_timeout: float = 120.0) -> Detections:
+                       worker_timeout: float = 120.0,
+                       parts: str | os.PathLike[str] | None = None,
+                       resume: bool = False) -> Detections:
     """Detect sources in a cube: 3D detections in voxels (no sky coordinates).
 
     Parameters
@@ -343,6 +346,13 @@ def detect_cube_voxels(cube: CubeLike, *, model: str | os.PathLike[str] | Model 
         as without it.
     worker_timeout : float
         With a ``client``: seconds without any worker before the run is abandoned.
+    parts : path-like, optional
+        A directory where each window's detections are written as it finishes (one
+        file per window, atomically), with the run's fingerprint (model bytes, device,
+        input, options); removed by the caller once the catalogue is written.
+    resume : bool
+        Reuse the windows already in ``parts`` and compute only the others; parts of
+        another model, input or option are refused (``PartsMismatchError``).
 
     Returns
     -------
@@ -358,12 +368,53 @@ def detect_cube_voxels(cube: CubeLike, *, model: str | os.PathLike[str] | Model 
     cfg = configure(m.contract, arr.shape, window=window, halo=halo, margin=margin,
                     threshold=threshold, iou_threshold=iou_threshold,
                     split_every=split_every, workers=workers)
-    return _compute(arr, m, cfg, client=client, device=device, worker_timeout=worker_timeout)
+    run_parts = _parts(arr, img, m, cfg, parts=parts, resume=resume, device=device,
+                       client=client)
+    return _compute(arr, m, cfg, client=client, device=device, worker_timeout=worker_timeout,
+                    parts=run_parts)
+
+
+def _window_saved(writer: PartWriter, reader: _Reader, window: Window, model: Model,
+                  cfg: CubeConfig, padded: Axes3) -> Detections:
+    """:func:`detect_window3d`, its result also written (atomically) as the window's part."""
+    dets = detect_window3d(reader, window, model, cfg, padded)
+    writer.save(window.index, dets)
+    return dets
+
+
+def _parts_of(arr: da.Array | NDArray[np.floating], img: Image | None, model: Model,
+              cfg: CubeConfig, *, parts: str | os.PathLike[str], resume: bool,
+              device: str | None, client: Any) -> Parts:
+    """The run's parts directory, checked against its fingerprint (model bytes, device,
+    input identity, every option)."""
+    from .detect import _device_of
+
+    darr = arr if isinstance(arr, da.Array) else da.from_array(np.asarray(arr))
+    header = img.header.tostring() if img is not None and img.header is not None else None
+    stamp = fingerprint(
+        model_path=model.path, options={"cube": cfg},
+        device=_device_of(model) if client is None else f"{device or model.device} "
+        "(on the workers)",
+        input_id=input_identity(darr, path=img.path if img is not None else None,
+                                header=header))
+    return Parts(parts, stamp, resume=resume)
+
+
+def _parts(arr: da.Array | NDArray[np.floating], img: Image | None, model: Model,
+           cfg: CubeConfig, *, parts: str | os.PathLike[str] | None, resume: bool,
+           device: str | None, client: Any) -> Parts | None:
+    if parts is None:
+        if resume:
+            raise StreamdetValueError("resume needs parts: the directory of the per-window "
+                                      "results to resume from")
+        return None
+    return _parts_of(arr, img, model, cfg, parts=parts, resume=resume, device=device,
+                     client=client)
 
 
 def _compute(arr: da.Array | NDArray[np.floating], model: Model, cfg: CubeConfig, *,
-             client: Any = None, device: str | None = None, worker_timeout: float = 120.0
-             ) -> Detections:
+             client: Any = None, device: str | None = None, worker_timeout: float = 120.0,
+             parts: Parts | None = None) -> Detections:
     stride = model.contract.stride
     padded: Axes3 = tuple(round_up(max(int(n), 1), s)  # type: ignore[assignment]
                           for n, s in zip(arr.shape, stride, strict=True))
@@ -374,8 +425,16 @@ def _compute(arr: da.Array | NDArray[np.floating], model: Model, cfg: CubeConfig
         from ._cluster import shared_model
 
         task_model = shared_model(model, device=device)
-    leaves = [delayed(detect_window3d, pure=True, name=f"cube-window-{w.index}")(
-                  reader, w, task_model, cfg, padded) for w in windows]
+    if parts is None:
+        leaves = [delayed(detect_window3d, pure=True, name=f"cube-window-{w.index}")(
+                      reader, w, task_model, cfg, padded) for w in windows]
+    else:   # finished windows are read back; the others computed and saved
+        done = parts.done()
+        w_ = parts.writer
+        leaves = [delayed(w_.load, pure=True, name=f"cube-part-{w.index}")(w.index)
+                  if w.index in done else
+                  delayed(_window_saved, pure=True, name=f"cube-window-{w.index}")(
+                      w_, reader, w, task_model, cfg, padded) for w in windows]
     root = _tree(leaves, cfg)
     if client is not None:      # the tree runs on the workers; only the root comes back
         from ._cluster import compute
@@ -406,6 +465,7 @@ def detect_cube(store: CubeLike, *, model: str | os.PathLike[str] | Model | None
                 iou_threshold: float | None = None, split_every: int = 8,
                 workers: int | None = None, threads: int | None = None,
                 device: str = "auto", client: Any = None, worker_timeout: float = 120.0,
+                parts: str | os.PathLike[str] | None = None, resume: bool = False,
                 pixel_scale_arcsec: float | None = None) -> Table:
     """Detect HI sources in a cube and return their SDC2 catalogue (with voxel columns).
 
@@ -421,6 +481,8 @@ def detect_cube(store: CubeLike, *, model: str | os.PathLike[str] | Model | None
         As :func:`detect_cube_voxels`.
     client, worker_timeout
         As :func:`detect_cube_voxels`: a Dask cluster to run on.
+    parts, resume
+        As :func:`detect_cube_voxels`: per-window results on disk, and resuming from them.
     pixel_scale_arcsec : float, optional
         Pixel side for box-derived sizes (default: from the WCS).
 
@@ -451,7 +513,10 @@ def detect_cube(store: CubeLike, *, model: str | os.PathLike[str] | Model | None
     cfg = configure(m.contract, arr.shape, window=window, halo=halo, margin=margin,
                     threshold=threshold, iou_threshold=iou_threshold,
                     split_every=split_every, workers=workers)
-    dets = _compute(arr, m, cfg, client=client, device=device, worker_timeout=worker_timeout)
+    run_parts = _parts(arr, img, m, cfg, parts=parts, resume=resume, device=device,
+                       client=client)
+    dets = _compute(arr, m, cfg, client=client, device=device, worker_timeout=worker_timeout,
+                    parts=run_parts)
     table = cube_table(dets, wcs=img.wcs, pixel_scale_arcsec=pixel_scale_arcsec)
     meta: dict[str, Any] = {
         "input": str(img.path), "shape": list(arr.shape), "model": str(m.path),
