@@ -22,13 +22,18 @@ def test_bundled_models_carry_a_valid_contract() -> None:
     freqs = set()
     for path in paths:
         assert path.stat().st_size <= 20 * 2**20, f"{path.name} is over 20 MB"
-        model = load_model(path, ndim=2)
-        c = model.contract
+        c = load_model(path).contract
         assert {"default", "best", "purity"} <= set(c.thresholds)
-        assert c.param_names == ("flux", "bmaj", "bmin", "pa")
         assert c.training, f"{path.name} does not record how it was trained"
-        freqs.add(round(c.freq_mhz or 0))
+        if c.ndim == 2:
+            assert c.param_names == ("flux", "bmaj", "bmin", "pa")
+            freqs.add(round(c.freq_mhz or 0))
+        else:
+            assert c.ndim == 3 and path.name == "sdc2_3d.onnx"
+            assert {"line_flux_integral", "hi_size", "w20", "pa", "i"} <= set(c.param_names)
+            assert c.pixel_scale_arcsec == pytest.approx(2.8)
     assert {560, 1400} <= freqs
+    assert "sdc2_3d.onnx" in {p.name for p in paths}
 
 
 @pytest.mark.parametrize("freq", sorted(BANDS))
