@@ -49,6 +49,7 @@ from ..io._zarrstore import COORD
 from ..io.image import Image, open_image
 from ..models import default_model
 from ._infer import _RUN_LOCK, skip_window
+from ._measure3d import CubeMeasure, apply_measurements, measure_cube
 from ._plan import Window, plan_windows, round_up
 from ._resume import Parts, PartWriter, fingerprint, input_identity
 from .contract import Model, ModelContract, load_model, normalise
@@ -57,7 +58,7 @@ from .detect import _here, resolve_threshold
 from .detections import Detections
 from .nms import NMSKind, merge, nms_detections, owned, pixel_core_region
 
-__all__ = ["ChannelWidthWarning", "CubeConfig", "detect_cube",
+__all__ = ["ChannelWidthWarning", "CubeConfig", "cube_geometry", "detect_cube",
            "detect_cube_voxels", "plan_cube"]
 
 CubeLike = str | os.PathLike[str] | Image | NDArray[np.floating] | da.Array
@@ -91,6 +92,9 @@ class CubeConfig:
         Fan-in of the tree reduction (>= 2).
     workers : int
         Windows in flight at once (threads of the Dask scheduler).
+    measure : CubeMeasure or None
+        Measure each detection on the voxels (:mod:`streamdet.engine._measure3d`), or
+        keep the network's parameters (None).
     """
 
     window: Axes3
@@ -101,6 +105,7 @@ class CubeConfig:
     nms_kind: NMSKind
     split_every: int
     workers: int
+    measure: CubeMeasure | None = None
 
     @property
     def reach(self) -> Axes3:
@@ -129,7 +134,7 @@ def configure(contract: ModelContract, shape: Sequence[int], *,
               margin: int | Sequence[int] | None = None,
               threshold: float | str | Sequence[float] | None = None,
               iou_threshold: float | None = None, split_every: int = 8,
-              workers: int | None = None) -> CubeConfig:
+              workers: int | None = None, measure: CubeMeasure | None = None) -> CubeConfig:
     """Resolve the options of a run against the model's contract and the cube's shape.
 
     Every size is rounded up to the model stride per axis; the window is clipped to the
@@ -163,7 +168,8 @@ def configure(contract: ModelContract, shape: Sequence[int], *,
     kind: NMSKind = "iou" if contract.nms.get("kind") == "iou" else "diou"
     return CubeConfig(window=w, halo=h, margin=m,
                       threshold=resolve_threshold(contract, threshold), iou_threshold=iou,
-                      nms_kind=kind, split_every=split_every, workers=n_workers)
+                      nms_kind=kind, split_every=split_every, workers=n_workers,
+                      measure=measure)
 
 
 def plan_cube(shape: Sequence[int], cfg: CubeConfig, stride: Sequence[int]) -> list[Window]:
@@ -236,7 +242,6 @@ def detect_window3d(reader: _Reader, window: Window, model: Model, cfg: CubeConf
         return Detections.empty(names, ndim=3).with_chunk(window.index)
     buf = np.zeros(window.region_shape, np.float32)
     normalise(data, c, out=buf[:data.shape[0], :data.shape[1], :data.shape[2]])
-    del data
     grid = _run(model, buf[None, None])
     del buf
     # the decoded cells: core grown by the margin, clipped to the padded cube
@@ -252,7 +257,11 @@ def detect_window3d(reader: _Reader, window: Window, model: Model, cfg: CubeConf
                   origins=np.array([dec[2][0], dec[1][0], dec[0][0]], np.float64))
     dets = nms_detections(dets, iou_threshold=cfg.iou_threshold, kind=cfg.nms_kind)
     region = pixel_core_region((x0, x1), (y0, y1), z_range=(z0, z1), image_shape=padded)
-    return owned(dets, region).with_chunk(window.index)
+    mine = owned(dets, region)
+    if cfg.measure is not None and len(mine):
+        meas = measure_cube(data, (rz, ry, rx), mine, cfg.measure, limit=cfg.reach)
+        mine = apply_measurements(mine, meas, cfg.measure)
+    return mine.with_chunk(window.index)
 
 
 def _tree(leaves: list[Delayed], cfg: CubeConfig) -> Delayed:
@@ -309,7 +318,8 @@ def detect_cube_voxels(cube: CubeLike, *, model: str | os.PathLike[str] | Model 
                        device: str = "auto", client: Any = None,
                        worker_timeout: float = 120.0,
                        parts: str | os.PathLike[str] | None = None,
-                       resume: bool = False) -> Detections:
+                       resume: bool = False,
+                       measure: CubeMeasure | None = None) -> Detections:
     """Detect sources in a cube: 3D detections in voxels (no sky coordinates).
 
     Parameters
@@ -353,6 +363,10 @@ def detect_cube_voxels(cube: CubeLike, *, model: str | os.PathLike[str] | Model 
     resume : bool
         Reuse the windows already in ``parts`` and compute only the others; parts of
         another model, input or option are refused (``PartsMismatchError``).
+    measure : CubeMeasure, optional
+        The cube's beam, channels and pixels: measure each detection's line flux, PA
+        and HI size on the voxels (see :func:`cube_geometry`); default: keep the
+        network's values.
 
     Returns
     -------
@@ -367,7 +381,7 @@ def detect_cube_voxels(cube: CubeLike, *, model: str | os.PathLike[str] | Model 
     m = _model(model, img=img, threads=threads, device=_here(device, client) or "auto")
     cfg = configure(m.contract, arr.shape, window=window, halo=halo, margin=margin,
                     threshold=threshold, iou_threshold=iou_threshold,
-                    split_every=split_every, workers=workers)
+                    split_every=split_every, workers=workers, measure=measure)
     run_parts = _parts(arr, img, m, cfg, parts=parts, resume=resume, device=device,
                        client=client)
     return _compute(arr, m, cfg, client=client, device=device, worker_timeout=worker_timeout,
@@ -446,6 +460,29 @@ def _compute(arr: da.Array | NDArray[np.floating], model: Model, cfg: CubeConfig
     return result
 
 
+def cube_geometry(img: Image, contract: ModelContract) -> CubeMeasure | None:
+    """The measurement's view of a cube: beam, pixel and channels from its header.
+
+    The beam is the header's ``BMAJ`` (else the model's training beam), the pixel side
+    the WCS's (else the model's), the channels the spectral coordinate of the planes.
+    None when the cube has no spectral coordinate (nothing to measure velocities on).
+    """
+    if COORD not in img.data.coords:
+        return None
+    freq = np.asarray(img.data.coords[COORD].values, np.float64)
+    if freq.size < 2 or not np.all(np.isfinite(freq[:2])) or freq[1] == freq[0]:
+        return None
+    pixel = img.pixel_scale_arcsec or contract.pixel_scale_arcsec
+    beam_arcsec = (float(img.beam[0]) * 3600.0 if img.beam is not None
+                   else contract.beam_arcsec[0] if contract.beam_arcsec else None)
+    if not pixel or not beam_arcsec:
+        return None
+    step = float(freq[1] - freq[0])
+    return CubeMeasure(beam_fwhm_px=float(beam_arcsec) / float(pixel), channel_hz=abs(step),
+                       freq0_hz=float(freq[0]), freq_step_hz=step,
+                       pixel_arcsec=float(pixel))
+
+
 def _check_channel(contract: ModelContract, img: Image | None) -> None:
     if img is None or img.wcs is None or contract.channel_hz is None or img.wcs.wcs.spec < 0:
         return
@@ -466,7 +503,7 @@ def detect_cube(store: CubeLike, *, model: str | os.PathLike[str] | Model | None
                 workers: int | None = None, threads: int | None = None,
                 device: str = "auto", client: Any = None, worker_timeout: float = 120.0,
                 parts: str | os.PathLike[str] | None = None, resume: bool = False,
-                pixel_scale_arcsec: float | None = None) -> Table:
+                measure: bool = True, pixel_scale_arcsec: float | None = None) -> Table:
     """Detect HI sources in a cube and return their SDC2 catalogue (with voxel columns).
 
     Parameters
@@ -483,6 +520,10 @@ def detect_cube(store: CubeLike, *, model: str | os.PathLike[str] | Model | None
         As :func:`detect_cube_voxels`: a Dask cluster to run on.
     parts, resume
         As :func:`detect_cube_voxels`: per-window results on disk, and resuming from them.
+    measure : bool
+        Measure the line flux, PA and HI size of each detection on the cube's voxels
+        (:mod:`streamdet.engine._measure3d`; the geometry from the cube's header, see
+        :func:`cube_geometry`); ``False`` keeps the network's values.
     pixel_scale_arcsec : float, optional
         Pixel side for box-derived sizes (default: from the WCS).
 
@@ -510,9 +551,10 @@ def detect_cube(store: CubeLike, *, model: str | os.PathLike[str] | Model | None
                                   "streamdet.detect for images")
     m = _model(model, img=img, threads=threads, device=_here(device, client) or "auto")
     _check_channel(m.contract, img)
+    geom = cube_geometry(img, m.contract) if measure else None
     cfg = configure(m.contract, arr.shape, window=window, halo=halo, margin=margin,
                     threshold=threshold, iou_threshold=iou_threshold,
-                    split_every=split_every, workers=workers)
+                    split_every=split_every, workers=workers, measure=geom)
     run_parts = _parts(arr, img, m, cfg, parts=parts, resume=resume, device=device,
                        client=client)
     dets = _compute(arr, m, cfg, client=client, device=device, worker_timeout=worker_timeout,
@@ -523,6 +565,7 @@ def detect_cube(store: CubeLike, *, model: str | os.PathLike[str] | Model | None
         "model_name": m.contract.name, "window": list(cfg.window), "halo": list(cfg.halo),
         "margin": list(cfg.margin), "threshold": cfg.threshold,
         "iou_threshold": cfg.iou_threshold, "nms_kind": cfg.nms_kind,
+        "measured": geom is not None,
     }
     table.meta.update(meta)
     return table
