@@ -477,10 +477,8 @@ def cube_geometry(img: Image, contract: ModelContract) -> CubeMeasure | None:
                    else contract.beam_arcsec[0] if contract.beam_arcsec else None)
     if not pixel or not beam_arcsec:
         return None
-    step = float(freq[1] - freq[0])
-    return CubeMeasure(beam_fwhm_px=float(beam_arcsec) / float(pixel), channel_hz=abs(step),
-                       freq0_hz=float(freq[0]), freq_step_hz=step,
-                       pixel_arcsec=float(pixel))
+    return CubeMeasure(pixel_arcsec=float(pixel), beam_fwhm_arcsec=float(beam_arcsec),
+                       freq0_hz=float(freq[0]), freq_step_hz=float(freq[1] - freq[0]))
 
 
 def _check_channel(contract: ModelContract, img: Image | None) -> None:
