@@ -296,7 +296,7 @@ def _detect_locked(args: argparse.Namespace, fmt: str) -> int:
 # options of detect that the cube path does not take (yet), with their defaults
 _NOT_FOR_CUBES = (("chunk", None, "--chunk (give --window Z,Y,X)"), ("batch", None, "--batch"),
                   ("pb", None, "--pb"), ("regions", None, "--regions"),
-                  ("no_refine", False, "--no-refine"), ("no_measure", False, "--no-measure"))
+                  ("no_refine", False, "--no-refine"))
 
 
 def _parse_axes(text: str | None, what: str) -> tuple[int, int, int] | None:
@@ -349,7 +349,7 @@ def _detect_cube_locked(args: argparse.Namespace, fmt: str, image: Any) -> int:
                                 threshold=_parse_threshold(args.threshold),
                                 threads=args.threads, device=device or "auto", client=client,
                                 worker_timeout=args.worker_timeout, parts=parts,
-                                resume=args.resume)
+                                resume=args.resume, measure=not args.no_measure)
         except (KeyboardInterrupt, StreamdetError):
             _say_parts_kept(parts)
             raise
@@ -561,7 +561,8 @@ def _build_parser(command: str | None = "plot") -> argparse.ArgumentParser:
                    help="keep the network's flux and shape (default: measure on the image: "
                    "forced photometry with the network's shape for every source, and an "
                    "elliptical Gaussian fit, deconvolved by the beam, from the model's "
-                   "measure.fit_snr)")
+                   "measure.fit_snr; on a cube: line flux, kinematic PA and HI size from "
+                   "a mask of the voxels)")
     p.add_argument("--threshold", default=None, metavar="T",
                    help="objectness threshold: a number, one per prior (comma-separated), or a "
                    "preset of the model (default, best, purity)")

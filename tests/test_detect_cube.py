@@ -170,6 +170,16 @@ def test_cli_detect_on_a_cube(cube: tuple[Path, Path, Path], model: Model, tmp_p
     assert len(got) == len(api)
     np.testing.assert_allclose(np.sort(got["central_freq"]), np.sort(api["central_freq"]),
                                rtol=1e-9)
+    raw = tmp_path / "raw.txt"           # --no-measure: the network's own parameters
+    assert main(["detect", str(store), "-o", str(raw), "--model", str(model.path),
+                 "--no-measure", "-q"]) == 0
+    net = streamdet.detect_cube(store, model=model, workers=2, measure=False)
+    assert api.meta["measured"] and not net.meta["measured"]
+    assert len(net) == len(api) > 0      # the measurement changes parameters, not detections
+    for name in ("pa", "line_flux_integral", "hi_size"):
+        np.testing.assert_allclose(np.sort(read_sdc2(raw)[name]), np.sort(net[name]),
+                                   rtol=1e-5)
+        assert not np.allclose(np.sort(api[name]), np.sort(net[name]))
     ecsv = tmp_path / "cat.ecsv"
     assert main(["detect", str(store), "-o", str(ecsv), "--model", str(model.path), "-q"]) == 0
     assert "redshift" in streamdet.catalogue.outputs.Table.read(ecsv).colnames
