@@ -290,17 +290,22 @@ def _read_cut(reader: _BlockReader, wanted: dict[int, tuple[int, int, int, int]]
             for w, (y0, y1, x0, x1) in wanted.items()}
 
 
-def _take(source: WindowResult | dict[int, Piece], which: Strip | int) -> Piece:
+def _take(source: WindowResult | dict[int, Piece], which: Strip | int, *,
+          keep: bool = False) -> Piece:
     """One halo strip out of what a window (``(dets, handed)``) or a read-and-cut task
-    (window index -> piece) produced, removed from it.
+    (window index -> piece) produced, removed from it unless ``keep``.
 
     Every strip has exactly one consumer, so once taken nothing else needs it: its
     memory goes back as soon as its consumer is done with it, not when the producer's
     result is released (which also waits for the tree reduction's merge of the
     producer's detections, and for the window that the bound on windows in flight
-    gates on it). On a cluster a consumer on another worker takes from its own copy.
+    gates on it). On a cluster (``keep``) the strip stays: a consumer whose result was
+    lost with a worker is run again where the producer's result still is, and must find
+    its strip there (a consumer on another worker takes from its own copy anyway).
     """
     pieces = source[1] if isinstance(source, tuple) else source
+    if keep:
+        return pieces[which]  # type: ignore[index]
     return pieces.pop(which)  # type: ignore[arg-type]
 
 
@@ -309,7 +314,8 @@ def _detect_from_blocks(own: list[_BlockReader], sources: list[Any],
                         window: Window, model: Model,
                         emit: dict[Strip, tuple[int, int, int, int]], gate: Any = None, *,
                         parts: PartWriter | None = None, reuse: bool = False,
-                        by_ref: bool = False, **options: Any) -> WindowResult:
+                        by_ref: bool = False, keep_strips: bool = False,
+                        **options: Any) -> WindowResult:
     """Detect in one window; also hand on, as copies, the parts of its own chunks that
     windows later in the walk need as halo (``emit``: (i, j, consumer) -> image bounds).
 
@@ -324,9 +330,9 @@ def _detect_from_blocks(own: list[_BlockReader], sources: list[Any],
     is computed and written again); with ``by_ref`` the task returns a
     :class:`~streamdet.engine._resume.PartRef` to them instead of the detections. ``gate`` is
     only a scheduling dependency (the bound on windows in flight, see
-    :func:`_build_graph`).
+    :func:`_build_graph`). ``keep_strips``: see :func:`_take`.
     """
-    pieces = [_take(src, k) for src, k in zip(sources, picks, strict=True)]
+    pieces = [_take(src, k, keep=keep_strips) for src, k in zip(sources, picks, strict=True)]
     del sources
     dets = None
     if reuse and parts is not None:
@@ -395,7 +401,7 @@ def plan(arr: da.Array, model: Model, cfg: DetectConfig) -> tuple[
 def _build_graph(arr: da.Array, model: Model, cfg: DetectConfig, *, lag: int = 2,
                  model_task: Any = None, inflight: int | None = None,
                  parts: PartWriter | None = None, done: frozenset[int] = frozenset(),
-                 root: bool = False, by_ref: bool = False
+                 root: bool = False, by_ref: bool = False, keep_strips: bool = False
                  ) -> tuple[list[Delayed], list[Window], tuple[int, int, int, int]]:
     """The detection graph: reads, halo cuts, windows and the tree reduction up to its
     last ``<= split_every`` results (whose merge, :func:`_root_merge`, is the caller's),
@@ -410,6 +416,9 @@ def _build_graph(arr: da.Array, model: Model, cfg: DetectConfig, *, lag: int = 2
     back from there instead; ``by_ref`` (with ``parts``): windows and merges hand on
     references to their detections on disk, not the detections (see
     :func:`_merge_and_release`), so that no worker holds the partial catalogues.
+    ``keep_strips``: a window leaves the halo strips it takes in their producer's result
+    (on a cluster, where a window may be run again after a worker is lost; see
+    :func:`_take`).
 
     Built as one low-level graph (a dict of tasks), not by chaining ``delayed`` calls,
     whose merged graphs grow with every dependency: building and culling those costs
@@ -420,7 +429,8 @@ def _build_graph(arr: da.Array, model: Model, cfg: DetectConfig, *, lag: int = 2
     position = {w.index: p for p, w in enumerate(windows)}
     by_ref = by_ref and parts is not None
     token = dask.base.tokenize(arr.name, model.path, cfg, lag, inflight, root, by_ref,
-                               None if parts is None else str(parts.directory), sorted(done))
+                               keep_strips, None if parts is None else str(parts.directory),
+                               sorted(done))
     # Reads happen inside the tasks that use the data, so none waits in memory for a
     # consumer that the scheduler has not reached. A storage chunk inside a window's
     # core is read by that window alone, which hands the parts that windows further on
@@ -472,7 +482,7 @@ def _build_graph(arr: da.Array, model: Model, cfg: DetectConfig, *, lag: int = 2
                   threshold=np.asarray(cfg.threshold) if isinstance(cfg.threshold, tuple)
                   else cfg.threshold,
                   iou_threshold=cfg.iou_threshold, nms_kind=cfg.nms_kind, refine=cfg.refine,
-                  measure=cfg.measure, parts=parts)
+                  measure=cfg.measure, parts=parts, keep_strips=keep_strips)
     reuse = partial(run, reuse=True)
     if by_ref:
         run, reuse = partial(run, by_ref=True), partial(reuse, by_ref=True)
@@ -646,7 +656,8 @@ def detect_pixels(image: ImageLike, *, model: str | os.PathLike[str] | Model | N
         task = shared(mdl, device=device)
         (root,), windows, limit = _build_graph(arr, mdl, cfg, lag=lag, model_task=task,
                                                inflight=2 * lag, parts=writer, done=done,
-                                               root=True, by_ref=writer is not None)
+                                               root=True, by_ref=writer is not None,
+                                               keep_strips=True)
         prefix = root.key.replace("catalogue-", "window-", 1) + "-"
         return compute(client, root, worker_timeout=worker_timeout,
                        progress=(prefix, len(windows)), quiet=quiet)
